@@ -1,0 +1,56 @@
+"""cnnspec: describe a CNN in a YAML file, check it like a compiler, build and train it with torch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import Problem, SpecError
+from .spec import Spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from .registry import Registry
+
+__all__ = ["Problem", "Spec", "SpecError", "build_model", "check_file", "load_spec", "loads_spec"]
+__version__ = "0.1.0"
+
+
+def check_file(path: str, registry: "Registry | None" = None) -> Any:
+    """Check a spec file and return a ``cnnspec.check.CheckResult`` (never raises SpecError)."""
+    from .check import CheckResult, check
+    from .plugins import default_registry
+    from .yamlpos import load_file
+
+    try:
+        located = load_file(path)
+    except SpecError as e:
+        return CheckResult(path, problems=e.problems)
+    return check(located, registry or default_registry())
+
+
+def load_spec(path: str, registry: "Registry | None" = None) -> Spec:
+    """Load and validate a spec file; raise SpecError with every located problem."""
+    result = check_file(path, registry)
+    if result.spec is None:
+        raise SpecError(result.problems, path)
+    return result.spec
+
+
+def loads_spec(text: str, file: str = "<string>", registry: "Registry | None" = None) -> Spec:
+    """Like load_spec, from YAML text."""
+    from .check import check
+    from .plugins import default_registry
+    from .yamlpos import load
+
+    result = check(load(text, file), registry or default_registry())
+    if result.spec is None:
+        raise SpecError(result.problems, file)
+    return result.spec
+
+
+def build_model(spec: Spec) -> "nn.Sequential":
+    """Compile a checked spec into a ``torch.nn.Sequential`` (imports torch)."""
+    from .build import build_model as _build
+
+    return _build(spec)

@@ -1,0 +1,278 @@
+"""Checks located spec data: schema, names, parameters, then shapes; every problem located."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import Path, Problem, did_you_mean, path_str
+from .registry import Kind, Registry
+from .shapes import ShapeTrace, fmt, trace
+from .spec import Component, DataSection, Spec, SpecFile, TrainSection
+from .yamlpos import Located
+
+# Models of nested sections, so an unknown key deep inside suggests a field of the right model.
+_SECTIONS: dict[str, type[BaseModel]] = {"data": DataSection, "train": TrainSection}
+
+
+@dataclass
+class CheckResult:
+    """What checking found: the Spec when valid, else problems (and the shapes traced so far)."""
+
+    file: str
+    spec: Spec | None = None
+    problems: list[Problem] = field(default_factory=list)
+    trace: ShapeTrace | None = None
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+def check(located: Located, registry: Registry) -> CheckResult:
+    """Validate the whole document, collecting every independent problem."""
+    c = _Checker(located, registry)
+    return c.run()
+
+
+class _Checker:
+    def __init__(self, located: Located, registry: Registry) -> None:
+        self.loc = located
+        self.reg = registry
+        self.problems: list[Problem] = []
+
+    def fail(self, path: Path, message: str, *, key: bool = False) -> None:
+        self.problems.append(self.loc.problem(path, message, key=key))
+
+    def run(self) -> CheckResult:
+        result = CheckResult(self.loc.file)
+        data = self.loc.data
+        if not isinstance(data, dict):
+            self.fail((), f"a spec is a mapping of keys (input, layers, ...), not {_kind(data)}")
+            result.problems = self.problems
+            return result
+        source = self.validate_model(SpecFile, data, (), "")
+        raw_layers = data.get("layers")
+        layers = self.layers(raw_layers) if isinstance(raw_layers, list) else None
+        train = data.get("train") if isinstance(data.get("train"), dict) else {}
+        optimizer = self.component("optimizer", train.get("optimizer", "adam"), ("train", "optimizer"))
+        loss = self.component("loss", train.get("loss", "cross_entropy"), ("train", "loss"))
+        scheduler = None
+        if train.get("scheduler") is not None:
+            scheduler = self.component("scheduler", train["scheduler"], ("train", "scheduler"))
+        dataset = None
+        if isinstance(data.get("data"), dict) and "dataset" in data["data"]:
+            dataset = self.component("dataset", data["data"]["dataset"], ("data", "dataset"))
+
+        inp = data.get("input")
+        if layers is not None and source is not None:
+            result.trace = self.shapes(tuple(inp), layers)
+            if result.trace.complete and dataset is not None:
+                self.dataset_fits(dataset, tuple(inp), result.trace)
+        result.problems = sorted(self.problems)
+        if not self.problems:
+            assert source and layers is not None and optimizer and loss and result.trace
+            result.spec = Spec(
+                file=self.loc.file, source=source, layers=layers, trace=result.trace,
+                optimizer=optimizer, scheduler=scheduler, loss=loss, dataset=dataset,
+                registry=self.reg,
+            )
+        return result
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def validate_model(self, model: type[BaseModel], data: Any, base: Path, prefix: str) -> Any:
+        try:
+            return model.model_validate(data)
+        except ValidationError as e:
+            for path, message, key in _explain(e, data, model):
+                self.fail(base + path, prefix + message, key=key)
+            return None
+
+    def parse_ref(self, kind: Kind, raw: Any, path: Path) -> tuple[str, dict[str, Any]] | None:
+        """A bare name or {type: NAME, ...} as (name, params); None after reporting a problem."""
+        if isinstance(raw, str):
+            return raw, {}
+        if isinstance(raw, dict):
+            if "type" not in raw:
+                self.fail(path, f"{path_str(path)}: a {kind} mapping needs a 'type' key")
+                return None
+            name = raw["type"]
+            if not isinstance(name, str):
+                self.fail(path + ("type",), f"{path_str(path)}: 'type' must be a name, got {name!r}")
+                return None
+            return name, {k: v for k, v in raw.items() if k != "type"}
+        self.fail(path, f"{path_str(path)}: expected a {kind} name or {{type: NAME, ...}}, got {_kind(raw)}")
+        return None
+
+    def component(self, kind: Kind, raw: Any, path: Path) -> Component | None:
+        parsed = self.parse_ref(kind, raw, path)
+        if parsed is None:
+            return None
+        name, params = parsed
+        ctype = self.reg.get(kind, name)
+        label = path_str(path)
+        if ctype is None:
+            where = path + ("type",) if isinstance(raw, dict) else path
+            self.fail(where, f"{label}: unknown {kind} type '{name}'"
+                      + (did_you_mean(name, self.reg.names(kind)) or _known(self.reg.names(kind))))
+            return None
+        p = self.validate_model(ctype.Params, params, path, f"{label} {name}: ")
+        return None if p is None else Component(name, ctype, p, path)
+
+    def layers(self, raw: list[Any]) -> list[Component] | None:
+        out: list[Component] = []
+        ok = True
+        for i, item in enumerate(raw):
+            comp = self.component("layer", item, ("layers", i))
+            ok = ok and comp is not None
+            if comp is not None:
+                out.append(comp)
+        return out if ok else None
+
+    # -- shapes ---------------------------------------------------------------------------
+
+    def shapes(self, inp: tuple[int, ...], layers: list[Component]) -> ShapeTrace:
+        t = trace(inp, [(c.name, c.type, c.params) for c in layers])
+        if t.error is not None:
+            i, err = t.error
+            comp = layers[i]
+            path = comp.path  # point at the parameter when it is written, else at the layer
+            if err.key and comp.path + (err.key,) in self.loc.keys:
+                path = comp.path + (err.key,)
+            self.fail(path, f"layers[{i}] {comp.name}: {err.message}", key=True)
+        return t
+
+    def dataset_fits(self, ds: Component, inp: tuple[int, ...], t: ShapeTrace) -> None:
+        shape = ds.type.sample_shape(ds.params)
+        if shape is not None and tuple(shape) != inp:
+            self.fail(("input",), f"input is {fmt(inp)} but dataset '{ds.name}' gives samples of "
+                      f"{fmt(tuple(shape))}")
+        classes = ds.type.num_classes(ds.params)
+        out = t.output_shape
+        if classes is not None and out != (classes,):
+            self.fail(("layers", len(t.rows) - 1),
+                      f"layers[{len(t.rows) - 1}] {t.rows[-1].type}: the model ends in {fmt(out)} "
+                      f"but dataset '{ds.name}' has {classes} classes (the last layer should give {classes})")
+
+
+# -- turning pydantic errors into located, readable lines ------------------------------------
+
+
+def _kind(v: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", type(None): "nothing"}.get(
+        type(v), f"the value {v!r}"
+    )
+
+
+def _known(names: list[str]) -> str:
+    return f" (known: {', '.join(names)})" if names and len(names) <= 12 else ""
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path, tuple[Any, ...]]:
+    """Split a pydantic loc into the part that exists in the data and the rest (union tags...)."""
+    path: list[str | int] = []
+    cur = data
+    for i, part in enumerate(loc):
+        if isinstance(cur, dict) and isinstance(part, str) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            cur = cur[part]
+        else:
+            return tuple(path), tuple(loc[i:])
+        path.append(part)
+    return tuple(path), ()
+
+
+def _fields_at(model: type[BaseModel], path: Path) -> list[str]:
+    """Field names of the (sub)model at ``path``, for did-you-mean suggestions."""
+    if len(path) == 1 and model is SpecFile and path[0] in _SECTIONS:
+        return list(_SECTIONS[str(path[0])].model_fields)
+    return list(model.model_fields) if not path else []
+
+
+_TAGS = (("tuple", "a list [h, w]"), ("list", "a list"), ("literal", ""), ("int", "an integer"),
+         ("float", "a number"), ("bool", "true or false"), ("str", "text"), ("none", "null"))
+
+
+def _tag_words(tag: str, err: Any) -> str:
+    for prefix, words in _TAGS:
+        if prefix in tag.lower():
+            return words or str(err.get("ctx", {}).get("expected", tag))
+    return tag
+
+
+def _plain(err: Any) -> str:
+    """One pydantic error as a short phrase, without the location."""
+    t, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    got = f", got {value!r}"
+    if t in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[t]
+        bound = next(iter(ctx.values()))
+        return f"must be {op} {bound}{got}"
+    if t in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be an integer{got}"
+    if t in ("float_type", "float_parsing"):
+        return f"must be a number{got}"
+    if t in ("bool_type", "bool_parsing"):
+        return f"must be true or false{got}"
+    if t in ("string_type",):
+        return f"must be text{got}"
+    if t == "literal_error":
+        extra = did_you_mean(str(value), [s.strip(" '") for s in str(ctx.get("expected", "")).replace(" or ", ",").split(",")])
+        return f"must be {ctx.get('expected')}{got}{extra}"
+    if t == "string_pattern_mismatch":
+        return f"does not match the pattern {ctx.get('pattern')}{got}"
+    if t in ("list_type", "tuple_type"):
+        return f"must be a list{got}"
+    if t in ("model_type", "dict_type", "model_attributes_type"):
+        return f"must be a mapping of keys{got}"
+    if t == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
+    msg = str(err["msg"])
+    return msg[0].lower() + msg[1:] + got
+
+
+def _explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tuple[Path, str, bool]]:
+    """Pydantic errors as (path, message, point-at-key) triples, unions merged into one line."""
+    groups: dict[Path, list[tuple[tuple[Any, ...], Any]]] = {}
+    out: list[tuple[Path, str, bool]] = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            path = loc
+            name = str(loc[-1])
+            out.append((path, f"unknown key '{name}'" + did_you_mean(name, _fields_at(model, loc[:-1])), True))
+            continue
+        if err["type"] == "missing":
+            parent, _ = _data_path(data, loc[:-1])
+            where = path_str(loc[:-1])
+            out.append((parent, f"missing required key '{loc[-1]}'" + (f" in {where}" if where else ""), False))
+            continue
+        path, rest = _data_path(data, loc)
+        groups.setdefault(path, []).append((rest, err))
+    for path, errs in groups.items():
+        label = path_str(path) or "spec"
+        if len(errs) == 1:
+            rest, err = errs[0]
+            sub = path_str(tuple(r for r in rest if isinstance(r, int)))
+            out.append((path, f"{label}{sub}: {_plain(err)}", False))
+            continue
+        # A union: prefer the member that matches the kind of value written.
+        value = errs[0][1].get("input")
+        want = "tuple" if isinstance(value, list) else "literal" if isinstance(value, str) else "int"
+        chosen = [(r, er) for r, er in errs if r and want in str(r[0]).lower()]
+        if len(chosen) == 1:
+            rest, err = chosen[0]
+            sub = "".join(f"[{r}]" for r in rest[1:] if isinstance(r, int))
+            out.append((path, f"{label}{sub}: {_plain(err)}", False))
+            continue
+        options = []
+        for rest, err in errs:
+            w = _tag_words(str(rest[0]) if rest else err["type"], err)
+            if w not in options:
+                options.append(w)
+        out.append((path, f"{label}: must be {' or '.join(options)}, got {value!r}", False))
+    return out

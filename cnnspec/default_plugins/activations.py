@@ -1,0 +1,107 @@
+"""Activation layers: shape-preserving, mostly parameter-free, built from torch.nn by class name."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..hookspecs import hookimpl
+from ..registry import LayerType, NoParams, Params, Shape, ShapeError
+from ..shapes import fmt
+from ..types import Int, PosInt
+
+
+class LeakyReluParams(Params):
+    negative_slope: float = Field(0.01, description="slope for negative inputs")
+
+
+class AlphaParams(Params):
+    alpha: float = Field(1.0, description="scale of the negative part")
+
+
+class GeluParams(Params):
+    approximate: Literal["none", "tanh"] = Field("none", description="tanh approximation or exact")
+
+
+class SoftplusParams(Params):
+    beta: float = Field(1.0, description="sharpness")
+    threshold: float = Field(20.0, description="above this the function is linear")
+
+
+class DimParams(Params):
+    dim: Int = Field(1, description="the dimension to normalise over (0 is the batch)")
+
+
+class HardtanhParams(Params):
+    min_val: float = Field(-1.0, description="lower clip")
+    max_val: float = Field(1.0, description="upper clip")
+
+
+class PReluParams(Params):
+    num_parameters: PosInt = Field(1, description="1, or the number of channels")
+    init: float = Field(0.25, description="initial slope")
+
+
+class Activation(LayerType[Params]):
+    """An element-wise torch.nn activation named ``torch_name``."""
+
+    def __init__(self, name: str, torch_name: str, params: type[Params] = NoParams) -> None:
+        self.name = name  # type: ignore[misc]
+        self.torch_name = torch_name
+        self.Params = params  # type: ignore[misc]
+        self.description = f"torch.nn.{torch_name}"  # type: ignore[misc]
+
+    def output_shape(self, p: Params, shape: Shape) -> Shape:
+        if isinstance(p, DimParams) and not -len(shape) - 1 <= p.dim <= len(shape):
+            raise ShapeError(f"dim={p.dim} is out of range for a batch of {fmt(shape)}", "dim")
+        return shape
+
+    def build(self, p: Params, shape: Shape) -> Any:
+        from torch import nn
+
+        return getattr(nn, self.torch_name)(**p.model_dump())
+
+
+class PRelu(Activation):
+    def __init__(self) -> None:
+        super().__init__("prelu", "PReLU", PReluParams)
+
+    def output_shape(self, p: PReluParams, shape: Shape) -> Shape:  # type: ignore[override]
+        if p.num_parameters not in (1, shape[0]):
+            raise ShapeError(
+                f"num_parameters={p.num_parameters} must be 1 or the {shape[0]} channels",
+                "num_parameters",
+            )
+        return shape
+
+    def num_params(self, p: PReluParams, shape: Shape) -> int:  # type: ignore[override]
+        return p.num_parameters
+
+
+ACTIVATIONS: tuple[Activation, ...] = (
+    Activation("relu", "ReLU"),
+    Activation("relu6", "ReLU6"),
+    Activation("leaky_relu", "LeakyReLU", LeakyReluParams),
+    Activation("elu", "ELU", AlphaParams),
+    Activation("celu", "CELU", AlphaParams),
+    Activation("selu", "SELU"),
+    Activation("gelu", "GELU", GeluParams),
+    Activation("silu", "SiLU"),
+    Activation("mish", "Mish"),
+    Activation("hardswish", "Hardswish"),
+    Activation("hardsigmoid", "Hardsigmoid"),
+    Activation("hardtanh", "Hardtanh", HardtanhParams),
+    Activation("sigmoid", "Sigmoid"),
+    Activation("tanh", "Tanh"),
+    Activation("softplus", "Softplus", SoftplusParams),
+    Activation("softmax", "Softmax", DimParams),
+    Activation("log_softmax", "LogSoftmax", DimParams),
+    PRelu(),
+)
+
+
+@hookimpl
+def register_layers(register):  # type: ignore[no-untyped-def]
+    for act in ACTIVATIONS:
+        register(act)

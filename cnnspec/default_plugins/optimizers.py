@@ -1,0 +1,83 @@
+"""torch.optim optimizers: SGD (momentum, Nesterov), Adam, AdamW, RMSprop, Adagrad."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from ..hookspecs import hookimpl
+from ..registry import OptimizerType, Params
+from ..types import NonNegFloat, PosFloat, Probability
+
+
+class SGDParams(Params):
+    lr: PosFloat = Field(0.01, description="learning rate")
+    momentum: NonNegFloat = Field(0.0, description="momentum factor")
+    dampening: NonNegFloat = Field(0.0, description="dampening for momentum")
+    weight_decay: NonNegFloat = Field(0.0, description="L2 penalty")
+    nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0, dampening 0)")
+
+    @model_validator(mode="after")
+    def _nesterov(self) -> "SGDParams":
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov needs momentum > 0 and dampening 0")
+        return self
+
+
+class AdamParams(Params):
+    lr: PosFloat = Field(0.001, description="learning rate")
+    betas: tuple[Probability, Probability] = Field((0.9, 0.999), description="[beta1, beta2]")
+    eps: PosFloat = Field(1e-8, description="added to the denominator")
+    weight_decay: NonNegFloat = Field(0.0, description="L2 penalty")
+    amsgrad: bool = Field(False, description="the AMSGrad variant")
+
+
+class AdamWParams(AdamParams):
+    weight_decay: NonNegFloat = Field(0.01, description="decoupled weight decay")
+
+
+class RMSpropParams(Params):
+    lr: PosFloat = Field(0.01, description="learning rate")
+    alpha: Probability = Field(0.99, description="smoothing constant")
+    eps: PosFloat = Field(1e-8, description="added to the denominator")
+    weight_decay: NonNegFloat = Field(0.0, description="L2 penalty")
+    momentum: NonNegFloat = Field(0.0, description="momentum factor")
+    centered: bool = Field(False, description="normalise by the estimated variance")
+
+
+class AdagradParams(Params):
+    lr: PosFloat = Field(0.01, description="learning rate")
+    lr_decay: NonNegFloat = Field(0.0, description="learning-rate decay")
+    weight_decay: NonNegFloat = Field(0.0, description="L2 penalty")
+    eps: PosFloat = Field(1e-10, description="added to the denominator")
+
+
+class TorchOptimizer(OptimizerType[Params]):
+    """A torch.optim class whose keyword arguments are the params' fields."""
+
+    def __init__(self, name: str, cls: str, params: type[Params]) -> None:
+        self.name = name  # type: ignore[misc]
+        self.cls = cls
+        self.Params = params  # type: ignore[misc]
+        self.description = f"torch.optim.{cls}"  # type: ignore[misc]
+
+    def build(self, p: Params, parameters: Any) -> Any:
+        import torch
+
+        return getattr(torch.optim, self.cls)(parameters, **p.model_dump())
+
+
+OPTIMIZERS = (
+    TorchOptimizer("sgd", "SGD", SGDParams),
+    TorchOptimizer("adam", "Adam", AdamParams),
+    TorchOptimizer("adamw", "AdamW", AdamWParams),
+    TorchOptimizer("rmsprop", "RMSprop", RMSpropParams),
+    TorchOptimizer("adagrad", "Adagrad", AdagradParams),
+)
+
+
+@hookimpl
+def register_optimizers(register):  # type: ignore[no-untyped-def]
+    for opt in OPTIMIZERS:
+        register(opt)

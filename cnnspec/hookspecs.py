@@ -1,0 +1,62 @@
+"""The plugin contract: register_* hooks that add named types, and hooks at points of a run."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("cnnspec")
+hookimpl = pluggy.HookimplMarker("cnnspec")
+
+Register = Callable[[Any], None]
+
+
+@hookspec
+def register_layers(register: Register) -> None:
+    """Call ``register(MyLayer())`` for each cnnspec.registry.LayerType the plugin adds."""
+
+
+@hookspec
+def register_optimizers(register: Register) -> None:
+    """Call ``register(...)`` for each cnnspec.registry.OptimizerType the plugin adds."""
+
+
+@hookspec
+def register_schedulers(register: Register) -> None:
+    """Call ``register(...)`` for each cnnspec.registry.SchedulerType the plugin adds."""
+
+
+@hookspec
+def register_losses(register: Register) -> None:
+    """Call ``register(...)`` for each cnnspec.registry.LossType the plugin adds."""
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Call ``register(...)`` for each cnnspec.registry.DatasetType the plugin adds."""
+
+
+@hookspec
+def before_training(context: Any) -> None:
+    """Before the first epoch: may replace ``context.model``, ``context.optimizer``, ``context.device``."""
+
+
+@hookspec
+def after_epoch(context: Any, metrics: dict[str, Any]) -> bool | None:
+    """After each epoch's evaluation, with that epoch's metrics; return True to stop training."""
+
+
+@hookspec
+def after_training(context: Any, summary: dict[str, Any]) -> None:
+    """Once training has ended (finished, stopped early or interrupted), with the run summary."""
+
+
+# hook name -> registry kind, for the register_* hooks
+REGISTER_HOOKS = {
+    "register_layers": "layer",
+    "register_optimizers": "optimizer",
+    "register_schedulers": "scheduler",
+    "register_losses": "loss",
+    "register_datasets": "dataset",
+}

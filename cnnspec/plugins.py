@@ -1,0 +1,104 @@
+"""get_plugin_manager(): default plugins and entry points registered the same way, and the registry."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from functools import lru_cache
+from typing import Any, Iterable
+
+import pluggy
+
+from . import hookspecs
+from .registry import DuplicateName, Registry
+
+ENTRY_POINT_GROUP = "cnnspec"
+# Set to 1 to ignore installed third-party plugins (reproducible runs, tests).
+NO_ENTRYPOINTS_ENV = "CNNSPEC_NO_ENTRYPOINTS"
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "cnnspec.default_plugins.layers",
+    "cnnspec.default_plugins.activations",
+    "cnnspec.default_plugins.optimizers",
+    "cnnspec.default_plugins.schedulers",
+    "cnnspec.default_plugins.losses",
+    "cnnspec.default_plugins.datasets",
+)
+
+
+class PluginError(Exception):
+    """A plugin failed to load or to register; the message names the plugin."""
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, plus where each plugin came from (for ``cnnspec plugins``)."""
+
+    def __init__(self) -> None:
+        super().__init__("cnnspec")
+        self.sources: dict[str, str] = {}
+
+
+def get_plugin_manager(
+    *, entrypoints: bool | None = None, extra: Iterable[Any] = ()
+) -> PluginManager:
+    """A fresh plugin manager with the default plugins, entry points (unless disabled) and ``extra``."""
+    pm = PluginManager()
+    pm.add_hookspecs(hookspecs)
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name=name)
+        pm.sources[name] = "built-in"
+    if entrypoints is None:
+        entrypoints = os.environ.get(NO_ENTRYPOINTS_ENV, "") in ("", "0")
+    if entrypoints:
+        _load_entrypoints(pm)
+    for plugin in extra:
+        name = pm.register(plugin)
+        if name is not None:
+            pm.sources[name] = "registered in code"
+    pm.check_pending()
+    return pm
+
+
+def _load_entrypoints(pm: PluginManager) -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as e:  # a broken third-party plugin must not look like our bug
+            dist = f" (from {ep.dist.name} {ep.dist.version})" if ep.dist else ""
+            raise PluginError(
+                f"plugin '{ep.name}'{dist} failed to import {ep.value}: {type(e).__name__}: {e}"
+            ) from e
+        pm.register(plugin, name=ep.name)
+        pm.sources[ep.name] = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "entry point"
+
+
+def build_registry(pm: pluggy.PluginManager) -> Registry:
+    """Ask every plugin's register_* hooks for its types, noting which plugin gave each."""
+    reg = Registry()
+    for hook_name, kind in hookspecs.REGISTER_HOOKS.items():
+        hook = getattr(pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            owner = impl.plugin_name
+
+            def register(item: Any, _kind: Any = kind, _owner: str = owner) -> None:
+                reg.add(_kind, item, _owner)
+
+            try:
+                impl.function(*[{"register": register}[a] for a in impl.argnames])
+            except DuplicateName as e:
+                raise PluginError(str(e)) from None
+            except Exception as e:
+                raise PluginError(
+                    f"plugin '{owner}' raised in {hook_name}: {type(e).__name__}: {e}"
+                ) from e
+    return reg
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    """The registry of the default plugin manager, built once per process."""
+    return build_registry(get_plugin_manager())

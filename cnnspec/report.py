@@ -1,0 +1,55 @@
+"""How check results are shown: compiler-style error lines, the shape table, the JSON document."""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+from .check import CheckResult
+from .errors import Problem
+from .shapes import ShapeTrace, fmt
+
+
+def result_json(result: CheckResult) -> dict[str, Any]:
+    """One spec's entry of ``validate --format json``."""
+    t = result.trace
+    rows = t.rows if t else []
+    complete = t is not None and t.complete
+    return {
+        "path": result.file,
+        "valid": result.valid,
+        "errors": [p.to_json() for p in result.problems],
+        "input_shape": list(t.input_shape) if t else None,
+        "output_shape": list(t.output_shape) if complete else None,
+        "total_params": t.total_params if complete else None,
+        "layers": [
+            {"index": r.index, "type": r.type, "output_shape": list(r.output_shape), "params": r.params}
+            for r in rows
+        ],
+    }
+
+
+def print_problems(problems: list[Problem], out: TextIO) -> None:
+    for p in problems:
+        out.write(p.format() + "\n")
+
+
+def print_table(file: str, t: ShapeTrace, out: TextIO) -> None:
+    """A Keras summary()-like table of every layer's output shape and parameters.
+
+    Plain text on purpose: validate's start-up time is part of the product, and rich alone
+    costs about a sixth of it.
+    """
+    rows = [("", "input", fmt(t.input_shape), "")]
+    rows += [(str(r.index), r.type, fmt(r.output_shape), f"{r.params:,}") for r in t.rows]
+    head = ("#", "layer", "output shape", "params")
+    widths = [max(len(row[i]) for row in rows + [head]) for i in range(4)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        a, b, c, d = cells
+        return (f"{a:>{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}").rstrip()
+
+    rule = "-" * len(line(tuple("x" * w for w in widths)))  # type: ignore[arg-type]
+    out.write(f"{file}\n{line(head)}\n{rule}\n")
+    for row in rows:
+        out.write(line(row) + "\n")
+    out.write(f"{rule}\ntotal params: {t.total_params:,}   output shape: {fmt(t.output_shape)}\n")

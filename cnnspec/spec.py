@@ -1,0 +1,129 @@
+"""Pydantic models of the spec file's sections, and the resolved Spec that later steps take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import Path
+from .registry import Params, Registry, Shape
+from .shapes import ShapeTrace
+from .types import PosInt
+
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+# A component reference: a bare name, or {type: NAME, ...params}. Resolved against the registry.
+Ref = Annotated[Any, Field(description="a registered name, or {type: NAME, ...parameters}")]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
+class DataSection(Section):
+    """``data:``: which dataset, where its files are, and how batches are made."""
+
+    dataset: Ref = Field(description="dataset name, or {type: NAME, ...options}")
+    root: str | None = Field(
+        None, description="folder holding the dataset's files; default ~/.cache/cnnspec/data"
+    )
+    download: bool = Field(True, description="download missing files (needs a network)")
+    batch_size: PosInt = Field(64, description="training batch size (per process)")
+    eval_batch_size: PosInt = Field(1000, description="batch size for evaluation")
+    val_split: float = Field(
+        0.0, ge=0.0, lt=1.0, description="fraction of the training split held out for validation"
+    )
+    normalize: bool = Field(
+        False, description="standardise each channel with the training split's mean and std"
+    )
+
+
+class TrainSection(Section):
+    """``train:``: the loop's settings."""
+
+    epochs: PosInt = Field(10, description="passes over the training split")
+    seed: Annotated[int, Field(ge=0)] | None = Field(0, description="seed for weights and shuffling")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto | cpu | cuda | cuda:N | mps")
+    optimizer: Ref = Field("adam", description="optimizer name, or {type: NAME, ...parameters}")
+    scheduler: Ref = Field(None, description="lr scheduler, or {type: NAME, ...parameters}")
+    loss: Ref = Field("cross_entropy", description="loss name, or {type: NAME, ...parameters}")
+    channels_last: bool | None = Field(
+        None, description="channels-last memory layout; default: on for CPU and CUDA"
+    )
+
+
+class SpecFile(Section):
+    """The whole file as written."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="names the run folder")
+    input: Annotated[list[PosInt], Field(min_length=1, max_length=3)] = Field(
+        description="one sample's shape: [channels, height, width] (or [features])"
+    )
+    layers: Annotated[list[Any], Field(min_length=1)] = Field(
+        description="the layers in order: a bare NAME, or {type: NAME, ...parameters}"
+    )
+    data: DataSection | None = Field(None, description="the dataset and batching")
+    train: TrainSection = Field(default_factory=TrainSection, description="the training loop")
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered type as the spec uses it: the type object and its validated params."""
+
+    name: str
+    type: Any
+    params: Params
+    path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.name, **self.params.model_dump(mode="json", exclude_defaults=True)}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A checked spec: every name resolved, every parameter validated, every shape known."""
+
+    file: str
+    source: SpecFile
+    layers: list[Component]
+    trace: ShapeTrace
+    optimizer: Component
+    scheduler: Component | None
+    loss: Component
+    dataset: Component | None
+    registry: Registry = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        if self.source.name:
+            return self.source.name
+        from pathlib import Path as FsPath
+
+        return FsPath(self.file).stem or "spec"
+
+    @property
+    def input_shape(self) -> Shape:
+        return tuple(self.source.input)
+
+    @property
+    def data(self) -> DataSection | None:
+        return self.source.data
+
+    @property
+    def train(self) -> TrainSection:
+        return self.source.train
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec with every default filled in, as plain data (for run folders)."""
+        out = self.source.model_dump(mode="json")
+        out["name"] = self.name
+        out["layers"] = [c.to_dict() for c in self.layers]
+        out["train"]["optimizer"] = self.optimizer.to_dict()
+        out["train"]["loss"] = self.loss.to_dict()
+        out["train"]["scheduler"] = self.scheduler.to_dict() if self.scheduler else None
+        if out.get("data") is not None and self.dataset is not None:
+            out["data"]["dataset"] = self.dataset.to_dict()
+        return out

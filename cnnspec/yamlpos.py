@@ -1,0 +1,198 @@
+"""YAML loading that remembers where every key and value stands, and refuses what is unsafe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+import yaml
+
+from .errors import Path, Problem, SpecError, UnreadableSpec
+
+try:  # libyaml's composer is much faster; the pure-Python one behaves the same
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+
+MAX_NODES = 100_000  # a spec has hundreds of nodes; aliases that expand past this are a bomb
+MAX_BYTES = 10_000_000
+
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_SCALARS = {
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null")
+}
+
+
+@dataclass
+class Located:
+    """Plain data from a YAML file plus the 1-based (line, column) of each key and value."""
+
+    data: Any
+    file: str
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, path: Path, *, key: bool = False) -> tuple[int, int]:
+        """Position of ``path``: its key when ``key`` and it has one, else its value.
+
+        Paths that do not exist in the file (a missing key, say) fall back to their
+        nearest existing parent.
+        """
+        while True:
+            if key and path in self.keys:
+                return self.keys[path]
+            if path in self.values:
+                return self.values[path]
+            if not path:
+                return (1, 1)
+            path, key = path[:-1], False
+
+    def problem(self, path: Path, message: str, *, key: bool = False) -> Problem:
+        line, col = self.where(path, key=key)
+        return Problem(line, col, message, path, self.file)
+
+
+def read_text(file: str) -> str:
+    """Read a spec file as UTF-8; unreadable files raise UnreadableSpec, bad bytes SpecError."""
+    p = FsPath(file)
+    try:
+        if p.is_dir():
+            raise UnreadableSpec(f"{file}: is a directory, not a spec file")
+        if p.stat().st_size > MAX_BYTES:
+            raise UnreadableSpec(f"{file}: larger than {MAX_BYTES} bytes; not a spec file")
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise UnreadableSpec(f"{file}: no such file") from None
+    except PermissionError:
+        raise UnreadableSpec(f"{file}: permission denied") from None
+    except OSError as e:
+        raise UnreadableSpec(f"{file}: cannot read ({e.strerror or e})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        head = raw[: e.start]
+        line = head.count(b"\n") + 1
+        col = e.start - (head.rfind(b"\n") + 1) + 1
+        msg = f"the file is not UTF-8 text (byte 0x{raw[e.start]:02x} cannot be decoded)"
+        raise SpecError([Problem(line, col, msg, (), file)], file) from None
+
+
+def load(text: str, file: str = "<string>") -> Located:
+    """Parse YAML text into plain data with positions; raise SpecError on any problem."""
+    if not text.strip() or all(
+        not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
+    ):
+        raise SpecError(
+            [Problem(1, 1, "the file is empty; a spec needs at least 'input' and 'layers'", (), file)],
+            file,
+        )
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = e.problem or str(e)
+        if e.context:
+            what = f"{e.context}: {what}" if "while" not in e.context else f"{what} ({e.context})"
+        raise SpecError([Problem(line, col, f"YAML syntax: {what}", (), file)], file) from None
+    except yaml.YAMLError as e:
+        raise SpecError([Problem(1, 1, f"YAML syntax: {e}", (), file)], file) from None
+    except RecursionError:
+        raise SpecError([Problem(1, 1, "the YAML is nested too deeply", (), file)], file) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise SpecError([Problem(1, 1, "the file holds no YAML document", (), file)], file)
+    return _Converter(loader, file).run(node)
+
+
+def load_file(file: str) -> Located:
+    """Read and parse a spec file (see read_text and load)."""
+    return load(read_text(file), file)
+
+
+class _Converter:
+    """Walks a composed YAML node graph into dicts, lists and scalars, noting positions."""
+
+    def __init__(self, loader: Any, file: str) -> None:
+        self.loader = loader
+        self.out = Located(None, file)
+        self.problems: list[Problem] = []
+        self.count = 0
+
+    def run(self, node: yaml.Node) -> Located:
+        try:
+            self.out.data = self.convert(node, ())
+        except _Bomb as bomb:
+            raise SpecError([bomb.problem], self.out.file) from None
+        except RecursionError:
+            raise SpecError(
+                [Problem(1, 1, "the YAML is nested too deeply", (), self.out.file)], self.out.file
+            ) from None
+        if self.problems:
+            raise SpecError(self.problems, self.out.file)
+        return self.out
+
+    def _pos(self, node: yaml.Node) -> tuple[int, int]:
+        return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def _fail(self, node: yaml.Node, path: Path, message: str) -> None:
+        line, col = self._pos(node)
+        self.problems.append(Problem(line, col, message, path, self.out.file))
+
+    def convert(self, node: yaml.Node, path: Path) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            line, col = self._pos(node)
+            raise _Bomb(Problem(
+                line, col,
+                f"the document expands to more than {MAX_NODES} nodes (nested aliases?); refused",
+                path, self.out.file,
+            ))
+        self.out.values.setdefault(path, self._pos(node))
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP:
+                self._fail(node, path, f"unsupported YAML tag {node.tag!r}")
+                return None
+            self.loader.flatten_mapping(node)  # resolves '<<' merge keys like SafeLoader does
+            result: dict[str, Any] = {}
+            for knode, vnode in node.value:
+                key = self._scalar(knode, path)
+                if not isinstance(key, str):
+                    self._fail(knode, path, f"keys must be text, got {key!r}")
+                    continue
+                if key in result:
+                    first = self.out.keys[path + (key,)]
+                    self._fail(knode, path + (key,),
+                               f"duplicate key '{key}' (first given at line {first[0]})")
+                    continue
+                self.out.keys[path + (key,)] = self._pos(knode)
+                result[key] = self.convert(vnode, path + (key,))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ:
+                self._fail(node, path, f"unsupported YAML tag {node.tag!r}")
+                return None
+            return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: Path) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            self._fail(node, path, "keys must be plain text, not a list or mapping")
+            return None
+        if node.tag not in _SCALARS:
+            self._fail(node, path, f"unsupported YAML tag {node.tag!r}")
+            return None
+        try:
+            return self.loader.construct_object(node)
+        except yaml.YAMLError as e:
+            self._fail(node, path, f"YAML value: {getattr(e, 'problem', e)}")
+            return None
+
+
+class _Bomb(Exception):
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
