@@ -230,7 +230,8 @@ def _plain(err: Any) -> str:
     if t in ("model_type", "dict_type", "model_attributes_type"):
         return f"must be a mapping of keys{got}"
     if t == "value_error":
-        return str(err["msg"]).removeprefix("Value error, ")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        return msg if isinstance(value, (dict, list)) else msg + got
     msg = str(err["msg"])
     return msg[0].lower() + msg[1:] + got
 
@@ -239,17 +240,22 @@ def _explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tupl
     """Pydantic errors as (path, message, point-at-key) triples, unions merged into one line."""
     groups: dict[Path, list[tuple[tuple[Any, ...], Any]]] = {}
     out: list[tuple[Path, str, bool]] = []
-    for err in e.errors():
+    errors = e.errors()
+    for err in errors:
         loc = tuple(err["loc"])
+        where = path_str(loc[:-1])
         if err["type"] == "extra_forbidden":
-            path = loc
             name = str(loc[-1])
-            out.append((path, f"unknown key '{name}'" + did_you_mean(name, _fields_at(model, loc[:-1])), True))
+            hint = did_you_mean(name, _fields_at(model, loc[:-1]))
+            out.append((loc, (f"{where}: " if where else "") + f"unknown key '{name}'" + hint, True))
             continue
         if err["type"] == "missing":
             parent, _ = _data_path(data, loc[:-1])
-            where = path_str(loc[:-1])
-            out.append((parent, f"missing required key '{loc[-1]}'" + (f" in {where}" if where else ""), False))
+            if isinstance(loc[-1], int):  # a tuple written too short
+                out.append((parent, f"{path_str(parent)}: too few items (item {loc[-1]} is missing)", False))
+            elif not any(tuple(x["loc"]) == loc[:-1] + (x["loc"][-1],) and did_you_mean(
+                    str(x["loc"][-1]), [str(loc[-1])]) for x in errors if x["type"] == "extra_forbidden"):
+                out.append((parent, f"missing required key '{loc[-1]}'" + (f" in {where}" if where else ""), False))
             continue
         path, rest = _data_path(data, loc)
         groups.setdefault(path, []).append((rest, err))

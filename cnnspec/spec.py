@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import Path
 from .registry import Params, Registry, Shape
@@ -46,13 +47,20 @@ class TrainSection(Section):
 
     epochs: PosInt = Field(10, description="passes over the training split")
     seed: Annotated[int, Field(ge=0)] | None = Field(0, description="seed for weights and shuffling")
-    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto | cpu | cuda | cuda:N | mps")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     optimizer: Ref = Field("adam", description="optimizer name, or {type: NAME, ...parameters}")
     scheduler: Ref = Field(None, description="lr scheduler, or {type: NAME, ...parameters}")
     loss: Ref = Field("cross_entropy", description="loss name, or {type: NAME, ...parameters}")
     channels_last: bool | None = Field(
         None, description="channels-last memory layout; default: on for CPU and CUDA"
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(DEVICE_PATTERN, v):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
 
 
 class SpecFile(Section):
