@@ -1,0 +1,54 @@
+"""Shared fixtures: write spec files, run the CLI in-process and capture what it prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from cnnspec.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Run ``cnnspec ARGS`` through main(argv); check it never shows a traceback."""
+
+    def run(*args: str) -> Result:
+        code = main(list(args))
+        cap = capsys.readouterr()
+        res = Result(code, cap.out, cap.err)
+        assert "Traceback" not in res.text, res.text
+        return res
+
+    return run
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[..., str]:
+    """Write a spec file into tmp_path and return its path."""
+
+    def _write(text: str | bytes, name: str = "spec.yaml") -> str:
+        p = tmp_path / name
+        if isinstance(text, bytes):
+            p.write_bytes(text)
+        else:
+            p.write_text(text)
+        return str(p)
+
+    return _write
