@@ -99,6 +99,12 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
 
 
 @lru_cache(maxsize=1)
+def default_plugin_manager() -> PluginManager:
+    """The process's plugin manager: default plugins plus installed entry points."""
+    return get_plugin_manager()
+
+
+@lru_cache(maxsize=1)
 def default_registry() -> Registry:
     """The registry of the default plugin manager, built once per process."""
-    return build_registry(get_plugin_manager())
+    return build_registry(default_plugin_manager())

@@ -87,7 +87,7 @@ class Component:
     path: Path
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.name, **self.params.model_dump(mode="json", exclude_defaults=True)}
+        return {"type": self.name, **self.params.model_dump(mode="json")}
 
 
 @dataclass(frozen=True)

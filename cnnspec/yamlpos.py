@@ -33,6 +33,7 @@ class Located:
     file: str
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    overridden: dict[Path, str] = field(default_factory=dict)  # path -> the --set that wrote it
 
     def where(self, path: Path, *, key: bool = False) -> tuple[int, int]:
         """Position of ``path``: its key when ``key`` and it has one, else its value.
@@ -51,6 +52,10 @@ class Located:
 
     def problem(self, path: Path, message: str, *, key: bool = False) -> Problem:
         line, col = self.where(path, key=key)
+        for over, arg in self.overridden.items():
+            if path[: len(over)] == over or over[: len(path)] == path:
+                message += f" (from --set {arg})"
+                break
         return Problem(line, col, message, path, self.file)
 
 

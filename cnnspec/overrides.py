@@ -1,0 +1,68 @@
+"""``--set key.path=value`` overrides applied to located spec data before it is checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .errors import Path
+from .yamlpos import Located
+
+
+class OverrideError(Exception):
+    """A --set argument is malformed or names no place in the spec."""
+
+
+def parse(arg: str) -> tuple[Path, Any]:
+    """``train.optimizer.lr=3e-4`` -> (("train", "optimizer", "lr"), 0.0003); values are YAML."""
+    key, sep, raw = arg.partition("=")
+    if not sep or not key.strip():
+        raise OverrideError(f"--set {arg!r}: expected KEY.PATH=VALUE, e.g. train.epochs=1")
+    path: list[str | int] = []
+    for part in key.strip().split("."):
+        if not part:
+            raise OverrideError(f"--set {arg!r}: empty key in '{key}'")
+        path.append(int(part) if part.isdigit() else part)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise OverrideError(f"--set {arg!r}: the value is not valid YAML ({e})") from None
+    if isinstance(value, str):  # YAML 1.1 reads 3e-4 as text; users mean a number
+        try:
+            value = float(value) if any(c in value for c in "eE.") and not value.isalpha() else value
+        except ValueError:
+            pass
+    return tuple(path), value
+
+
+def apply(located: Located, args: list[str]) -> Located:
+    """Set each override in place; creates missing mappings, indexes lists by number."""
+    for arg in args:
+        path, value = parse(arg)
+        if not isinstance(located.data, dict):
+            raise OverrideError(f"--set {arg!r}: the spec is not a mapping")
+        cur: Any = located.data
+        for i, part in enumerate(path[:-1]):
+            nxt = path[i + 1]
+            if isinstance(cur, dict) and isinstance(part, str):
+                if part not in cur or cur[part] is None:
+                    cur[part] = {}
+                elif isinstance(cur[part], str) and nxt != "type":  # `loss: x` -> {type: x}
+                    cur[part] = {"type": cur[part]}
+                cur = cur[part]
+            elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+                if isinstance(cur[part], str):
+                    cur[part] = {"type": cur[part]}
+                cur = cur[part]
+            else:
+                raise OverrideError(f"--set {arg!r}: '{'.'.join(map(str, path[:i + 1]))}' is not in the spec")
+        last = path[-1]
+        if isinstance(cur, dict) and isinstance(last, str):
+            cur[last] = value
+        elif isinstance(cur, list) and isinstance(last, int) and last < len(cur):
+            cur[last] = value
+        else:
+            raise OverrideError(f"--set {arg!r}: '{'.'.join(map(str, path))}' is not in the spec")
+        located.overridden[path] = arg
+    return located

@@ -1,0 +1,189 @@
+"""``cnnspec run``: check the spec, load and fit-check the data, train, and report; exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import Problem, SpecError, UnreadableSpec
+from .spec import Spec
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _err(msg: str) -> None:
+    print(f"cnnspec: error: {msg}", file=sys.stderr)
+
+
+def load_for_run(path: str, overrides: list[str], device: str | None) -> Spec:
+    """Load, override and check a spec for running; raises SpecError, UnreadableSpec, OverrideError."""
+    from .check import check
+    from .overrides import apply
+    from .plugins import default_registry
+    from .yamlpos import load_file
+
+    located = load_file(path)
+    if device:
+        overrides = [*overrides, f"train.device={device}"]
+    apply(located, overrides)
+    result = check(located, default_registry())
+    if result.spec is None:
+        raise SpecError(result.problems, path)
+    if result.spec.data is None:
+        raise SpecError([located.problem((), "'run' needs a 'data' section naming the dataset")], path)
+    return result.spec
+
+
+def prepare_data(spec: Spec, device: Any) -> Any:
+    """Load the dataset, check it fits the spec (located errors), split, scale, move to device."""
+    from . import data as d
+    from .train import Batches
+
+    assert spec.data is not None and spec.dataset is not None
+    ds = spec.dataset
+    splits = ds.type.load(ds.params, spec.data.root, spec.data.download)
+    problems = []
+    if splits.sample_shape != spec.input_shape:
+        problems.append(_locate(spec, ("input",), f"input is {_fmt(spec.input_shape)} but dataset "
+                                f"'{ds.name}' gives samples of {_fmt(splits.sample_shape)}"))
+    n_classes = len(splits.classes)
+    out = spec.trace.output_shape
+    if out != (n_classes,):
+        problems.append(_locate(spec, ("layers", len(spec.layers) - 1),
+                                f"layers[{len(spec.layers) - 1}] {spec.layers[-1].name}: the model ends in "
+                                f"{_fmt(out)} but dataset '{ds.name}' has {n_classes} classes"))
+    if problems:
+        raise SpecError(problems, spec.file)
+    seed = spec.train.seed or 0
+    splits, val = splits.split_validation(spec.data.val_split, seed)
+    mean = std = None
+    tensors = [splits.train_x, splits.test_x] + ([val[0]] if val else [])
+    if spec.data.normalize:  # the same statistics, from the training split, for every split
+        m, s = d.channel_stats(splits.train_x)
+        tensors = [(t - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1) for t in tensors]
+        mean, std = m.tolist(), s.tolist()
+    moved = [t.to(device) for t in tensors]
+    return Batches(
+        train=(moved[0], splits.train_y.to(device)),
+        test=(moved[1], splits.test_y.to(device)),
+        val=(moved[2], val[1].to(device)) if val else None,
+        classes=splits.classes, mean=mean, std=std,
+    )
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return " x ".join(map(str, shape))
+
+
+def _locate(spec: Spec, path: tuple[Any, ...], message: str) -> Problem:
+    from .yamlpos import load_file
+
+    try:
+        return load_file(spec.file).problem(path, message)
+    except Exception:  # the file changed or vanished since: still say what is wrong
+        return Problem(1, 1, message, path, spec.file)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The body of ``cnnspec run``."""
+    from .overrides import OverrideError
+    from .progress import Progress, RichProgress
+
+    if bool(args.spec) == bool(args.resume):
+        _err("give either a SPEC file or --resume RUN_DIR")
+        return EXIT_USAGE
+    progress: Progress = Progress() if args.quiet else RichProgress()
+    try:
+        if args.resume:
+            from .rundir import SPEC_FILE
+
+            spec = load_for_run(str(Path(args.resume) / SPEC_FILE), args.overrides, args.device)
+        else:
+            spec = load_for_run(args.spec, args.overrides, args.device)
+    except SpecError as e:
+        for p in e.problems:
+            print(p.format(), file=sys.stderr)
+        return EXIT_INVALID
+    except (UnreadableSpec, OverrideError) as e:
+        _err(str(e))
+        return EXIT_USAGE
+    return _train(spec, args, progress)
+
+
+def _train(spec: Spec, args: argparse.Namespace, progress: Any) -> int:
+    from .data import DataError
+    from .plugins import default_plugin_manager
+    from .rundir import LAST, CheckpointError, RunDir, new_run_dir
+    from .train import DeviceError, NonFiniteLoss, Trainer, resolve_device
+
+    try:
+        device = resolve_device(spec.train.device)
+        batches = prepare_data(spec, device)
+    except DeviceError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except DataError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except SpecError as e:
+        for p in e.problems:
+            print(p.format(), file=sys.stderr)
+        return EXIT_INVALID
+
+    state = None
+    if args.resume:
+        run = RunDir(args.resume)
+        try:
+            state = run.load_checkpoint(LAST)
+        except CheckpointError as e:
+            _err(str(e))
+            return EXIT_USAGE
+    else:
+        try:
+            run = RunDir(new_run_dir(spec.name, args.output))
+        except (FileExistsError, OSError) as e:
+            _err(str(e))
+            return EXIT_USAGE
+        run.write_spec(_resolved(spec))
+
+    trainer = Trainer(spec, batches, device, run, default_plugin_manager(), progress, spec.train.channels_last)
+    if state is not None:
+        if state.get("position") is None:
+            _err(f"{args.resume}: {LAST} is not a resumable checkpoint")
+            return EXIT_USAGE
+        trainer.restore(state)
+        if state["position"]["epoch"] >= spec.train.epochs:
+            progress.message(f"{args.resume}: already finished ({spec.train.epochs} epochs)")
+            return EXIT_OK
+    progress.message(
+        f"training {spec.name}: {spec.trace.total_params:,} params on {device}, "
+        f"{len(batches.train[0]):,} training samples, batch {trainer.batch_size} -> {run.path}"
+    )
+    try:
+        summary = trainer.fit()
+    except NonFiniteLoss as e:
+        progress.finish(trainer.metrics)
+        run.write_summary({**trainer._summary("diverged", 0.0), "error": str(e)})
+        _err(f"{e}; stopped. The last good checkpoint is {run.path / LAST} "
+             f"(end of epoch {len(trainer.metrics)}).")
+        return EXIT_FAILED
+    progress.finish(trainer.metrics)
+    if summary["status"] == "interrupted":
+        _err(f"interrupted; a resumable checkpoint is saved. Continue with: cnnspec run --resume {run.path}")
+        return EXIT_INTERRUPTED
+    final = summary["final"] or {}
+    progress.message(
+        f"{summary['status']}: test accuracy {final.get('test_accuracy', float('nan')):.4f} after "
+        f"{summary['epochs_completed']} epochs; run folder {run.path}"
+    )
+    return EXIT_OK
+
+
+def _resolved(spec: Spec) -> dict[str, Any]:
+    """The spec with defaults filled in and data.root made absolute, for the run folder."""
+    out = spec.to_dict()
+    if out.get("data") and out["data"].get("root"):
+        out["data"]["root"] = str(Path(out["data"]["root"]).expanduser().resolve())
+    return out
