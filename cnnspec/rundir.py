@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -104,10 +105,14 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: refused: not a plain weights file, loading it could run code ({first})"
-        ) from None
+        text = str(e)
+        found = re.search(r"Unsupported global[^\n.]*", text)
+        if found:
+            what = found.group(0).strip()
+            raise CheckpointError(
+                f"{path}: refused: not a plain weights file, loading it could run code ({what})"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({text.strip()[:200]})") from None
     except Exception as e:  # truncated zip, wrong file type, ...
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

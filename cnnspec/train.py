@@ -162,9 +162,10 @@ class Trainer:
         self.gen.set_state(epoch_gen)
         perm = torch.randperm(len(x), generator=self.gen).to(c.device)
         sums = pos["sums"] or {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-        loss_sum = torch.zeros((), device=c.device)
-        correct = torch.zeros((), dtype=torch.long, device=c.device)
-        seen = 0
+        # running sums continue from a resumed checkpoint in the same order and precision
+        loss_sum = torch.tensor(sums["loss"], dtype=torch.float64, device=c.device)
+        correct = torch.tensor(sums["correct"], dtype=torch.long, device=c.device)
+        seen = sums["seen"]
         interval = self.spec.scheduler.type.interval if self.spec.scheduler else None
         c.model.train()
         self.progress.start_epoch(epoch + 1, self.train_cfg.epochs, steps, pos["step"])
@@ -187,14 +188,14 @@ class Trainer:
             if interval == "batch":
                 c.scheduler.step()
             n = len(idx)
-            loss_sum += loss.detach() * n
+            loss_sum += loss.detach().double() * n
             correct += (out.detach().argmax(1) == yb).sum()
             seen += n
             if step % 20 == 0 or step == steps - 1:  # .item() syncs the device: not every step
                 value = loss.item()
                 if not math.isfinite(value):
                     raise NonFiniteLoss(f"the training loss became {value} at epoch {epoch + 1}, step {step + 1}")
-                self.progress.update(step + 1, value, (sums["seen"] + seen) / (sums["seconds"] + time.perf_counter() - t0))
+                self.progress.update(step + 1, value, seen / (sums["seconds"] + time.perf_counter() - t0))
         sums = _merge(sums, loss_sum, correct, seen, time.perf_counter() - t0)
         if not math.isfinite(sums["loss"]):
             raise NonFiniteLoss(f"the training loss became non-finite during epoch {epoch + 1}")
@@ -284,8 +285,9 @@ class Trainer:
 
 
 def _merge(sums: dict[str, Any], loss_sum: Tensor, correct: Tensor, seen: int, seconds: float) -> dict[str, Any]:
-    return {"loss": sums["loss"] + loss_sum.item(), "correct": sums["correct"] + int(correct.item()),
-            "seen": sums["seen"] + seen, "seconds": sums["seconds"] + seconds}
+    """The epoch's running sums as plain numbers (seconds add up across a resume)."""
+    return {"loss": loss_sum.item(), "correct": int(correct.item()), "seen": seen,
+            "seconds": sums["seconds"] + seconds}
 
 
 def _install_sigint(trainer: Trainer) -> Any:
