@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import Problem, SpecError
 from .spec import Spec
@@ -16,22 +16,24 @@ __all__ = ["Problem", "Spec", "SpecError", "build_model", "check_file", "load_sp
 __version__ = "0.1.0"
 
 
-def check_file(path: str, registry: "Registry | None" = None) -> Any:
-    """Check a spec file and return a ``cnnspec.check.CheckResult`` (never raises SpecError)."""
+def check_file(path: str, registry: "Registry | None" = None, plugins: Sequence[str] = ()) -> Any:
+    """Check a spec file and return a ``cnnspec.check.CheckResult`` (never raises SpecError).
+
+    ``plugins`` are extra plugin modules or .py files to load, like ``-p`` on the command line.
+    """
     from .check import CheckResult, check
-    from .plugins import default_registry
     from .yamlpos import load_file
 
     try:
         located = load_file(path)
     except SpecError as e:
         return CheckResult(path, problems=e.problems)
-    return check(located, registry or default_registry())
+    return check(located, registry, plugins)
 
 
-def load_spec(path: str, registry: "Registry | None" = None) -> Spec:
+def load_spec(path: str, registry: "Registry | None" = None, plugins: Sequence[str] = ()) -> Spec:
     """Load and validate a spec file; raise SpecError with every located problem."""
-    result = check_file(path, registry)
+    result = check_file(path, registry, plugins)
     if result.spec is None:
         raise SpecError(result.problems, path)
     return result.spec
@@ -40,10 +42,9 @@ def load_spec(path: str, registry: "Registry | None" = None) -> Spec:
 def loads_spec(text: str, file: str = "<string>", registry: "Registry | None" = None) -> Spec:
     """Like load_spec, from YAML text."""
     from .check import check
-    from .plugins import default_registry
     from .yamlpos import load
 
-    result = check(load(text, file), registry or default_registry())
+    result = check(load(text, file), registry)
     if result.spec is None:
         raise SpecError(result.problems, file)
     return result.spec

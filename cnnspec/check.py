@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path as FsPath
+from typing import Any, Sequence
 
 from pydantic import BaseModel, ValidationError
 
@@ -31,9 +32,35 @@ class CheckResult:
         return not self.problems
 
 
-def check(located: Located, registry: Registry) -> CheckResult:
-    """Validate the whole document, collecting every independent problem."""
+def check(located: Located, registry: Registry | None = None, plugins: Sequence[str] = ()) -> CheckResult:
+    """Validate the whole document, collecting every independent problem.
+
+    Without a ``registry``, the default one is used, extended by the spec's own ``plugins:``
+    list and by ``plugins`` (from ``-p``; these raise PluginError instead of a located error).
+    """
+    from .plugins import PluginError, default_registry, load_local_plugin, registry_with
+
+    data = located.data
+    listed = data.get("plugins") if isinstance(data, dict) else None
+    problems: list[Problem] = []
+    if registry is None:
+        modules = [load_local_plugin(ref) for ref in plugins]
+        base = FsPath(located.file).parent
+        for i, ref in enumerate(listed if isinstance(listed, list) else []):
+            if isinstance(ref, str):
+                try:
+                    modules.append(load_local_plugin(ref, base))
+                except PluginError as e:
+                    problems.append(located.problem(("plugins", i), f"plugins[{i}]: {e}"))
+        try:
+            registry = registry_with(modules) if modules else default_registry()
+        except PluginError as e:
+            if not listed:
+                raise
+            problems.append(located.problem(("plugins",), f"plugins: {e}", key=True))
+            registry = default_registry()
     c = _Checker(located, registry)
+    c.problems.extend(problems)
     return c.run()
 
 

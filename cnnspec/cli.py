@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check specs: schema and shapes, without torch")
     v.add_argument("specs", nargs="+", metavar="SPEC", help="spec files")
     v.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    _plugin_option(v)
     v.set_defaults(func=cmd_validate)
 
     r = sub.add_parser("run", help="train and evaluate as the spec says")
@@ -41,11 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--output", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     r.add_argument("--quiet", action="store_true", help="no progress display")
+    _plugin_option(r)
     r.set_defaults(func=cmd_run)
 
     pl = sub.add_parser("plugins", help="list plugins and what each registers")
     pl.set_defaults(func=cmd_plugins)
     return p
+
+
+def _plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                   help="load a plugin module or .py file for this command (repeatable)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,7 +82,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     docs = []
     for path in args.specs:
         try:
-            result = check_file(path)
+            result = check_file(path, plugins=args.plugins)
         except UnreadableSpec as e:
             status = EXIT_USAGE
             if args.format == "json":

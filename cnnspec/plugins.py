@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+import sys
+from pathlib import Path
+from types import ModuleType
 from functools import lru_cache
 from typing import Any, Iterable
 
@@ -78,7 +82,7 @@ def _load_entrypoints(pm: PluginManager) -> None:
 
 def build_registry(pm: pluggy.PluginManager) -> Registry:
     """Ask every plugin's register_* hooks for its types, noting which plugin gave each."""
-    reg = Registry()
+    reg = Registry(pm=pm)
     for hook_name, kind in hookspecs.REGISTER_HOOKS.items():
         hook = getattr(pm.hook, hook_name)
         for impl in reversed(hook.get_hookimpls()):  # registration order
@@ -96,6 +100,36 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
                     f"plugin '{owner}' raised in {hook_name}: {type(e).__name__}: {e}"
                 ) from e
     return reg
+
+
+def load_local_plugin(ref: str, base: str | Path = ".") -> ModuleType:
+    """Import a plugin for one spec or run: a module name, or a ``.py`` file relative to ``base``."""
+    if ref.endswith(".py") or "/" in ref or os.sep in ref:
+        path = (Path(base) / ref).resolve()
+        if not path.is_file():
+            raise PluginError(f"plugin file {ref!r} not found (looked at {path})")
+        name = f"cnnspec_local_{path.stem}_{abs(hash(str(path))) % 10**8}"
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[name]
+            raise PluginError(f"plugin {ref!r} failed to import: {type(e).__name__}: {e}") from e
+        return module
+    try:
+        return importlib.import_module(ref)
+    except Exception as e:
+        raise PluginError(f"plugin {ref!r} failed to import: {type(e).__name__}: {e}") from e
+
+
+def registry_with(modules: Iterable[ModuleType]) -> Registry:
+    """A registry of the default plugins, entry points, and these extra plugin modules."""
+    return build_registry(get_plugin_manager(extra=modules))
 
 
 @lru_cache(maxsize=1)

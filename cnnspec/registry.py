@@ -139,6 +139,7 @@ class Registry:
 
     entries: dict[Kind, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
     owners: dict[tuple[Kind, str], str] = field(default_factory=dict)
+    pm: Any = field(default=None, repr=False)  # the plugin manager it came from (run hooks)
 
     def add(self, kind: Kind, item: Any, owner: str) -> None:
         name = getattr(item, "name", None)

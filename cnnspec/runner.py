@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import Problem, SpecError, UnreadableSpec
 from .spec import Spec
@@ -17,18 +17,17 @@ def _err(msg: str) -> None:
     print(f"cnnspec: error: {msg}", file=sys.stderr)
 
 
-def load_for_run(path: str, overrides: list[str], device: str | None) -> Spec:
+def load_for_run(path: str, overrides: list[str], device: str | None, plugins: Sequence[str] = ()) -> Spec:
     """Load, override and check a spec for running; raises SpecError, UnreadableSpec, OverrideError."""
     from .check import check
     from .overrides import apply
-    from .plugins import default_registry
     from .yamlpos import load_file
 
     located = load_file(path)
     if device:
         overrides = [*overrides, f"train.device={device}"]
     apply(located, overrides)
-    result = check(located, default_registry())
+    result = check(located, plugins=plugins)
     if result.spec is None:
         raise SpecError(result.problems, path)
     if result.spec.data is None:
@@ -99,9 +98,9 @@ def run_command(args: argparse.Namespace) -> int:
         if args.resume:
             from .rundir import SPEC_FILE
 
-            spec = load_for_run(str(Path(args.resume) / SPEC_FILE), args.overrides, args.device)
+            spec = load_for_run(str(Path(args.resume) / SPEC_FILE), args.overrides, args.device, args.plugins)
         else:
-            spec = load_for_run(args.spec, args.overrides, args.device)
+            spec = load_for_run(args.spec, args.overrides, args.device, args.plugins)
     except SpecError as e:
         for p in e.problems:
             print(p.format(), file=sys.stderr)
@@ -148,7 +147,8 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Any) -> int:
             return EXIT_USAGE
         run.write_spec(_resolved(spec))
 
-    trainer = Trainer(spec, batches, device, run, default_plugin_manager(), progress, spec.train.channels_last)
+    pm = spec.registry.pm or default_plugin_manager()
+    trainer = Trainer(spec, batches, device, run, pm, progress, spec.train.channels_last)
     if state is not None:
         if state.get("position") is None:
             _err(f"{args.resume}: {LAST} is not a resumable checkpoint")

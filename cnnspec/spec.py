@@ -75,6 +75,10 @@ class SpecFile(Section):
     )
     data: DataSection | None = Field(None, description="the dataset and batching")
     train: TrainSection = Field(default_factory=TrainSection, description="the training loop")
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="plugins to load for this spec: module names, or .py files relative to it",
+    )
 
 
 @dataclass(frozen=True)

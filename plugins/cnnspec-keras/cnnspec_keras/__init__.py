@@ -1,0 +1,256 @@
+"""Keras-style layers for cnnspec: Keras names, parameters and defaults, TensorFlow's padding rules.
+
+Shapes here are plain arithmetic (no torch); ``modules`` builds the torch modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from cnnspec.hookspecs import hookimpl
+from cnnspec.registry import LayerType, NoParams, Params, Shape, ShapeError
+from cnnspec.shapes import expect_chw, fmt, pair
+from cnnspec.types import PosInt, Probability, Size2
+
+ACTIVATIONS = (
+    "linear", "relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "mish",
+    "sigmoid", "hard_sigmoid", "tanh", "softplus", "softsign", "softmax", "log_softmax",
+)
+INITIALIZERS = (
+    "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
+    "orthogonal", "random_normal", "random_uniform", "zeros", "ones",
+)
+Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
+Initializer = Literal[INITIALIZERS]  # type: ignore[valid-type]
+
+
+def _lower(v: Any) -> Any:
+    return v.lower() if isinstance(v, str) else v
+
+
+def tf_out(size: int, kernel: int, stride: int, dilation: int, padding: str) -> int:
+    """TensorFlow's output size: ceil(in / s) for 'same', ceil((in - d(k-1)) / s) for 'valid'."""
+    if padding == "same":
+        return -(-size // stride)
+    return -(-(size - dilation * (kernel - 1)) // stride)
+
+
+def tf_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's 'same' padding (before, after): the odd one goes after (bottom, right)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class _Keras(Params):
+    @field_validator("padding", "activation", mode="before", check_fields=False)
+    @classmethod
+    def _case(cls, v: Any) -> Any:  # TF1 code writes padding='SAME'
+        return _lower(v)
+
+
+class Conv2DParams(_Keras):
+    filters: PosInt = Field(description="number of output channels")
+    kernel_size: Size2 = Field(description="int or [h, w]")
+    strides: Size2 = Field(1, description="int or [h, w]")
+    padding: Literal["valid", "same"] = Field("valid", description="'valid' or 'same' (any case), as TensorFlow pads")
+    dilation_rate: Size2 = Field(1, description="int or [h, w]")
+    groups: PosInt = Field(1, description="grouped convolution")
+    activation: Activation | None = Field(None, description="applied after the convolution")
+    use_bias: bool = Field(True, description="add a bias")
+    kernel_initializer: Initializer = Field("glorot_uniform", description="Keras initializer name")
+    bias_initializer: Initializer = Field("zeros", description="Keras initializer name")
+
+
+def _spatial(name: str, shape: Shape, k: tuple[int, int], s: tuple[int, int],
+             d: tuple[int, int], padding: str) -> tuple[int, int]:
+    _, h, w = expect_chw(name, shape)
+    oh, ow = (tf_out(h, k[0], s[0], d[0], padding), tf_out(w, k[1], s[1], d[1], padding))
+    if oh < 1 or ow < 1:
+        raise ShapeError(f"window {fmt(k)} does not fit the input {h} x {w} with padding "
+                         f"'{padding}': output would be {oh} x {ow}", "kernel_size" if name == "Conv2D" else "pool_size")
+    return oh, ow
+
+
+class Conv2D(LayerType[Conv2DParams]):
+    name = "Conv2D"
+    Params = Conv2DParams
+    description = "Keras Conv2D (glorot-uniform kernel, zero bias, TensorFlow padding)"
+
+    def output_shape(self, p: Conv2DParams, shape: Shape) -> Shape:
+        c = shape[0] if shape else 0
+        if len(shape) == 3 and (c % p.groups or p.filters % p.groups):
+            raise ShapeError(f"groups={p.groups} must divide the {c} input channels and filters={p.filters}", "groups")
+        s, d = pair(p.strides), pair(p.dilation_rate)
+        if max(s) > 1 and max(d) > 1:
+            raise ShapeError("strides > 1 cannot be combined with dilation_rate > 1 (as in Keras)", "strides")
+        return (p.filters, *_spatial(self.name, shape, pair(p.kernel_size), s, d, p.padding))
+
+    def num_params(self, p: Conv2DParams, shape: Shape) -> int:
+        kh, kw = pair(p.kernel_size)
+        return p.filters * (shape[0] // p.groups) * kh * kw + (p.filters if p.use_bias else 0)
+
+    def build(self, p: Conv2DParams, shape: Shape) -> Any:
+        from .modules import conv2d
+
+        return conv2d(p, shape)
+
+
+class PoolParams(_Keras):
+    pool_size: Size2 = Field(2, description="window, int or [h, w]")
+    strides: Size2 | None = Field(None, description="defaults to pool_size, as in Keras")
+    padding: Literal["valid", "same"] = Field("valid", description="'valid' or 'same' (any case)")
+
+
+class _Pool(LayerType[PoolParams]):
+    Params = PoolParams
+    mode = "max"
+
+    def output_shape(self, p: PoolParams, shape: Shape) -> Shape:
+        k = pair(p.pool_size)
+        s = pair(p.strides) if p.strides is not None else k
+        return (shape[0], *_spatial(self.name, shape, k, s, (1, 1), p.padding))
+
+    def build(self, p: PoolParams, shape: Shape) -> Any:
+        from .modules import pool2d
+
+        return pool2d(self.mode, p, shape)
+
+
+class MaxPool2D(_Pool):
+    name = "MaxPool2D"
+    description = "Keras MaxPool2D: padded positions are never the maximum"
+
+
+class MaxPooling2D(MaxPool2D):
+    name = "MaxPooling2D"
+
+
+class AveragePooling2D(_Pool):
+    name = "AveragePooling2D"
+    description = "Keras AveragePooling2D: 'same' divides by the real values in each window"
+    mode = "avg"
+
+
+class AvgPool2D(AveragePooling2D):
+    name = "AvgPool2D"
+
+
+class DenseParams(_Keras):
+    units: PosInt = Field(description="output features")
+    activation: Activation | None = Field(None, description="applied after the layer")
+    use_bias: bool = Field(True, description="add a bias")
+    kernel_initializer: Initializer = Field("glorot_uniform", description="Keras initializer name")
+    bias_initializer: Initializer = Field("zeros", description="Keras initializer name")
+
+
+class Dense(LayerType[DenseParams]):
+    name = "Dense"
+    Params = DenseParams
+    description = "Keras Dense (glorot-uniform kernel, zero bias); needs flat input"
+
+    def output_shape(self, p: DenseParams, shape: Shape) -> Shape:
+        if len(shape) != 1:
+            raise ShapeError(f"Dense expects flat features but receives {fmt(shape)}; add Flatten before it")
+        return (p.units,)
+
+    def num_params(self, p: DenseParams, shape: Shape) -> int:
+        return shape[0] * p.units + (p.units if p.use_bias else 0)
+
+    def build(self, p: DenseParams, shape: Shape) -> Any:
+        from .modules import dense
+
+        return dense(p, shape)
+
+
+class DropoutParams(Params):
+    rate: Probability = Field(description="fraction of inputs to drop while training")
+
+
+class Dropout(LayerType[DropoutParams]):
+    name = "Dropout"
+    Params = DropoutParams
+    description = "Keras Dropout"
+
+    def output_shape(self, p: DropoutParams, shape: Shape) -> Shape:
+        return shape
+
+    def build(self, p: DropoutParams, shape: Shape) -> Any:
+        from torch import nn
+
+        return nn.Dropout(p.rate)
+
+
+class Flatten(LayerType[NoParams]):
+    name = "Flatten"
+    description = "Keras Flatten (flattens channels-first, in torch's order)"
+
+    def output_shape(self, p: NoParams, shape: Shape) -> Shape:
+        n = 1
+        for d in shape:
+            n *= d
+        return (n,)
+
+    def build(self, p: NoParams, shape: Shape) -> Any:
+        from torch import nn
+
+        return nn.Flatten()
+
+
+class BatchNormalizationParams(Params):
+    momentum: Probability = Field(0.99, description="Keras momentum (torch's is 1 - this)")
+    epsilon: float = Field(1e-3, gt=0, description="added to the variance")
+    center: bool = Field(True, description="learn a shift (beta)")
+    scale: bool = Field(True, description="learn a scale (gamma)")
+
+
+class BatchNormalization(LayerType[BatchNormalizationParams]):
+    name = "BatchNormalization"
+    Params = BatchNormalizationParams
+    description = "Keras BatchNormalization over channels (or features)"
+
+    def output_shape(self, p: BatchNormalizationParams, shape: Shape) -> Shape:
+        if len(shape) not in (1, 3):
+            raise ShapeError(f"BatchNormalization expects C x H x W or flat features, got {fmt(shape)}")
+        if p.center != p.scale:
+            raise ShapeError("center and scale must be both true or both false here", "center")
+        return shape
+
+    def num_params(self, p: BatchNormalizationParams, shape: Shape) -> int:
+        return 2 * shape[0] if p.center else 0
+
+    def build(self, p: BatchNormalizationParams, shape: Shape) -> Any:
+        from torch import nn
+
+        cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+        return cls(shape[0], eps=p.epsilon, momentum=1.0 - p.momentum, affine=p.center)
+
+
+class ActivationParams(_Keras):
+    activation: Activation = Field(description="Keras activation name")
+
+
+class KerasActivation(LayerType[ActivationParams]):
+    name = "Activation"
+    Params = ActivationParams
+    description = "Keras Activation layer"
+
+    def output_shape(self, p: ActivationParams, shape: Shape) -> Shape:
+        return shape
+
+    def build(self, p: ActivationParams, shape: Shape) -> Any:
+        from .modules import activation
+
+        return activation(p.activation)
+
+
+LAYERS = (Conv2D(), MaxPool2D(), MaxPooling2D(), AveragePooling2D(), AvgPool2D(), Dense(),
+          Dropout(), Flatten(), BatchNormalization(), KerasActivation())
+
+
+@hookimpl
+def register_layers(register):  # type: ignore[no-untyped-def]
+    for layer in LAYERS:
+        register(layer)
