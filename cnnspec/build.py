@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .plugins import call_plugin
 from .spec import Spec
 
 _INIT = {
@@ -26,7 +27,7 @@ def build_model(spec: Spec) -> nn.Sequential:
     modules: list[nn.Module] = []
     shape = spec.input_shape
     for comp, row in zip(spec.layers, spec.trace.rows):
-        module = comp.type.build(comp.params, shape)
+        module = call_plugin(spec.registry, "layer", comp.name, comp.type.build, comp.params, shape)
         if not isinstance(module, nn.Module):
             raise TypeError(f"layer type '{comp.name}' built {type(module).__name__}, not an nn.Module")
         init = getattr(comp.params, "init", None)

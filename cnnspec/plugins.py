@@ -53,13 +53,17 @@ def get_plugin_manager(
         pm.sources[name] = "built-in"
     if entrypoints is None:
         entrypoints = os.environ.get(NO_ENTRYPOINTS_ENV, "") in ("", "0")
-    if entrypoints:
-        _load_entrypoints(pm)
-    for plugin in extra:
-        name = pm.register(plugin)
-        if name is not None:
-            pm.sources[name] = "registered in code"
-    pm.check_pending()
+    try:
+        if entrypoints:
+            _load_entrypoints(pm)
+        for plugin in extra:
+            name = pm.register(plugin)
+            if name is not None:
+                pm.sources[name] = getattr(plugin, "__file__", None) or "registered in code"
+        pm.check_pending()  # a hookimpl whose name matches no hook is a typo
+    except pluggy.PluginValidationError as e:
+        who = pm.get_name(e.plugin) or getattr(e.plugin, "__name__", type(e.plugin).__name__)
+        raise PluginError(f"plugin '{who}' is invalid: {e}") from None
     return pm
 
 
@@ -100,6 +104,26 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
                     f"plugin '{owner}' raised in {hook_name}: {type(e).__name__}: {e}"
                 ) from e
     return reg
+
+
+def call_plugin(registry: Registry | None, kind: str, name: str, fn: Any, *args: Any,
+                passthrough: tuple[type[BaseException], ...] = ()) -> Any:
+    """Call a registered type's method; an unexpected exception becomes a PluginError naming it.
+
+    Set CNNSPEC_DEBUG=1 to see the plugin's own traceback instead.
+    """
+    try:
+        return fn(*args)
+    except passthrough:
+        raise
+    except Exception as e:
+        if os.environ.get("CNNSPEC_DEBUG"):
+            raise
+        owner = registry.owners.get((kind, name), "?") if registry else "?"  # type: ignore[arg-type]
+        raise PluginError(
+            f"{kind} type '{name}' (from plugin '{owner}') failed: {type(e).__name__}: {e} "
+            "(set CNNSPEC_DEBUG=1 for the traceback)"
+        ) from e
 
 
 def load_local_plugin(ref: str, base: str | Path = ".") -> ModuleType:

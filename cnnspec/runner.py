@@ -38,11 +38,13 @@ def load_for_run(path: str, overrides: list[str], device: str | None, plugins: S
 def prepare_data(spec: Spec, device: Any) -> Any:
     """Load the dataset, check it fits the spec (located errors), split, scale, move to device."""
     from . import data as d
+    from .plugins import call_plugin
     from .train import Batches
 
     assert spec.data is not None and spec.dataset is not None
     ds = spec.dataset
-    splits = ds.type.load(ds.params, spec.data.root, spec.data.download)
+    splits = call_plugin(spec.registry, "dataset", ds.name, ds.type.load, ds.params, spec.data.root,
+                         spec.data.download, passthrough=(d.DataError,))
     problems = []
     if splits.sample_shape != spec.input_shape:
         problems.append(_locate(spec, ("input",), f"input is {_fmt(spec.input_shape)} but dataset "

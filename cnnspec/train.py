@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .build import build_model
+from .plugins import call_plugin
 from .progress import Progress
 from .rundir import BEST, LAST, RunDir
 from .spec import Spec
@@ -89,13 +90,17 @@ class Trainer:
         model = build_model(spec).to(device)
         if self.memory_format is not None:
             model = model.to(memory_format=self.memory_format)
-        opt = spec.optimizer.type.build(spec.optimizer.params, model.parameters())
+        reg = spec.registry
+        opt = call_plugin(reg, "optimizer", spec.optimizer.name, spec.optimizer.type.build,
+                          spec.optimizer.params, model.parameters())
         n = len(data.train[0])
         self.steps_per_epoch = max(1, n // self.batch_size)
         sched = None
         if spec.scheduler is not None:
-            sched = spec.scheduler.type.build(spec.scheduler.params, opt, spec.train.epochs, self.steps_per_epoch)
-        self.ctx = Context(spec, model, opt, sched, spec.loss.type.build(spec.loss.params).to(device), device, run)
+            sched = call_plugin(reg, "scheduler", spec.scheduler.name, spec.scheduler.type.build,
+                                spec.scheduler.params, opt, spec.train.epochs, self.steps_per_epoch)
+        loss_fn = call_plugin(reg, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params)
+        self.ctx = Context(spec, model, opt, sched, loss_fn.to(device), device, run)
         self.gen = torch.Generator().manual_seed(self.seed)  # shuffling only
         self.metrics: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
