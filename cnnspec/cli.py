@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plugins", help="list plugins and what each registers")
     pl.set_defaults(func=cmd_plugins)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of spec files (for editors)")
+    sc.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
+    _plugin_option(sc)
+    sc.set_defaults(func=cmd_schema)
     return p
 
 
@@ -132,4 +137,22 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                  for k in KINDS if any(reg.owners[(k, n)] == name for n in reg.names(k))]
         table.add_row(name, pm.sources[name], "\n".join(owned) or "(hooks only)")
     Console(highlight=False, soft_wrap=True).print(table)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .plugins import default_registry, load_local_plugin, registry_with
+    from .schema import json_schema
+
+    reg = registry_with([load_local_plugin(p) for p in args.plugins]) if args.plugins else default_registry()
+    text = json.dumps(json_schema(reg), indent=2) + "\n"
+    if args.output:
+        try:
+            with open(args.output, "w") as f:
+                f.write(text)
+        except OSError as e:
+            print(f"cnnspec: error: {args.output}: {e.strerror or e}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        sys.stdout.write(text)
     return EXIT_OK

@@ -44,6 +44,10 @@ def tf_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, in
     return total // 2, total - total // 2
 
 
+# TensorFlow 1 code writes 'SAME'; the schema lists the spellings that validation accepts
+_PADDING_SCHEMA = {"enum": ["valid", "same", "VALID", "SAME", "Valid", "Same"]}
+
+
 class _Keras(Params):
     @field_validator("padding", "activation", mode="before", check_fields=False)
     @classmethod
@@ -55,7 +59,9 @@ class Conv2DParams(_Keras):
     filters: PosInt = Field(description="number of output channels")
     kernel_size: Size2 = Field(description="int or [h, w]")
     strides: Size2 = Field(1, description="int or [h, w]")
-    padding: Literal["valid", "same"] = Field("valid", description="'valid' or 'same' (any case), as TensorFlow pads")
+    padding: Literal["valid", "same"] = Field(
+        "valid", description="'valid' or 'same' (any case), as TensorFlow pads", json_schema_extra=_PADDING_SCHEMA
+    )
     dilation_rate: Size2 = Field(1, description="int or [h, w]")
     groups: PosInt = Field(1, description="grouped convolution")
     activation: Activation | None = Field(None, description="applied after the convolution")
@@ -101,7 +107,9 @@ class Conv2D(LayerType[Conv2DParams]):
 class PoolParams(_Keras):
     pool_size: Size2 = Field(2, description="window, int or [h, w]")
     strides: Size2 | None = Field(None, description="defaults to pool_size, as in Keras")
-    padding: Literal["valid", "same"] = Field("valid", description="'valid' or 'same' (any case)")
+    padding: Literal["valid", "same"] = Field(
+        "valid", description="'valid' or 'same' (any case)", json_schema_extra=_PADDING_SCHEMA
+    )
 
 
 class _Pool(LayerType[PoolParams]):

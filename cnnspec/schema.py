@@ -1,0 +1,80 @@
+"""A JSON Schema of the spec format, with every registered type's parameters, for editors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .registry import Kind, Registry
+from .spec import DataSection, SpecFile, TrainSection
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _params_schema(params: Any, prefix: str, defs: dict[str, Any]) -> dict[str, Any]:
+    """A params model's schema with its $defs hoisted to the root under unique names."""
+    schema = params.model_json_schema()
+    local = schema.pop("$defs", {})
+    text = json.dumps(schema)
+    for name, d in local.items():
+        text = text.replace(f'"#/$defs/{name}"', f'"#/$defs/{prefix}{name}"')
+        defs[f"{prefix}{name}"] = json.loads(json.dumps(d).replace('"#/$defs/', f'"#/$defs/{prefix}'))
+    return json.loads(text)
+
+
+def _component(reg: Registry, kind: Kind, defs: dict[str, Any]) -> dict[str, Any]:
+    """``NAME`` or ``{type: NAME, ...params}`` for every registered type of ``kind``."""
+    options: list[dict[str, Any]] = []
+    bare = []
+    for name, t in reg.items(kind):
+        s = _params_schema(t.Params, f"{kind}_{name}_", defs)
+        props = {"type": {"const": name, "description": t.description or name}, **s.get("properties", {})}
+        options.append({
+            "type": "object", "title": name, "description": t.description or name,
+            "properties": props, "required": ["type", *s.get("required", [])],
+            "additionalProperties": False,
+        })
+        if not s.get("required"):
+            bare.append(name)
+    if bare:
+        options.insert(0, {"type": "string", "enum": bare, "description": f"a {kind} with default parameters"})
+    return {"anyOf": options}
+
+
+def _section(model: Any, components: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    s = model.model_json_schema()
+    s.pop("title", None)
+    s["additionalProperties"] = False
+    for key, schema in components.items():
+        desc = s["properties"][key].get("description")
+        s["properties"][key] = {**schema, "description": desc}
+    return s
+
+
+def json_schema(reg: Registry) -> dict[str, Any]:
+    """The whole spec format as one JSON Schema document."""
+    defs: dict[str, Any] = {}
+    root = SpecFile.model_json_schema()
+    props = root["properties"]
+    props["layers"] = {
+        "type": "array", "minItems": 1, "description": props["layers"].get("description"),
+        "items": _component(reg, "layer", defs),
+    }
+    props["data"] = {"anyOf": [_section(DataSection, {"dataset": _component(reg, "dataset", defs)}),
+                               {"type": "null"}], "description": "the dataset and batching"}
+    props["train"] = _section(TrainSection, {
+        "optimizer": _component(reg, "optimizer", defs),
+        "scheduler": {"anyOf": [_component(reg, "scheduler", defs), {"type": "null"}]},
+        "loss": _component(reg, "loss", defs),
+    })
+    props["train"]["description"] = "the training loop"
+    root.pop("$defs", None)
+    return {
+        "$schema": DIALECT,
+        "$id": "https://cnnspec.invalid/spec.schema.json",
+        "title": "cnnspec spec",
+        "description": "A CNN, its data and its training, for cnnspec",
+        **{k: v for k, v in root.items() if k != "title"},
+        "additionalProperties": False,
+        "$defs": defs,
+    }
