@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import __version__
 
@@ -47,6 +47,33 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plugins", help="list plugins and what each registers")
     pl.set_defaults(func=cmd_plugins)
+
+    ev = sub.add_parser("eval", help="test-split metrics and confusion matrix of a finished run")
+    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    ev.add_argument("--format", choices=("text", "json"), default="text")
+    ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="top classes with probabilities for image files")
+    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--top", type=int, default=3, help="how many classes to show (3)")
+    pr.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    pr.add_argument("--format", choices=("text", "json"), default="text")
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="write the trained model as TorchScript or ONNX")
+    ex.add_argument("run_dir", metavar="RUN_DIR")
+    ex.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    ex.add_argument("--output", "-o", metavar="FILE", help="default RUN_DIR/model.<format>")
+    ex.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    ex.set_defaults(func=cmd_export)
+
+    pt = sub.add_parser("plot", help="compare the training curves of runs in one PNG")
+    pt.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pt.add_argument("--output", "-o", metavar="FILE", default="curves.png")
+    pt.set_defaults(func=cmd_plot)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of spec files (for editors)")
     sc.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
@@ -156,3 +183,87 @@ def cmd_schema(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _run_tool(fn: Callable[[], int]) -> int:
+    """Run a finished-run tool, turning its user-facing failures into exit status 2."""
+    from .data import DataError
+    from .errors import SpecError, UnreadableSpec
+    from .rundir import CheckpointError
+    from .tools import ToolError
+    from .train import DeviceError
+
+    try:
+        return fn()
+    except SpecError as e:
+        for p in e.problems:
+            print(p.format(), file=sys.stderr)
+        return EXIT_INVALID
+    except (CheckpointError, ToolError, DataError, DeviceError, UnreadableSpec) as e:
+        print(f"cnnspec: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    def go() -> int:
+        from .tools import evaluate, load_run
+        from .train import resolve_device
+
+        result = evaluate(load_run(args.run_dir, args.checkpoint), resolve_device(args.device))
+        if args.format == "json":
+            print(json.dumps(result))
+            return EXIT_OK
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(highlight=False, soft_wrap=True)
+        console.print(f"{result['checkpoint']}: {result['samples']:,} test samples, "
+                      f"loss {result['loss']:.4f}, accuracy [bold]{result['accuracy']:.4f}[/bold]")
+        table = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+        table.add_column("class")
+        for name in result["classes"]:
+            table.add_column(name[:8], justify="right")
+        table.add_column("acc", justify="right")
+        for name, row, acc in zip(result["classes"], result["confusion"], result["per_class_accuracy"]):
+            table.add_row(name, *map(str, row), f"{acc:.3f}")
+        console.print(table)
+        return EXIT_OK
+
+    return _run_tool(go)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    def go() -> int:
+        from .tools import load_run, predict
+
+        results = predict(load_run(args.run_dir, args.checkpoint), args.images, max(1, args.top))
+        if args.format == "json":
+            print(json.dumps(results))
+            return EXIT_OK
+        for r in results:
+            best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
+            print(f"{r['image']}: {best}")
+        return EXIT_OK
+
+    return _run_tool(go)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    def go() -> int:
+        from .tools import export, load_run
+
+        path = export(load_run(args.run_dir, args.checkpoint), args.format, args.output)
+        print(f"wrote {path} ({args.format}; input: images scaled to [0, 1], any batch size)")
+        return EXIT_OK
+
+    return _run_tool(go)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    def go() -> int:
+        from .tools import plot
+
+        print(f"wrote {plot(args.run_dirs, args.output)}")
+        return EXIT_OK
+
+    return _run_tool(go)

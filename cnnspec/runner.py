@@ -167,11 +167,13 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Any) -> int:
         summary = trainer.fit()
     except NonFiniteLoss as e:
         progress.finish(trainer.metrics)
+        _curves(run, trainer.metrics, spec.name)
         run.write_summary({**trainer._summary("diverged", 0.0), "error": str(e)})
         _err(f"{e}; stopped. The last good checkpoint is {run.path / LAST} "
              f"(end of epoch {len(trainer.metrics)}).")
         return EXIT_FAILED
     progress.finish(trainer.metrics)
+    _curves(run, trainer.metrics, spec.name)
     if summary["status"] == "interrupted":
         _err(f"interrupted; a resumable checkpoint is saved. Continue with: cnnspec run --resume {run.path}")
         return EXIT_INTERRUPTED
@@ -181,6 +183,18 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Any) -> int:
         f"{summary['epochs_completed']} epochs; run folder {run.path}"
     )
     return EXIT_OK
+
+
+def _curves(run: Any, rows: list[dict[str, Any]], name: str) -> None:
+    """The run's curves.png; a plotting failure must not fail a finished run."""
+    from .plot import CURVES_FILE, plot_runs
+
+    if not rows:
+        return
+    try:
+        plot_runs([(name, rows)], run.path / CURVES_FILE)
+    except Exception as e:  # e.g. matplotlib missing: the metrics are in metrics.jsonl anyway
+        print(f"cnnspec: warning: could not draw {CURVES_FILE}: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def _resolved(spec: Spec) -> dict[str, Any]:

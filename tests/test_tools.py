@@ -1,0 +1,103 @@
+"""eval, predict, export and plot on a finished run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cnnspec.trained import load_run
+from conftest import ROOT
+
+QUICK = str(ROOT / "specs" / "quickstart.yaml")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from cnnspec.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "quick"
+    assert main(["run", QUICK, "--quiet", "--output", str(out), "--set", "train.epochs=3",
+                 "--set", "data.normalize=true"]) == 0
+    return out
+
+
+def test_run_folder_has_curves(run_dir):
+    png = (run_dir / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_eval_reports_accuracy_and_confusion(cli, run_dir):
+    res = cli("eval", str(run_dir), "--format", "json")
+    assert res.code == 0
+    doc = json.loads(res.out)
+    conf = np.array(doc["confusion"])
+    assert conf.shape == (10, 10) and conf.sum() == doc["samples"] == 360
+    assert doc["accuracy"] == pytest.approx(np.trace(conf) / 360)
+    best = json.loads((run_dir / "summary.json").read_text())["best"]
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # best.pt evaluated again, with the same (normalised) preprocessing, gives the same accuracy
+    assert doc["accuracy"] == pytest.approx(rows[best["epoch"] - 1]["test_accuracy"])
+    text = cli("eval", str(run_dir))
+    assert "confusion matrix" in text.out and "accuracy" in text.out
+
+
+def test_predict_an_image(cli, run_dir, tmp_path):
+    from PIL import Image
+
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    img = (digits.images[0] / 16 * 255).astype("uint8")  # a real 0, written as a 16x16 PNG
+    Image.fromarray(img).resize((16, 16)).save(tmp_path / "zero.png")
+    res = cli("predict", str(run_dir), str(tmp_path / "zero.png"), "--top", "2", "--format", "json")
+    assert res.code == 0
+    (pred,) = json.loads(res.out)
+    assert len(pred["top"]) == 2 and pred["top"][0]["probability"] >= pred["top"][1]["probability"]
+    assert cli("predict", str(run_dir), str(tmp_path / "zero.png")).out.startswith(str(tmp_path / "zero.png"))
+    (tmp_path / "bad.png").write_text("not an image")
+    res = cli("predict", str(run_dir), str(tmp_path / "bad.png"))
+    assert res.code == 2 and "not a readable image" in res.err
+
+
+def test_torchscript_export_round_trip(cli, run_dir, tmp_path):
+    res = cli("export", str(run_dir), "--format", "torchscript", "--output", str(tmp_path / "m.pt"))
+    assert res.code == 0
+    trained = load_run(run_dir)
+    from sklearn.datasets import load_digits
+
+    x = torch.tensor(load_digits().images[:64] / 16, dtype=torch.float32).unsqueeze(1)
+    want = trained.model(trained.preprocess(x))
+    with pytest.warns(FutureWarning):  # torch.jit.load is deprecated in torch 2.14, still works
+        scripted = torch.jit.load(str(tmp_path / "m.pt"))
+    got = scripted(x)
+    torch.testing.assert_close(got, want)
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_onnx_export_round_trip(cli, run_dir, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    res = cli("export", str(run_dir), "--format", "onnx", "--output", str(tmp_path / "m.onnx"))
+    assert res.code == 0, res.err
+    trained = load_run(run_dir)
+    x = torch.rand(7, 1, 8, 8)
+    want = trained.model(trained.preprocess(x)).detach().numpy()
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"images": x.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_plot_compares_runs(cli, run_dir, tmp_path):
+    res = cli("plot", str(run_dir), str(run_dir), "-o", str(tmp_path / "c.png"))
+    assert res.code == 0 and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    res = cli("plot", str(tmp_path), "-o", str(tmp_path / "d.png"))
+    assert res.code == 2 and "no metrics.jsonl" in res.err
+
+
+def test_tools_on_a_missing_run_say_so(cli, tmp_path):
+    for cmd in (["eval"], ["export"], ["predict", "--top", "1"]):
+        args = [cmd[0], str(tmp_path / "nope"), *cmd[1:]] + (["x.png"] if cmd[0] == "predict" else [])
+        res = cli(*args)
+        assert res.code == 2 and "no such file" in res.err, res.err
