@@ -114,13 +114,33 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _train(spec: Spec, args: argparse.Namespace, progress: Any) -> int:
+    from . import distributed
+    from .progress import Progress
+
+    from .train import DeviceError, resolve_device
+
+    try:
+        world = distributed.init(resolve_device(spec.train.device))
+    except DeviceError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    if not world.main:
+        progress = Progress()  # only rank 0 prints and writes the run folder
+    try:
+        return _train_on(spec, args, progress, world)
+    finally:
+        distributed.close(world)
+
+
+def _train_on(spec: Spec, args: argparse.Namespace, progress: Any, world: Any) -> int:
+    from . import distributed
     from .data import DataError
     from .plugins import default_plugin_manager
     from .rundir import LAST, CheckpointError, RunDir, new_run_dir
     from .train import DeviceError, NonFiniteLoss, Trainer, resolve_device
 
     try:
-        device = resolve_device(spec.train.device)
+        device = distributed.device_for(world, resolve_device(spec.train.device))
         batches = prepare_data(spec, device)
     except DeviceError as e:
         _err(str(e))
@@ -142,15 +162,23 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Any) -> int:
             _err(str(e))
             return EXIT_USAGE
     else:
-        try:
-            run = RunDir(new_run_dir(spec.name, args.output))
-        except (FileExistsError, OSError) as e:
-            _err(str(e))
+        made: Any = None
+        if world.main:
+            try:
+                made = RunDir(new_run_dir(spec.name, args.output))
+                made.write_spec(_resolved(spec))
+            except (FileExistsError, OSError) as e:
+                made = e
+        made = distributed.broadcast(str(made.path) if isinstance(made, RunDir) else made, world)
+        if isinstance(made, Exception):
+            if world.main:
+                _err(str(made))
             return EXIT_USAGE
-        run.write_spec(_resolved(spec))
+        run = RunDir(made)
 
     pm = spec.registry.pm or default_plugin_manager()
-    trainer = Trainer(spec, batches, device, run, pm, progress, spec.train.channels_last)
+    trainer = Trainer(spec, batches, device, run if world.main else None, pm, progress,
+                      spec.train.channels_last, world)
     if state is not None:
         if state.get("position") is None:
             _err(f"{args.resume}: {LAST} is not a resumable checkpoint")
@@ -159,23 +187,30 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Any) -> int:
         if state["position"]["epoch"] >= spec.train.epochs:
             progress.message(f"{args.resume}: already finished ({spec.train.epochs} epochs)")
             return EXIT_OK
+    per = f"batch {trainer.batch_size}"
+    if world.distributed:
+        per = (f"batch {trainer.batch_size} per process x {world.size} processes = "
+               f"{trainer.batch_size * world.size} per step (lr {spec.optimizer.params.model_dump().get('lr', '?')}, not scaled)")
     progress.message(
         f"training {spec.name}: {spec.trace.total_params:,} params on {device}, "
-        f"{len(batches.train[0]):,} training samples, batch {trainer.batch_size} -> {run.path}"
+        f"{len(batches.train[0]):,} training samples, {per} -> {run.path}"
     )
     try:
         summary = trainer.fit()
     except NonFiniteLoss as e:
         progress.finish(trainer.metrics)
-        _curves(run, trainer.metrics, spec.name)
-        run.write_summary({**trainer._summary("diverged", 0.0), "error": str(e)})
-        _err(f"{e}; stopped. The last good checkpoint is {run.path / LAST} "
-             f"(end of epoch {len(trainer.metrics)}).")
+        if world.main:
+            _curves(run, trainer.metrics, spec.name)
+            run.write_summary({**trainer._summary("diverged", 0.0), "error": str(e)})
+            _err(f"{e}; stopped. The last good checkpoint is {run.path / LAST} "
+                 f"(end of epoch {len(trainer.metrics)}).")
         return EXIT_FAILED
     progress.finish(trainer.metrics)
-    _curves(run, trainer.metrics, spec.name)
+    if world.main:
+        _curves(run, trainer.metrics, spec.name)
     if summary["status"] == "interrupted":
-        _err(f"interrupted; a resumable checkpoint is saved. Continue with: cnnspec run --resume {run.path}")
+        if world.main:
+            _err(f"interrupted; a resumable checkpoint is saved. Continue with: cnnspec run --resume {run.path}")
         return EXIT_INTERRUPTED
     final = summary["final"] or {}
     progress.message(

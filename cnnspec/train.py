@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .build import build_model
+from .distributed import SINGLE, World, all_sum, any_rank, shard
 from .plugins import call_plugin
 from .progress import Progress
 from .rundir import BEST, LAST, RunDir
@@ -69,6 +70,9 @@ class Context:
     device: torch.device
     run_dir: RunDir | None
     epoch: int = 0
+    rank: int = 0  # under torchrun every process runs the hooks; print from rank 0 only
+    world_size: int = 1
+    trainer: Any = None  # the Trainer, e.g. for trainer.epoch_indices(epoch)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,8 +80,10 @@ class Trainer:
     """Trains one spec on prepared Batches, writing the run folder as it goes."""
 
     def __init__(self, spec: Spec, data: Batches, device: torch.device, run: RunDir | None,
-                 pm: Any, progress: Progress, channels_last: bool | None = None) -> None:
+                 pm: Any, progress: Progress, channels_last: bool | None = None,
+                 world: World = SINGLE) -> None:
         self.spec, self.data, self.run, self.pm, self.progress = spec, data, run, pm, progress
+        self.world = world
         self.train_cfg = spec.train
         self.batch_size = spec.data.batch_size if spec.data else 64
         self.eval_batch = spec.data.eval_batch_size if spec.data else 1000
@@ -93,14 +99,22 @@ class Trainer:
         reg = spec.registry
         opt = call_plugin(reg, "optimizer", spec.optimizer.name, spec.optimizer.type.build,
                           spec.optimizer.params, model.parameters())
-        n = len(data.train[0])
-        self.steps_per_epoch = max(1, n // self.batch_size)
+        if world.rank:  # other dropout draws on every rank; weights were made identical above
+            torch.manual_seed(self.seed + 1_000_003 * world.rank)
+        # DDP averages gradients over ranks in backward; the plain model is what gets saved
+        self.forward = model
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        _, self.steps_per_epoch = shard(torch.arange(len(data.train[0])), world, self.batch_size)
         sched = None
         if spec.scheduler is not None:
             sched = call_plugin(reg, "scheduler", spec.scheduler.name, spec.scheduler.type.build,
                                 spec.scheduler.params, opt, spec.train.epochs, self.steps_per_epoch)
         loss_fn = call_plugin(reg, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params)
-        self.ctx = Context(spec, model, opt, sched, loss_fn.to(device), device, run)
+        self.ctx = Context(spec, model, opt, sched, loss_fn.to(device), device, run,
+                           rank=world.rank, world_size=world.size, trainer=self)
         self.gen = torch.Generator().manual_seed(self.seed)  # shuffling only
         self.metrics: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -122,6 +136,8 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if self.world.rank:  # the checkpoint holds rank 0's stream; the others branch off it
+            torch.manual_seed(int(torch.randint(2**62, (1,))) + self.world.rank)
         self.metrics = list(state["metrics"])
         self.best = state.get("best")
         self.seed = state["seed"]
@@ -132,6 +148,8 @@ class Trainer:
         c = self.ctx
         self.pm.hook.before_training(context=c)
         c.model.to(c.device)
+        if self.world.distributed and self.forward is not c.model:
+            self.forward.module = c.model  # a hook may have replaced the model
         pos = getattr(self, "_resume", {"epoch": 0, "step": 0, "gen": self.gen.get_state(), "sums": None})
         status = "completed"
         started = time.perf_counter()
@@ -146,7 +164,7 @@ class Trainer:
                 pos = {"epoch": epoch + 1, "step": 0, "gen": self.gen.get_state(), "sums": None}
                 self._save(LAST, pos)
                 stops = self.pm.hook.after_epoch(context=c, metrics=row)
-                if any(stops):
+                if any_rank(any(stops), c.device, self.world):
                     status = "stopped early"
                     break
         finally:
@@ -159,14 +177,22 @@ class Trainer:
 
     # -- one epoch ----------------------------------------------------------------------
 
+    def epoch_indices(self, epoch_gen: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """This rank's sample indices for an epoch (from the shuffling state at its start) and steps."""
+        gen = torch.Generator().set_state(epoch_gen)
+        return shard(torch.randperm(len(self.data.train[0]), generator=gen), self.world, self.batch_size)
+
     def _epoch(self, epoch: int, pos: dict[str, Any]) -> dict[str, Any] | None:
-        c = self.ctx
+        c, world = self.ctx, self.world
         x, y = self.data.train
-        bs, steps = self.batch_size, self.steps_per_epoch
+        bs = self.batch_size
         epoch_gen = pos["gen"]  # the permutation is made from the generator state at epoch start
-        self.gen.set_state(epoch_gen)
-        perm = torch.randperm(len(x), generator=self.gen).to(c.device)
+        self.gen.set_state(epoch_gen)  # every rank draws the same permutation, then takes its shard
+        mine, steps = shard(torch.randperm(len(x), generator=self.gen), world, bs)
+        mine = mine.to(c.device)
         sums = pos["sums"] or {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        if world.rank:  # resumed partial sums are global; they live on rank 0 only
+            sums = {**sums, "loss": 0.0, "correct": 0, "seen": 0}
         # running sums continue from a resumed checkpoint in the same order and precision
         loss_sum = torch.tensor(sums["loss"], dtype=torch.float64, device=c.device)
         correct = torch.tensor(sums["correct"], dtype=torch.long, device=c.device)
@@ -176,16 +202,17 @@ class Trainer:
         self.progress.start_epoch(epoch + 1, self.train_cfg.epochs, steps, pos["step"])
         t0 = time.perf_counter()
         for step in range(pos["step"], steps):
-            if self._stop_requested:
-                sums = _merge(sums, loss_sum, correct, seen, time.perf_counter() - t0)
+            check = step % 20 == 0 or step == steps - 1  # .item() and all-reduce sync: not every step
+            if any_rank(self._stop_requested, c.device, world) if (check or not world.distributed) else False:
+                sums = self._reduced(sums, loss_sum, correct, seen, time.perf_counter() - t0)
                 self._save(LAST, {"epoch": epoch, "step": step, "gen": epoch_gen, "sums": sums})
                 self.progress.interrupted(epoch + 1, step)
                 return None
-            idx = perm[step * bs:(step + 1) * bs] if len(x) >= bs else perm
+            idx = mine[step * bs:(step + 1) * bs]
             xb, yb = x.index_select(0, idx), y.index_select(0, idx)
             if self.memory_format is not None:
                 xb = xb.contiguous(memory_format=self.memory_format)
-            out = c.model(xb)
+            out = self.forward(xb)
             loss = c.loss_fn(out, yb)
             c.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -196,12 +223,14 @@ class Trainer:
             loss_sum += loss.detach().double() * n
             correct += (out.detach().argmax(1) == yb).sum()
             seen += n
-            if step % 20 == 0 or step == steps - 1:  # .item() syncs the device: not every step
-                value = loss.item()
+            if check:
+                (value,) = all_sum([loss.item()], c.device, world)  # every rank decides alike
+                value /= world.size
                 if not math.isfinite(value):
                     raise NonFiniteLoss(f"the training loss became {value} at epoch {epoch + 1}, step {step + 1}")
-                self.progress.update(step + 1, value, seen / (sums["seconds"] + time.perf_counter() - t0))
-        sums = _merge(sums, loss_sum, correct, seen, time.perf_counter() - t0)
+                rate = seen * world.size / (sums["seconds"] + time.perf_counter() - t0)
+                self.progress.update(step + 1, value, rate)
+        sums = self._reduced(sums, loss_sum, correct, seen, time.perf_counter() - t0)
         if not math.isfinite(sums["loss"]):
             raise NonFiniteLoss(f"the training loss became non-finite during epoch {epoch + 1}")
         if interval == "epoch":
@@ -229,23 +258,34 @@ class Trainer:
         self.progress.end_epoch(row)
         return row
 
+    def _reduced(self, sums: dict[str, Any], loss_sum: Tensor, correct: Tensor, seen: int,
+                 seconds: float) -> dict[str, Any]:
+        """The epoch's running sums over all ranks, as plain numbers (seconds add up across a resume)."""
+        loss, hits, count = all_sum([loss_sum.item(), correct.item(), seen], self.ctx.device, self.world)
+        return {"loss": loss, "correct": int(hits), "seen": int(count), "seconds": sums["seconds"] + seconds}
+
     @torch.inference_mode()
     def evaluate(self, x: Tensor, y: Tensor) -> tuple[float, float]:
         """Mean loss and accuracy over (x, y), in eval mode, in batches of eval_batch_size."""
-        c = self.ctx
+        c, world = self.ctx, self.world
         was_training = c.model.training
         c.model.eval()
-        loss = torch.zeros((), device=c.device)
+        n = len(x)
+        if world.distributed:  # each rank a contiguous slice; the sums below make it whole again
+            lo, hi = n * world.rank // world.size, n * (world.rank + 1) // world.size
+            x, y = x[lo:hi], y[lo:hi]
+        loss = torch.zeros((), dtype=torch.float64, device=c.device)
         correct = torch.zeros((), dtype=torch.long, device=c.device)
         for i in range(0, len(x), self.eval_batch):
             xb, yb = x[i:i + self.eval_batch], y[i:i + self.eval_batch]
             if self.memory_format is not None:
                 xb = xb.contiguous(memory_format=self.memory_format)
             out = c.model(xb)
-            loss += c.loss_fn(out, yb) * len(yb)
+            loss += c.loss_fn(out, yb).double() * len(yb)
             correct += (out.argmax(1) == yb).sum()
         c.model.train(was_training)
-        return loss.item() / len(x), correct.item() / len(x)
+        total, hits = all_sum([loss.item(), correct.item()], c.device, world)
+        return total / n, hits / n
 
     # -- state --------------------------------------------------------------------------
 
@@ -285,14 +325,10 @@ class Trainer:
             "seed": self.seed,
             "params": self.spec.trace.total_params,
             "batch_size": self.batch_size,
+            "processes": self.world.size,
+            "effective_batch_size": self.batch_size * self.world.size,
             "seconds_this_session": seconds,
         }
-
-
-def _merge(sums: dict[str, Any], loss_sum: Tensor, correct: Tensor, seen: int, seconds: float) -> dict[str, Any]:
-    """The epoch's running sums as plain numbers (seconds add up across a resume)."""
-    return {"loss": loss_sum.item(), "correct": int(correct.item()), "seen": seen,
-            "seconds": sums["seconds"] + seconds}
 
 
 def _install_sigint(trainer: Trainer) -> Any:

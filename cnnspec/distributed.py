@@ -1,0 +1,105 @@
+"""torch.distributed under torchrun: detect the launch, set up the group, shard, reduce.
+
+cnnspec brings no launcher of its own: `torchrun --nproc_per_node=N -m cnnspec run spec.yaml`
+sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR, and this module reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the run; a single process is rank 0 of 1."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+SINGLE = World()
+
+
+def launched() -> bool:
+    """True when torchrun (or any torch.distributed launcher) started this process with peers."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: torch.device) -> World:
+    """Join the process group: NCCL on CUDA, Gloo on CPU. A no-op outside a launch."""
+    if not launched():
+        return SINGLE
+    world = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        # a peer that dies is noticed by torchrun, which ends the others; the timeout is a backstop
+        dist.init_process_group(backend, timeout=timedelta(minutes=10))
+    return world
+
+
+def device_for(world: World, device: torch.device) -> torch.device:
+    """One GPU per process on a node: cuda:LOCAL_RANK."""
+    if world.distributed and device.type == "cuda":
+        torch.cuda.set_device(world.local_rank)
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def shard(perm: torch.Tensor, world: World, batch_size: int) -> tuple[torch.Tensor, int]:
+    """This rank's samples of an epoch and its number of full batches.
+
+    Every rank takes the same number of whole batches (DDP needs equal step counts); the
+    shards are disjoint and together cover the epoch except the remainder of
+    len(perm) / (world.size * batch_size), which the next epoch's reshuffle covers.
+    """
+    per_rank = len(perm) // world.size
+    steps = max(1, per_rank // batch_size) if per_rank >= batch_size else 1
+    take = min(per_rank, steps * batch_size) if per_rank >= batch_size else per_rank
+    mine = perm[world.rank * take:(world.rank + 1) * take] if world.distributed else perm[:take]
+    return mine, steps
+
+
+def all_sum(values: list[float | int], device: torch.device, world: World) -> list[float]:
+    """Sum numbers over all ranks (float64, so sums of accuracies stay exact)."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    if world.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def any_rank(flag: bool, device: torch.device, world: World) -> bool:
+    """True if the flag is set on any rank (a stop request, say)."""
+    if not world.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def broadcast(obj: Any, world: World) -> Any:
+    """Rank 0's value of a picklable object, on every rank."""
+    if not world.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def close(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
