@@ -166,7 +166,7 @@ def _train_on(spec: Spec, args: argparse.Namespace, progress: Any, world: Any) -
         if world.main:
             try:
                 made = RunDir(new_run_dir(spec.name, args.output))
-                made.write_spec(_resolved(spec))
+                made.write_spec(_resolved(spec, args.plugins))
             except (FileExistsError, OSError) as e:
                 made = e
         made = distributed.broadcast(str(made.path) if isinstance(made, RunDir) else made, world)
@@ -232,9 +232,18 @@ def _curves(run: Any, rows: list[dict[str, Any]], name: str) -> None:
         print(f"cnnspec: warning: could not draw {CURVES_FILE}: {type(e).__name__}: {e}", file=sys.stderr)
 
 
-def _resolved(spec: Spec) -> dict[str, Any]:
-    """The spec with defaults filled in and data.root made absolute, for the run folder."""
+def _resolved(spec: Spec, cli_plugins: Sequence[str] = ()) -> dict[str, Any]:
+    """The spec for the run folder: defaults filled in, paths absolute, ``-p`` plugins recorded,
+    so that ``--resume`` works from anywhere."""
     out = spec.to_dict()
     if out.get("data") and out["data"].get("root"):
         out["data"]["root"] = str(Path(out["data"]["root"]).expanduser().resolve())
+
+    def absolute(ref: str, base: Path) -> str:
+        return str((base / ref).resolve()) if ref.endswith(".py") or "/" in ref else ref
+
+    base = Path(spec.file).parent
+    plugins = [absolute(p, base) for p in out.get("plugins", [])]
+    plugins += [absolute(p, Path.cwd()) for p in cli_plugins if absolute(p, Path.cwd()) not in plugins]
+    out["plugins"] = plugins
     return out

@@ -84,6 +84,14 @@ def test_local_plugin_file_from_the_spec_and_from_the_command_line(cli, write, t
                 "data: {dataset: {type: synthetic, train_size: 64, test_size: 16}, batch_size: 16}\n"
                 "train: {epochs: 1, device: cpu}\n", "run.yaml")
     assert cli("run", run, "--quiet", "--output", str(tmp_path / "r")).code == 0
+    # the run folder records the plugin with an absolute path, so --resume finds it from anywhere
+    assert str(tmp_path / "myplugin.py") in (tmp_path / "r" / "spec.yaml").read_text()
+    cut = write("input: [1, 8, 8]\nlayers: [double, flatten, {type: linear, out_features: 4}]\n"
+                "data: {dataset: {type: synthetic, train_size: 64, test_size: 16}, batch_size: 16}\n"
+                "train: {epochs: 1, device: cpu}\n", "cli.yaml")
+    assert cli("run", cut, "-p", str(tmp_path / "myplugin.py"), "--quiet", "--output", str(tmp_path / "c")).code == 0
+    res = cli("run", "--resume", str(tmp_path / "c"), "--quiet", "--set", "train.epochs=2")
+    assert res.code == 0, res.err
 
 
 def test_broken_plugins_are_named(cli, write, tmp_path):
