@@ -174,15 +174,27 @@ class _Checker:
 
     def dataset_fits(self, ds: Component, inp: tuple[int, ...], t: ShapeTrace) -> None:
         shape = ds.type.sample_shape(ds.params)
-        if shape is not None and tuple(shape) != inp:
-            self.fail(("input",), f"input is {fmt(inp)} but dataset '{ds.name}' gives samples of "
-                      f"{fmt(tuple(shape))}")
         classes = ds.type.num_classes(ds.params)
-        out = t.output_shape
-        if classes is not None and out != (classes,):
-            self.fail(("layers", len(t.rows) - 1),
-                      f"layers[{len(t.rows) - 1}] {t.rows[-1].type}: the model ends in {fmt(out)} "
-                      f"but dataset '{ds.name}' has {classes} classes (the last layer should give {classes})")
+        self.problems += fit_problems(self.loc, ds.name, shape, classes, inp, t)
+
+
+def fit_problems(loc: Located, dataset: str, shape: tuple[int, ...] | None, classes: int | None,
+                 inp: tuple[int, ...], t: ShapeTrace) -> list[Problem]:
+    """Located problems when a dataset's sample shape or class count does not fit the model.
+
+    ``validate`` calls this with what a dataset declares, ``run`` with what its files hold.
+    """
+    problems = []
+    if shape is not None and tuple(shape) != tuple(inp):
+        problems.append(loc.problem(("input",), f"input is {fmt(inp)} but dataset '{dataset}' "
+                                    f"gives samples of {fmt(tuple(shape))}"))
+    out = t.output_shape
+    if classes is not None and out != (classes,):
+        last = len(t.rows) - 1
+        problems.append(loc.problem(("layers", last), f"layers[{last}] {t.rows[-1].type}: the model ends in "
+                                    f"{fmt(out)} but dataset '{dataset}' has {classes} classes "
+                                    f"(the last layer should give {classes})"))
+    return problems
 
 
 # -- turning pydantic errors into located, readable lines ------------------------------------

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import Problem, SpecError, UnreadableSpec
+from .errors import SpecError, UnreadableSpec
 from .spec import Spec
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -38,6 +38,7 @@ def load_for_run(path: str, overrides: list[str], device: str | None, plugins: S
 def prepare_data(spec: Spec, device: Any) -> Any:
     """Load the dataset, check it fits the spec (located errors), split, scale, move to device."""
     from . import data as d
+    from .check import fit_problems
     from .plugins import call_plugin
     from .train import Batches
 
@@ -45,16 +46,8 @@ def prepare_data(spec: Spec, device: Any) -> Any:
     ds = spec.dataset
     splits = call_plugin(spec.registry, "dataset", ds.name, ds.type.load, ds.params, spec.data.root,
                          spec.data.download, passthrough=(d.DataError,))
-    problems = []
-    if splits.sample_shape != spec.input_shape:
-        problems.append(_locate(spec, ("input",), f"input is {_fmt(spec.input_shape)} but dataset "
-                                f"'{ds.name}' gives samples of {_fmt(splits.sample_shape)}"))
-    n_classes = len(splits.classes)
-    out = spec.trace.output_shape
-    if out != (n_classes,):
-        problems.append(_locate(spec, ("layers", len(spec.layers) - 1),
-                                f"layers[{len(spec.layers) - 1}] {spec.layers[-1].name}: the model ends in "
-                                f"{_fmt(out)} but dataset '{ds.name}' has {n_classes} classes"))
+    problems = fit_problems(_located(spec), ds.name, splits.sample_shape, len(splits.classes),
+                            spec.input_shape, spec.trace)
     if problems:
         raise SpecError(problems, spec.file)
     seed = spec.train.seed or 0
@@ -74,17 +67,14 @@ def prepare_data(spec: Spec, device: Any) -> Any:
     )
 
 
-def _fmt(shape: tuple[int, ...]) -> str:
-    return " x ".join(map(str, shape))
-
-
-def _locate(spec: Spec, path: tuple[Any, ...], message: str) -> Problem:
-    from .yamlpos import load_file
+def _located(spec: Spec) -> Any:
+    """The spec's file again, for positions (a placeholder if it changed or vanished since)."""
+    from .yamlpos import Located, load_file
 
     try:
-        return load_file(spec.file).problem(path, message)
-    except Exception:  # the file changed or vanished since: still say what is wrong
-        return Problem(1, 1, message, path, spec.file)
+        return load_file(spec.file)
+    except Exception:
+        return Located(None, spec.file)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -177,8 +167,12 @@ def _train_on(spec: Spec, args: argparse.Namespace, progress: Any, world: Any) -
         run = RunDir(made)
 
     pm = spec.registry.pm or default_plugin_manager()
-    trainer = Trainer(spec, batches, device, run if world.main else None, pm, progress,
-                      spec.train.channels_last, world)
+    try:
+        trainer = Trainer(spec, batches, device, run if world.main else None, pm, progress,
+                          spec.train.channels_last, world)
+    except DeviceError as e:
+        _err(str(e))
+        return EXIT_USAGE
     if state is not None:
         if state.get("position") is None:
             _err(f"{args.resume}: {LAST} is not a resumable checkpoint")

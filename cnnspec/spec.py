@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -53,6 +53,9 @@ class TrainSection(Section):
     loss: Ref = Field("cross_entropy", description="loss name, or {type: NAME, ...parameters}")
     channels_last: bool | None = Field(
         None, description="channels-last memory layout; default: on for CPU and CUDA"
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32, or bf16 / fp16 mixed precision (autocast; fp16 on CUDA only)"
     )
 
     @field_validator("device")

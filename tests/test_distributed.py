@@ -69,7 +69,7 @@ def setup(tmp_path):
     return tmp_path
 
 
-def test_two_gloo_processes(setup, cli):
+def test_two_gloo_processes(setup, cli, monkeypatch):
     tmp = setup
     res = torchrun(tmp, "spec.yaml", "--quiet", "-p", str(tmp / "probe.py"))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -100,7 +100,8 @@ def test_two_gloo_processes(setup, cli):
         acc = (model(data.test_x).argmax(1) == data.test_y).sum().item() / len(data.test_y)
     assert rows[-1]["test_accuracy"] == acc
 
-    # The distributed checkpoint resumes in a single process.
+    # The distributed checkpoint resumes in a single process (the probe plugin comes along).
+    monkeypatch.setenv("CNNSPEC_PROBE_DIR", str(tmp))
     res = cli("run", "--resume", str(run), "--quiet", "--set", "train.epochs=3")
     assert res.code == 0, res.err
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3

@@ -225,3 +225,31 @@ def test_run_needs_exactly_one_of_spec_and_resume(cli, write, tmp_path):
     assert cli("run", small_spec(write), "--resume", str(tmp_path)).code == 2
     res = cli("run", "--resume", str(tmp_path / "nothing"))
     assert res.code == 2 and "no such file" in res.err
+
+
+def test_before_training_may_replace_model_and_optimizer(cli, write, tmp_path, plugin):
+    import cnnspec
+
+    swapped = {}
+
+    class Swap:
+        @hookimpl
+        def before_training(self, context):
+            model = cnnspec.build_model(context.spec)
+            swapped["start"] = [p.detach().clone() for p in model.parameters()]
+            context.model = model
+            context.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            swapped["model"] = model
+
+        @hookimpl
+        def after_training(self, context, summary):
+            swapped["end_model"] = context.model
+
+    plugin(Swap())
+    assert cli("run", small_spec(write), "--quiet", "--output", str(tmp_path / "r"),
+               "--set", "train.epochs=1", "--set", "train.scheduler=null").code == 0
+    assert swapped["end_model"] is swapped["model"]
+    moved = [not torch.equal(a, b) for a, b in zip(swapped["start"], swapped["model"].parameters())]
+    assert all(moved)  # the replacement is what trained
+    saved = torch.load(tmp_path / "r" / "last.pt", weights_only=True)["model"]
+    torch.testing.assert_close(saved["5.weight"], swapped["model"][5].weight.detach())

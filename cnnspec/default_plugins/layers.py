@@ -195,7 +195,7 @@ class AdaptiveMaxPool2d(_Adaptive):
         return nn.AdaptiveMaxPool2d(p.output_size)
 
 
-class BatchNorm2dParams(Params):
+class BatchNormParams(Params):
     num_features: PosInt | None = Field(None, description="inferred channels; checked if given")
     eps: NonNegFloat = Field(1e-5, description="added to the variance")
     momentum: Probability | None = Field(0.1, description="running-stat momentum; null = average")
@@ -203,53 +203,33 @@ class BatchNorm2dParams(Params):
     track_running_stats: bool = Field(True, description="keep running mean and variance")
 
 
-class BatchNorm2d(LayerType[BatchNorm2dParams]):
-    name = "batchnorm2d"
-    Params = BatchNorm2dParams
-    description = "batch normalisation over channels (torch.nn.BatchNorm2d)"
+class _BatchNorm(LayerType[BatchNormParams]):
+    """Batch normalisation over the channels of an image, or of flat features."""
 
-    def output_shape(self, p: BatchNorm2dParams, shape: Shape) -> Shape:
-        c, _, _ = expect_chw(self.name, shape)
-        check_given("num_features", p.num_features, c, "channels")
+    Params = BatchNormParams
+
+    def __init__(self, name: str, image: bool) -> None:
+        self.name = name  # type: ignore[misc]
+        self.image = image
+        self.description = f"batch normalisation (torch.nn.BatchNorm{'2' if image else '1'}d)"  # type: ignore[misc]
+
+    def output_shape(self, p: BatchNormParams, shape: Shape) -> Shape:
+        if self.image:
+            expect_chw(self.name, shape)
+        elif len(shape) != 1:
+            raise ShapeError(f"{self.name} expects flat features but receives {fmt(shape)}")
+        check_given("num_features", p.num_features, shape[0], "channels" if self.image else "features")
         return shape
 
-    def num_params(self, p: BatchNorm2dParams, shape: Shape) -> int:
+    def num_params(self, p: BatchNormParams, shape: Shape) -> int:
         return 2 * shape[0] if p.affine else 0
 
-    def build(self, p: BatchNorm2dParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: BatchNormParams, shape: Shape):  # type: ignore[no-untyped-def]
         from torch import nn
 
-        return nn.BatchNorm2d(
-            shape[0], eps=p.eps, momentum=p.momentum, affine=p.affine,
-            track_running_stats=p.track_running_stats,
-        )
-
-
-class BatchNorm1dParams(BatchNorm2dParams):
-    pass
-
-
-class BatchNorm1d(LayerType[BatchNorm1dParams]):
-    name = "batchnorm1d"
-    Params = BatchNorm1dParams
-    description = "batch normalisation of flat features (torch.nn.BatchNorm1d)"
-
-    def output_shape(self, p: BatchNorm1dParams, shape: Shape) -> Shape:
-        if len(shape) != 1:
-            raise ShapeError(f"batchnorm1d expects flat features but receives {fmt(shape)}")
-        check_given("num_features", p.num_features, shape[0], "features")
-        return shape
-
-    def num_params(self, p: BatchNorm1dParams, shape: Shape) -> int:
-        return 2 * shape[0] if p.affine else 0
-
-    def build(self, p: BatchNorm1dParams, shape: Shape):  # type: ignore[no-untyped-def]
-        from torch import nn
-
-        return nn.BatchNorm1d(
-            shape[0], eps=p.eps, momentum=p.momentum, affine=p.affine,
-            track_running_stats=p.track_running_stats,
-        )
+        cls = nn.BatchNorm2d if self.image else nn.BatchNorm1d
+        return cls(shape[0], eps=p.eps, momentum=p.momentum, affine=p.affine,
+                   track_running_stats=p.track_running_stats)
 
 
 class DropoutParams(Params):
@@ -361,7 +341,7 @@ class Identity(LayerType[NoParams]):
 
 LAYERS: tuple[LayerType, ...] = (
     Conv2d(), MaxPool2d(), AvgPool2d(), AdaptiveAvgPool2d(), AdaptiveMaxPool2d(),
-    BatchNorm2d(), BatchNorm1d(), Dropout(), Dropout2d(), Flatten(), Linear(), Identity(),
+    _BatchNorm("batchnorm2d", image=True), _BatchNorm("batchnorm1d", image=False), Dropout(), Dropout2d(), Flatten(), Linear(), Identity(),
 )
 
 
