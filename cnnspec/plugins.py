@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -67,21 +68,64 @@ def get_plugin_manager(
     return pm
 
 
-def _load_entrypoints(pm: PluginManager) -> None:
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cnnspec" / "entry-points.json"
+
+
+def installed_entrypoints() -> list[tuple[str, str, str]]:
+    """(name, "module:attr", "distribution version") of every installed ``cnnspec`` entry point.
+
+    Reading every installed distribution's metadata costs tens of milliseconds, a tenth of
+    `validate`'s budget, so the answer is cached, keyed on the metadata folders on sys.path and
+    their modification times: installing, upgrading or removing a package changes the key.
+    """
+    import hashlib
+
+    parts = []
+    for folder in sys.path:
+        try:
+            with os.scandir(folder or ".") as it:
+                parts += [f"{e.path}:{e.stat().st_mtime_ns}" for e in it
+                          if e.name.endswith((".dist-info", ".egg-info"))]
+        except OSError:
+            continue
+    key = hashlib.sha1("\n".join(parts).encode()).hexdigest()
+    cache = _cache_file()
+    try:
+        data = json.loads(cache.read_text())
+        if data.get("key") == key:
+            return [tuple(e) for e in data["entry_points"]]  # type: ignore[misc]
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+    found = [(ep.name, ep.value, f"{ep.dist.name} {ep.dist.version}" if ep.dist else "entry point")
+             for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    try:  # best effort: a read-only home only costs the scan next time
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "entry_points": found}))
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return found
+
+
+def _load_entrypoints(pm: PluginManager) -> None:
+    from importlib.metadata import EntryPoint
+
+    for name, value, source in installed_entrypoints():
+        if pm.get_plugin(name) is not None or pm.is_blocked(name):
             continue
         try:
-            plugin = ep.load()
+            plugin = EntryPoint(name, value, ENTRY_POINT_GROUP).load()
         except Exception as e:  # a broken third-party plugin must not look like our bug
-            dist = f" (from {ep.dist.name} {ep.dist.version})" if ep.dist else ""
             raise PluginError(
-                f"plugin '{ep.name}'{dist} failed to import {ep.value}: {type(e).__name__}: {e}"
+                f"plugin '{name}' (from {source}) failed to import {value}: {type(e).__name__}: {e}"
             ) from e
-        pm.register(plugin, name=ep.name)
-        pm.sources[ep.name] = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "entry point"
+        pm.register(plugin, name=name)
+        pm.sources[name] = source
 
 
 def build_registry(pm: pluggy.PluginManager) -> Registry:

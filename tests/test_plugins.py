@@ -166,3 +166,21 @@ def test_every_hook_is_documented():
     for name in hooks:
         assert getattr(hookspecs, name).__doc__, name
         assert name in readme, name
+
+
+def test_entry_point_cache_is_used_and_invalidated(tmp_path, monkeypatch):
+    from cnnspec import plugins
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = plugins.installed_entrypoints()
+    assert ("example", "cnnspec_example", "cnnspec-example 0.1.0") in first
+    cache = tmp_path / "cnnspec" / "entry-points.json"
+    doc = json.loads(cache.read_text())
+    # a matching key is trusted (this is what saves the scan) ...
+    cache.write_text(json.dumps({**doc, "entry_points": [["fake", "fake_module", "fake 1"]]}))
+    assert plugins.installed_entrypoints() == [("fake", "fake_module", "fake 1")]
+    # ... a different key (packages changed) or a broken file means a fresh scan
+    cache.write_text(json.dumps({"key": "stale", "entry_points": [["fake", "fake_module", "fake 1"]]}))
+    assert plugins.installed_entrypoints() == first
+    cache.write_text("{not json")
+    assert plugins.installed_entrypoints() == first
