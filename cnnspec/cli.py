@@ -162,7 +162,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for name in pm.sources:
         owned = [f"{k}: {', '.join(n for n in reg.names(k) if reg.owners[(k, n)] == name)}"
                  for k in KINDS if any(reg.owners[(k, n)] == name for n in reg.names(k))]
-        table.add_row(name, pm.sources[name], "\n".join(owned) or "(hooks only)")
+        shown = name.removeprefix("cnnspec.default_plugins.")
+        table.add_row(shown, pm.sources[name], "\n".join(owned) or "(hooks only)")
     Console(highlight=False, soft_wrap=True).print(table)
     return EXIT_OK
 
