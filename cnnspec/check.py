@@ -84,8 +84,10 @@ class _Checker:
         raw_layers = data.get("layers")
         layers = self.layers(raw_layers) if isinstance(raw_layers, list) else None
         train = data.get("train") if isinstance(data.get("train"), dict) else {}
-        optimizer = self.component("optimizer", train.get("optimizer", "adam"), ("train", "optimizer"))
-        loss = self.component("loss", train.get("loss", "cross_entropy"), ("train", "loss"))
+        defaults = TrainSection.model_fields
+        optimizer = self.component("optimizer", train.get("optimizer", defaults["optimizer"].default),
+                                   ("train", "optimizer"))
+        loss = self.component("loss", train.get("loss", defaults["loss"].default), ("train", "loss"))
         scheduler = None
         if train.get("scheduler") is not None:
             scheduler = self.component("scheduler", train["scheduler"], ("train", "scheduler"))
@@ -94,7 +96,10 @@ class _Checker:
             dataset = self.component("dataset", data["data"]["dataset"], ("data", "dataset"))
 
         inp = data.get("input")
-        if layers is not None and source is not None:
+        # shapes need only a valid input and valid layers: other sections' problems are independent
+        input_ok = isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
+            type(d) is int and d >= 1 for d in inp)
+        if layers is not None and input_ok:
             result.trace = self.shapes(tuple(inp), layers)
             if result.trace.complete and dataset is not None:
                 self.dataset_fits(dataset, tuple(inp), result.trace)

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("spec", nargs="?", metavar="SPEC", help="spec file (or --resume RUN_DIR)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value, e.g. train.epochs=1 (repeatable)")
-    r.add_argument("--device", help="override train.device: auto, cpu, cuda, cuda:N, mps")
+    r.add_argument("--device", type=_device, help="override train.device: auto, cpu, cuda, cuda:N, mps")
     r.add_argument("--output", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     r.add_argument("--quiet", action="store_true", help="no progress display")
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="test-split metrics and confusion matrix of a finished run")
     ev.add_argument("run_dir", metavar="RUN_DIR")
     ev.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:N, mps")
     ev.add_argument("--format", choices=("text", "json"), default="text")
     ev.set_defaults(func=cmd_eval)
 
@@ -82,6 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _device(value: str) -> str:
+    import re
+
+    from .spec import DEVICE_PATTERN
+
+    if not re.match(DEVICE_PATTERN, value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    return value
+
+
 def _plugin_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
                    help="load a plugin module or .py file for this command (repeatable)")
@@ -103,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PluginError as e:
         print(f"cnnspec: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # outside training (which saves first), e.g. while loading data
+        print("cnnspec: interrupted", file=sys.stderr)
+        return 130
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -202,6 +215,9 @@ def _run_tool(fn: Callable[[], int]) -> int:
         return EXIT_INVALID
     except (CheckpointError, ToolError, DataError, DeviceError, UnreadableSpec) as e:
         print(f"cnnspec: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # an output path in a missing folder, a full disk, ...
+        print(f"cnnspec: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
 
 

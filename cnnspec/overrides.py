@@ -36,6 +36,18 @@ def parse(arg: str) -> tuple[Path, Any]:
     return tuple(path), value
 
 
+def _default_component(path: Path) -> str | None:
+    """The default type of a component the spec left out (train.optimizer -> adam)."""
+    from .spec import DataSection, TrainSection
+
+    sections = {"train": TrainSection, "data": DataSection}
+    if len(path) == 2 and path[0] in sections:
+        field = sections[str(path[0])].model_fields.get(str(path[1]))
+        if field is not None and isinstance(field.default, str):
+            return field.default
+    return None
+
+
 def apply(located: Located, args: list[str]) -> Located:
     """Set each override in place; creates missing mappings, indexes lists by number."""
     for arg in args:
@@ -47,8 +59,9 @@ def apply(located: Located, args: list[str]) -> Located:
             nxt = path[i + 1]
             if isinstance(cur, dict) and isinstance(part, str):
                 if part not in cur or cur[part] is None:
-                    cur[part] = {}
-                elif isinstance(cur[part], str) and nxt != "type":  # `loss: x` -> {type: x}
+                    default = _default_component(path[: i + 1])  # an omitted optimizer or loss
+                    cur[part] = {"type": default} if default and nxt != "type" else {}
+                elif isinstance(cur[part], str):  # `loss: x` -> {type: x}
                     cur[part] = {"type": cur[part]}
                 cur = cur[part]
             elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):

@@ -94,9 +94,7 @@ def run_command(args: argparse.Namespace) -> int:
         else:
             spec = load_for_run(args.spec, args.overrides, args.device, args.plugins)
     except SpecError as e:
-        for p in e.problems:
-            print(p.format(), file=sys.stderr)
-        return EXIT_INVALID
+        return _print_problems(e)
     except (UnreadableSpec, OverrideError) as e:
         _err(str(e))
         return EXIT_USAGE
@@ -122,42 +120,78 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Any) -> int:
         distributed.close(world)
 
 
+def _print_problems(e: SpecError) -> int:
+    for p in e.problems:
+        print(p.format(), file=sys.stderr)
+    return EXIT_INVALID
+
+
+# what --resume may change: how long to train, where, and where files are (not what is trained)
+_RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("data", "root"), ("data", "download")}
+
+
+def _resume_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Dotted keys where the re-resolved spec differs from the checkpoint's, beyond the allowed."""
+    out = []
+    for key in sorted((set(saved) | set(now)) - {"plugins"}):  # plugin paths are made absolute
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}" for k in _resume_changes(a, b) if (key, k.split(".")[0]) not in _RESUMABLE_CHANGES]
+        elif a != b:
+            out.append(key)
+    return out
+
+
 def _train_on(spec: Spec, args: argparse.Namespace, progress: Any, world: Any) -> int:
     from . import distributed
     from .data import DataError
     from .plugins import default_plugin_manager
     from .rundir import LAST, CheckpointError, RunDir, new_run_dir
-    from .train import DeviceError, NonFiniteLoss, Trainer, resolve_device
-
-    try:
-        device = distributed.device_for(world, resolve_device(spec.train.device))
-        batches = prepare_data(spec, device)
-    except DeviceError as e:
-        _err(str(e))
-        return EXIT_USAGE
-    except DataError as e:
-        _err(str(e))
-        return EXIT_USAGE
-    except SpecError as e:
-        for p in e.problems:
-            print(p.format(), file=sys.stderr)
-        return EXIT_INVALID
+    from .train import DeviceError, NonFiniteLoss, SetupError, Trainer, resolve_device
 
     state = None
     if args.resume:
-        run = RunDir(args.resume)
         try:
-            state = run.load_checkpoint(LAST)
+            state = RunDir(args.resume).load_checkpoint(LAST)
         except CheckpointError as e:
             _err(str(e))
             return EXIT_USAGE
+        if state.get("position") is None:
+            _err(f"{args.resume}: {LAST} is not a resumable checkpoint")
+            return EXIT_USAGE
+        changed = _resume_changes(state["spec"], spec.to_dict())
+        if changed:
+            _err(f"--resume can change only train.epochs and the device; this would change {', '.join(changed)}")
+            return EXIT_USAGE
+    try:
+        device = distributed.device_for(world, resolve_device(spec.train.device))
+        batches = prepare_data(spec, device)
+        # everything that can fail is built before the run folder exists
+        pm = spec.registry.pm or default_plugin_manager()
+        trainer = Trainer(spec, batches, device, None, pm, progress, spec.train.channels_last, world)
+    except (DeviceError, DataError) as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except SpecError as e:
+        return _print_problems(e)
+    except SetupError as e:
+        return _print_problems(SpecError([_located(spec).problem(e.path, e.message)], spec.file))
+
+    if args.resume:
+        run = RunDir(args.resume)
+        if world.main:
+            run.write_spec(_resolved(spec, args.plugins))  # a changed epoch count is recorded
+        trainer.restore(state)
+        if state["position"]["epoch"] >= spec.train.epochs:
+            progress.message(f"{args.resume}: already finished ({spec.train.epochs} epochs)")
+            return EXIT_OK
     else:
         made: Any = None
         if world.main:
             try:
                 made = RunDir(new_run_dir(spec.name, args.output))
                 made.write_spec(_resolved(spec, args.plugins))
-            except (FileExistsError, OSError) as e:
+            except OSError as e:  # FileExistsError included
                 made = e
         made = distributed.broadcast(str(made.path) if isinstance(made, RunDir) else made, world)
         if isinstance(made, Exception):
@@ -165,22 +199,8 @@ def _train_on(spec: Spec, args: argparse.Namespace, progress: Any, world: Any) -
                 _err(str(made))
             return EXIT_USAGE
         run = RunDir(made)
+    trainer.attach(run if world.main else None)
 
-    pm = spec.registry.pm or default_plugin_manager()
-    try:
-        trainer = Trainer(spec, batches, device, run if world.main else None, pm, progress,
-                          spec.train.channels_last, world)
-    except DeviceError as e:
-        _err(str(e))
-        return EXIT_USAGE
-    if state is not None:
-        if state.get("position") is None:
-            _err(f"{args.resume}: {LAST} is not a resumable checkpoint")
-            return EXIT_USAGE
-        trainer.restore(state)
-        if state["position"]["epoch"] >= spec.train.epochs:
-            progress.message(f"{args.resume}: already finished ({spec.train.epochs} epochs)")
-            return EXIT_OK
     per = f"batch {trainer.batch_size}"
     if world.distributed:
         per = (f"batch {trainer.batch_size} per process x {world.size} processes = "

@@ -96,6 +96,9 @@ def trace(input_shape: Shape, layers: Sequence[tuple[str, Any, Any]]) -> ShapeTr
         except ShapeError as e:
             result.error = (i, e)
             break
+        except Exception as e:  # a bug in a (plugin's) shape rule: still a located line, not a crash
+            result.error = (i, ShapeError(f"the shape rule of '{name}' failed: {type(e).__name__}: {e}"))
+            break
         result.rows.append(Row(i, name, out, count))
         shape = out
     return result

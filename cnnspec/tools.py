@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .plugins import call_plugin
 from .trained import Trained, load_run
 
 
@@ -22,7 +23,7 @@ def evaluate(trained: Trained, device: torch.device, batch: int = 1000) -> dict[
     spec = trained.spec
     data = prepare_data(spec, device)
     model = trained.model.to(device)
-    loss_fn = spec.loss.type.build(spec.loss.params)
+    loss_fn = call_plugin(spec.registry, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params)
     x, y = data.test
     k = len(data.classes)
     confusion = torch.zeros(k, k, dtype=torch.long)
@@ -76,6 +77,8 @@ def predict(trained: Trained, images: Sequence[str], top: int) -> list[dict[str,
 
 def export(trained: Trained, fmt: str, output: str | None) -> Path:
     """Write a TorchScript or ONNX model that takes [0, 1] images (any batch size)."""
+    if output and not Path(output).resolve().parent.is_dir():
+        raise ToolError(f"{output}: its folder does not exist")
     module = trained.with_preprocessing().eval()
     example = torch.rand(2, *trained.spec.input_shape)
     run_dir = trained.checkpoint.parent

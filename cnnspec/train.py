@@ -27,6 +27,14 @@ class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite."""
 
 
+class SetupError(Exception):
+    """The spec cannot train as written (found before training starts); ``path`` locates it."""
+
+    def __init__(self, path: tuple[Any, ...], message: str) -> None:
+        super().__init__(message)
+        self.path, self.message = path, message
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA, then MPS, then CPU; an explicit device must exist."""
     if name == "auto":
@@ -35,12 +43,17 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"device '{name}' is not one of auto, cpu, cuda, cuda:N, mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"device '{name}' requested but CUDA is not available here")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise DeviceError(f"device '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device '{name}' is not one of auto, cpu, cuda, cuda:N, mps")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise DeviceError("device 'mps' requested but MPS is not available here")
     return dev
@@ -117,11 +130,12 @@ class Trainer:
         if world.rank:  # other dropout draws on every rank; weights were made identical above
             torch.manual_seed(self.seed + 1_000_003 * world.rank)
         self.forward: nn.Module = model  # set again in fit(), after the hooks
-        _, self.steps_per_epoch = shard(torch.arange(len(data.train[0])), world, self.batch_size)
-        sched = None
-        if spec.scheduler is not None:
-            sched = call_plugin(reg, "scheduler", spec.scheduler.name, spec.scheduler.type.build,
-                                spec.scheduler.params, opt, spec.train.epochs, self.steps_per_epoch)
+        mine, self.steps_per_epoch = shard(torch.arange(len(data.train[0])), world, self.batch_size)
+        if min(len(mine), self.batch_size) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                      for m in model.modules()):
+            raise SetupError(("data", "batch_size"), "batch normalisation needs at least 2 samples "
+                             f"per batch while training, but batches here hold {min(len(mine), self.batch_size)}")
+        sched = self._scheduler(opt)
         loss_fn = call_plugin(reg, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params)
         self.ctx = Context(spec, model, opt, sched, loss_fn.to(device), device, run,
                            rank=world.rank, world_size=world.size, trainer=self)
@@ -132,12 +146,29 @@ class Trainer:
 
     # -- public -------------------------------------------------------------------------
 
+    def _scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        sc = self.spec.scheduler
+        if sc is None:
+            return None
+        return call_plugin(self.spec.registry, "scheduler", sc.name, sc.type.build, sc.params, optimizer,
+                           self.spec.train.epochs, self.steps_per_epoch)
+
+    def attach(self, run: RunDir | None) -> None:
+        """Write checkpoints, metrics and the summary into ``run`` from now on."""
+        self.run = run
+        self.ctx.run_dir = run
+
     def interrupt(self) -> None:
         """Ask the loop to stop after the current step and save a resumable checkpoint."""
         self._stop_requested = True
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint written by this trainer (same spec)."""
+        """Continue from a checkpoint written by this trainer (same spec); applied in fit(),
+        after the before_training hooks, so a model or optimizer they bring gets the state."""
+        self._resume = state["position"]
+        self._state = state
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
         c = self.ctx
         c.model.load_state_dict(state["model"])
         c.optimizer.load_state_dict(state["optimizer"])
@@ -153,13 +184,14 @@ class Trainer:
         self.metrics = list(state["metrics"])
         self.best = state.get("best")
         self.seed = state["seed"]
-        self._resume = state["position"]
 
     def fit(self) -> dict[str, Any]:
         """Train for the remaining epochs; returns the summary (status: completed, stopped, interrupted)."""
         c = self.ctx
-        device = c.device
+        device, optimizer = c.device, c.optimizer
         self.pm.hook.before_training(context=c)  # may replace model, optimizer, device
+        if c.optimizer is not optimizer and c.scheduler is not None:
+            c.scheduler = self._scheduler(c.optimizer)  # the schedule drives the optimizer in use
         if c.device != device:
             self.data = self.data.to(c.device)
             c.loss_fn.to(c.device)
@@ -173,6 +205,8 @@ class Trainer:
 
             ids = [c.device.index] if c.device.type == "cuda" else None
             self.forward = DistributedDataParallel(c.model, device_ids=ids)
+        if getattr(self, "_state", None) is not None:
+            self._apply_state(self._state)
         pos = getattr(self, "_resume", {"epoch": 0, "step": 0, "gen": self.gen.get_state(), "sums": None})
         status = "completed"
         started = time.perf_counter()

@@ -19,6 +19,7 @@ MAX_NODES = 100_000  # a spec has hundreds of nodes; aliases that expand past th
 MAX_BYTES = 10_000_000
 
 _MAP = "tag:yaml.org,2002:map"
+_MERGE = "tag:yaml.org,2002:merge"
 _SEQ = "tag:yaml.org,2002:seq"
 _SCALARS = {
     "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null")
@@ -53,7 +54,8 @@ class Located:
     def problem(self, path: Path, message: str, *, key: bool = False) -> Problem:
         line, col = self.where(path, key=key)
         for over, arg in self.overridden.items():
-            if path[: len(over)] == over or over[: len(path)] == path:
+            # under the overridden value, or about the component it sits in (train.optimizer)
+            if path[: len(over)] == over or (len(path) >= 2 and over[: len(path)] == path):
                 message += f" (from --set {arg})"
                 break
         return Problem(line, col, message, path, self.file)
@@ -162,27 +164,40 @@ class _Converter:
             if node.tag != _MAP:
                 self._fail(node, path, f"unsupported YAML tag {node.tag!r}")
                 return None
-            self.loader.flatten_mapping(node)  # resolves '<<' merge keys like SafeLoader does
-            result: dict[str, Any] = {}
-            for knode, vnode in node.value:
-                key = self._scalar(knode, path)
-                if not isinstance(key, str):
-                    self._fail(knode, path, f"keys must be text, got {key!r}")
-                    continue
-                if key in result:
-                    first = self.out.keys[path + (key,)]
-                    self._fail(knode, path + (key,),
-                               f"duplicate key '{key}' (first given at line {first[0]})")
-                    continue
-                self.out.keys[path + (key,)] = self._pos(knode)
-                result[key] = self.convert(vnode, path + (key,))
-            return result
+            return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ:
                 self._fail(node, path, f"unsupported YAML tag {node.tag!r}")
                 return None
             return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
         return self._scalar(node, path)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        """Keys in order; ``<<`` merges as YAML defines them: explicit keys win, then the
+        first merged mapping that has the key. Merged values count toward MAX_NODES too."""
+        result: dict[str, Any] = {}
+        merged: dict[str, Any] = {}
+        for knode, vnode in node.value:
+            if knode.tag == _MERGE:
+                sources = vnode.value if isinstance(vnode, yaml.SequenceNode) else [vnode]
+                for src in sources:
+                    if not isinstance(src, yaml.MappingNode) or src.tag != _MAP:
+                        self._fail(src, path, "'<<' merges mappings only (an alias of a mapping, or a list of them)")
+                        continue
+                    for key, value in self._mapping(src, path).items():
+                        merged.setdefault(key, value)
+                continue
+            key = self._scalar(knode, path)
+            if not isinstance(key, str):
+                self._fail(knode, path, f"keys must be text, got {key!r}")
+                continue
+            if key in result:
+                first = self.out.keys[path + (key,)]
+                self._fail(knode, path + (key,), f"duplicate key '{key}' (first given at line {first[0]})")
+                continue
+            self.out.keys[path + (key,)] = self._pos(knode)
+            result[key] = self.convert(vnode, path + (key,))
+        return {**{k: v for k, v in merged.items() if k not in result}, **result}
 
     def _scalar(self, node: yaml.Node, path: Path) -> Any:
         if not isinstance(node, yaml.ScalarNode):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
 from ..hookspecs import hookimpl
 from ..registry import OptimizerType, Params
 from ..types import NonNegFloat, PosFloat, Probability
+
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class SGDParams(Params):
@@ -27,7 +29,7 @@ class SGDParams(Params):
 
 class AdamParams(Params):
     lr: PosFloat = Field(0.001, description="learning rate")
-    betas: tuple[Probability, Probability] = Field((0.9, 0.999), description="[beta1, beta2]")
+    betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="[beta1, beta2], each in [0, 1)")
     eps: PosFloat = Field(1e-8, description="added to the denominator")
     weight_decay: NonNegFloat = Field(0.0, description="L2 penalty")
     amsgrad: bool = Field(False, description="the AMSGrad variant")

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ..hookspecs import hookimpl
 from ..registry import Params, SchedulerType
-from ..types import NonNegFloat, PosFloat, PosInt, Probability
+from ..types import NonNegFloat, PosFloat, PosInt
 
 
 class StepParams(Params):
@@ -32,7 +32,7 @@ class CosineParams(Params):
 
 class OneCycleParams(Params):
     max_lr: PosFloat = Field(description="peak learning rate")
-    pct_start: Probability = Field(0.3, description="fraction of steps spent rising")
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="fraction of steps spent rising")
     anneal_strategy: Literal["cos", "linear"] = Field("cos", description="annealing shape")
     div_factor: PosFloat = Field(25.0, description="initial lr = max_lr / div_factor")
     final_div_factor: PosFloat = Field(1e4, description="final lr = initial lr / final_div_factor")
