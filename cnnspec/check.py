@@ -148,8 +148,9 @@ class _Checker:
         label = path_str(path)
         if ctype is None:
             where = path + ("type",) if isinstance(raw, dict) else path
-            self.fail(where, f"{label}: unknown {kind} type '{name}'"
-                      + (did_you_mean(name, self.reg.names(kind)) or _known(self.reg.names(kind))))
+            hint = did_you_mean(name, self.reg.names(kind)) or _known(self.reg.names(kind)) or (
+                "; if a plugin provides it, list the plugin under 'plugins:' or pass -p")
+            self.fail(where, f"{label}: unknown {kind} type '{name}'{hint}")
             return None
         p = self.validate_model(ctype.Params, params, path, f"{label} {name}: ")
         return None if p is None else Component(name, ctype, p, path)
@@ -269,6 +270,9 @@ def _plain(err: Any) -> str:
         return f"must be {ctx.get('expected')}{got}{extra}"
     if t == "string_pattern_mismatch":
         return f"does not match the pattern {ctx.get('pattern')}{got}"
+    if t == "too_short":
+        n = ctx.get("min_length")
+        return f"needs at least {n} item{'s' if n != 1 else ''}{got}"
     if t in ("list_type", "tuple_type"):
         return f"must be a list{got}"
     if t in ("model_type", "dict_type", "model_attributes_type"):

@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     pl = sub.add_parser("plugins", help="list plugins and what each registers")
+    _plugin_option(pl)
     pl.set_defaults(func=cmd_plugins)
 
     ev = sub.add_parser("eval", help="test-split metrics and confusion matrix of a finished run")
@@ -59,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("images", nargs="+", metavar="IMAGE")
     pr.add_argument("--top", type=int, default=3, help="how many classes to show (3)")
+    pr.add_argument("--invert", action="store_true",
+                    help="invert the images first (dark ink on white paper, for MNIST-like models)")
     pr.add_argument("--checkpoint", choices=("best", "last"), default="best")
     pr.add_argument("--format", choices=("text", "json"), default="text")
     pr.set_defaults(func=cmd_predict)
@@ -116,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside training (which saves first), e.g. while loading data
         print("cnnspec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cnnspec ... | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -164,10 +172,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .plugins import build_registry, get_plugin_manager
+    from .plugins import build_registry, get_plugin_manager, load_local_plugin
     from .registry import KINDS
 
-    pm = get_plugin_manager()
+    pm = get_plugin_manager(extra=[load_local_plugin(p) for p in args.plugins])
     reg = build_registry(pm)
     table = Table(show_edge=False, pad_edge=False)
     for col in ("plugin", "from", "registers"):
@@ -253,7 +261,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     def go() -> int:
         from .tools import load_run, predict
 
-        results = predict(load_run(args.run_dir, args.checkpoint), args.images, max(1, args.top))
+        results = predict(load_run(args.run_dir, args.checkpoint), args.images, max(1, args.top), args.invert)
         if args.format == "json":
             print(json.dumps(results))
             return EXIT_OK

@@ -226,8 +226,9 @@ def load_torchvision(cls: str, root: str | None, download: bool) -> Splits:
         # One call fetches the train and test files of the whole dataset.
         getattr(torchvision.datasets, cls)(str(base), train=True, download=True)
     except Exception as e:  # URLError, HTTPError, RuntimeError, OSError (offline, no space, ...)
+        first = (str(e).strip().splitlines() or [""])[0][:200]  # torchvision's errors run long
         raise DataError(f"{cls} not found under {base} and the download failed "
-                        f"({type(e).__name__}: {e}): {_how_to_fix(cls, base)}") from e
+                        f"({type(e).__name__}: {first}): {_how_to_fix(cls, base)}") from e
     found = load(base)
     if found is None:
         raise DataError(f"{cls} was downloaded but its files are not under {base}: "

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
+from .errors import did_you_mean
 from .registry import DuplicateName, Registry
 
 ENTRY_POINT_GROUP = "cnnspec"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -211,6 +212,10 @@ def _train_on(spec: Spec, args: argparse.Namespace, progress: Any, world: Any) -
     )
     try:
         summary = trainer.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now; last.pt is the previous epoch's end
+        if world.main:
+            _err(f"interrupted; the last checkpoint is {run.path / LAST} (continue with --resume {run.path})")
+        return EXIT_INTERRUPTED
     except NonFiniteLoss as e:
         progress.finish(trainer.metrics)
         if world.main:
@@ -218,6 +223,17 @@ def _train_on(spec: Spec, args: argparse.Namespace, progress: Any, world: Any) -
             run.write_summary({**trainer._summary("diverged", 0.0), "error": str(e)})
             _err(f"{e}; stopped. The last good checkpoint is {run.path / LAST} "
                  f"(end of epoch {len(trainer.metrics)}).")
+        return EXIT_FAILED
+    except Exception as e:  # a plugin's module or hook failing mid-run, say: keep what was saved
+        if os.environ.get("CNNSPEC_DEBUG"):
+            raise
+        progress.finish(trainer.metrics)
+        if world.main:
+            _curves(run, trainer.metrics, spec.name)
+            run.write_summary({**trainer._summary("failed", 0.0), "error": f"{type(e).__name__}: {e}"})
+        who = f"rank {world.rank}: " if world.distributed else ""  # every rank says why it stopped
+        _err(f"{who}training failed: {type(e).__name__}: {e} (set CNNSPEC_DEBUG=1 for the traceback); "
+             f"the last checkpoint is {run.path / LAST}")
         return EXIT_FAILED
     progress.finish(trainer.metrics)
     if world.main:
@@ -231,6 +247,8 @@ def _train_on(spec: Spec, args: argparse.Namespace, progress: Any, world: Any) -
         f"{summary['status']}: test accuracy {final.get('test_accuracy', float('nan')):.4f} after "
         f"{summary['epochs_completed']} epochs; run folder {run.path}"
     )
+    if args.quiet and world.main:
+        print(run.path)  # scripts get where the run went, and nothing else
     return EXIT_OK
 
 

@@ -58,15 +58,16 @@ def load_image(path: str, shape: tuple[int, ...]) -> torch.Tensor:
     return data.view(h, w, c).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
 
-def predict(trained: Trained, images: Sequence[str], top: int) -> list[dict[str, Any]]:
-    """The ``top`` classes with probabilities for each image file."""
+def predict(trained: Trained, images: Sequence[str], top: int, invert: bool = False) -> list[dict[str, Any]]:
+    """The ``top`` classes with probabilities for each image file (``invert``: 1 - pixel first)."""
     shape = trained.spec.input_shape
     if len(shape) != 3 or shape[0] not in (1, 3):
         raise ToolError(f"predict needs a 1- or 3-channel image input, the spec's input is {shape}")
     out = []
     with torch.inference_mode():
         for path in images:
-            x = trained.preprocess(load_image(path, shape))
+            x = load_image(path, shape)
+            x = trained.preprocess(1.0 - x if invert else x)
             probs = torch.softmax(trained.model(x), dim=1)[0]
             p, idx = probs.topk(min(top, len(probs)))
             names = trained.classes or [str(i) for i in range(len(probs))]

@@ -256,6 +256,7 @@ class Trainer:
         correct = torch.tensor(sums["correct"], dtype=torch.long, device=c.device)
         seen = sums["seen"]
         interval = self.spec.scheduler.type.interval if self.spec.scheduler else None
+        lr = c.optimizer.param_groups[0]["lr"]  # reported: the rate this epoch starts with
         c.model.train()
         self.progress.start_epoch(epoch + 1, self.train_cfg.epochs, steps, pos["step"])
         t0 = time.perf_counter()
@@ -308,7 +309,7 @@ class Trainer:
         if self.data.val is not None:
             row["val_loss"], row["val_accuracy"] = self.evaluate(*self.data.val)
         row["test_loss"], row["test_accuracy"] = self.evaluate(*self.data.test)
-        row["lr"] = c.optimizer.param_groups[0]["lr"]
+        row["lr"] = lr
         row["seconds"] = sums["seconds"]
         row["eval_seconds"] = time.perf_counter() - t1
         row["samples_per_second"] = sums["seen"] / sums["seconds"] if sums["seconds"] else 0.0

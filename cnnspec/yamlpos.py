@@ -102,8 +102,14 @@ def load(text: str, file: str = "<string>") -> Located:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = e.problem or str(e)
+        lines = text.splitlines()
+        if 0 < line <= len(lines) and "\t" in lines[line - 1][: len(lines[line - 1]) - len(lines[line - 1].lstrip())]:
+            what += "; YAML does not allow tabs for indentation, use spaces"
         if e.context:
             what = f"{e.context}: {what}" if "while" not in e.context else f"{what} ({e.context})"
+            cm = e.context_mark
+            if cm is not None and cm.line + 1 != line:
+                what += f", which started at line {cm.line + 1}, column {cm.column + 1}"
         raise SpecError([Problem(line, col, f"YAML syntax: {what}", (), file)], file) from None
     except yaml.YAMLError as e:
         raise SpecError([Problem(1, 1, f"YAML syntax: {e}", (), file)], file) from None

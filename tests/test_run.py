@@ -89,7 +89,7 @@ def test_same_seed_same_metrics(cli, write, tmp_path):
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
     assert len(metrics(tmp_path / "a")) == 3
     lrs = [r["lr"] for r in metrics(tmp_path / "a")]
-    assert lrs == pytest.approx([0.025, 0.0125, 0.00625])  # step scheduler, gamma 0.5 per epoch
+    assert lrs == pytest.approx([0.05, 0.025, 0.0125])  # each epoch's rate; step scheduler, gamma 0.5
 
 
 def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(cli, write, tmp_path, monkeypatch):

@@ -96,7 +96,7 @@ def test_every_independent_problem_in_one_pass(cli, write):
         ("{type: conv2d, out_channels: 4, kernel_size: 3, padding: same, stride: 2}", "padding",
          "padding 'same' needs stride 1"),
         ("{type: conv2d, out_channels: 4, kernel_size: 9}", "kernel_size",
-         "kernel 9 x 9 (dilated) does not fit the padded input 2 x 2: output would be -6 x -6"),
+         "kernel 9 x 9 does not fit the padded input 2 x 2: output would be -6 x -6"),
         ("{type: maxpool2d, kernel_size: 2, padding: 2}", "padding", "more than half the kernel"),
         ("{type: linear, out_features: 3}", "{",
          "linear expects flat features but receives 1 x 2 x 2; add 'flatten' before it"),
@@ -154,7 +154,7 @@ def test_dataset_must_fit_input_and_classes(cli, write):
         (b"- just\n- a list\n", (1, 1), "a spec is a mapping"),
         (b"input: [1, 2, 2]\ninput: [1, 2, 2]\nlayers: [relu]\n", (2, 1), "duplicate key 'input'"),
         (b"layers: [relu]\n", (1, 1), "missing required key 'input'"),
-        (b"input: [1, 2, 2]\nlayers: []\n", (2, 9), "layers: list should have at least 1 item"),
+        (b"input: [1, 2, 2]\nlayers: []\n", (2, 9), "layers: needs at least 1 item, got []"),
     ],
 )
 def test_bad_files_are_located(cli, write, content, where, message):

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ..hookspecs import hookimpl
 from ..registry import DatasetType, NoParams, Params, Shape
-from ..types import PosInt, PosPair
+from ..types import Int, PosInt, PosPair
 
 
 class Torchvision(DatasetType[NoParams]):
@@ -75,7 +75,7 @@ class Digits(DatasetType[NoParams]):
 
 class SyntheticParams(Params):
     shape: tuple[PosInt, PosInt, PosInt] = Field((1, 8, 8), description="[channels, height, width]")
-    classes: PosInt = Field(4, ge=2, description="number of classes")
+    classes: Int = Field(4, ge=2, description="number of classes (at least 2)")
     train_size: PosInt = Field(256, description="training samples")
     test_size: PosInt = Field(64, description="test samples")
     noise: float = Field(0.3, ge=0.0, description="std of the noise added to each class pattern")

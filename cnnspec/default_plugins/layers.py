@@ -70,7 +70,7 @@ class Conv2d(LayerType[Conv2dParams]):
         if oh < 1 or ow < 1:
             eff = (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1)
             raise ShapeError(
-                f"kernel {fmt(eff)} (dilated) does not fit the padded input "
+                f"kernel {fmt(eff)}{' (dilated)' if d != (1, 1) else ''} does not fit the padded input "
                 f"{h + sum(pads[0])} x {w + sum(pads[1])}: output would be {oh} x {ow}",
                 "kernel_size",
             )
