@@ -100,6 +100,9 @@ def broadcast(obj: Any, world: World) -> Any:
     return box[0]
 
 
-def close(world: World) -> None:
+def close(world: World, wait: bool = True) -> None:
+    """Leave the group; ``wait`` for the others first, so no rank tears down a peer's link."""
     if world.distributed and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()

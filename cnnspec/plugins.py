@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -59,13 +60,20 @@ def get_plugin_manager(
         if entrypoints:
             _load_entrypoints(pm)
         for plugin in extra:
-            name = pm.register(plugin)
+            if pm.is_registered(plugin):  # named twice (spec and -p), or also an entry point
+                continue
+            file = getattr(plugin, "__file__", None)
+            local = getattr(plugin, "__name__", "").startswith("cnnspec_local_")
+            name = pm.register(plugin, name=file if local else None)  # name local files by path
             if name is not None:
-                pm.sources[name] = getattr(plugin, "__file__", None) or "registered in code"
+                pm.sources[name] = file or "registered in code"
         pm.check_pending()  # a hookimpl whose name matches no hook is a typo
     except pluggy.PluginValidationError as e:
         who = pm.get_name(e.plugin) or getattr(e.plugin, "__name__", type(e.plugin).__name__)
-        raise PluginError(f"plugin '{who}' is invalid: {e}") from None
+        hooks = [h for h in vars(hookspecs) if h.startswith(("register_", "before_", "after_"))]
+        typo = re.search(r"unknown hook '(\w+)'", str(e))
+        hint = did_you_mean(typo.group(1), hooks) if typo else ""
+        raise PluginError(f"plugin '{who}' is invalid: {e}{hint}") from None
     return pm
 
 

@@ -115,10 +115,12 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Any) -> int:
         return EXIT_USAGE
     if not world.main:
         progress = Progress()  # only rank 0 prints and writes the run folder
+    code = EXIT_FAILED
     try:
-        return _train_on(spec, args, progress, world)
+        code = _train_on(spec, args, progress, world)
+        return code
     finally:
-        distributed.close(world)
+        distributed.close(world, wait=code in (EXIT_OK, EXIT_INTERRUPTED))
 
 
 def _print_problems(e: SpecError) -> int:

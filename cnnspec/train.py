@@ -133,7 +133,7 @@ class Trainer:
         mine, self.steps_per_epoch = shard(torch.arange(len(data.train[0])), world, self.batch_size)
         if min(len(mine), self.batch_size) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                                       for m in model.modules()):
-            raise SetupError(("data", "batch_size"), "batch normalisation needs at least 2 samples "
+            raise SetupError(("data", "batch_size"), "data.batch_size: batch normalisation needs at least 2 samples "
                              f"per batch while training, but batches here hold {min(len(mine), self.batch_size)}")
         sched = self._scheduler(opt)
         loss_fn = call_plugin(reg, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params)

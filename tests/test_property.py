@@ -103,10 +103,12 @@ def test_validate_agrees_with_torch(inp, layers):
             if isinstance(layer, dict) and layer["type"] in ("conv2d", "maxpool2d", "avgpool2d"):
                 shape = t.rows[-1].output_shape if t.rows else tuple(inp)
                 if len(shape) == 3:
-                    with pytest.raises(Exception):
-                        m = torch_module(layer, shape[0])
-                        out = m(torch.zeros(2, *shape))
-                        assert out.numel() > 0, "torch gave an empty output"
+                    try:
+                        out = torch_module(layer, shape[0])(torch.zeros(2, *shape))
+                    except (RuntimeError, ValueError):
+                        pass  # torch rejects it too
+                    else:
+                        assert out.numel() == 0, f"validate rejected {layer} on {shape}: {err.message}"
         return
     model = cnnspec.build_model(spec).eval()
     x = torch.randn(2, *inp)

@@ -253,3 +253,58 @@ def test_before_training_may_replace_model_and_optimizer(cli, write, tmp_path, p
     assert all(moved)  # the replacement is what trained
     saved = torch.load(tmp_path / "r" / "last.pt", weights_only=True)["model"]
     torch.testing.assert_close(saved["5.weight"], swapped["model"][5].weight.detach())
+
+
+def test_set_reaches_bare_and_omitted_components(cli, write, tmp_path):
+    spec = small_spec(write).replace("small", "small")
+    res = cli("run", spec, "--quiet", "--output", str(tmp_path / "r"), "--set", "train.epochs=1",
+              "--set", "train.loss.label_smoothing=0.1", "--set", "train.optimizer.type=adam",
+              "--set", "train.optimizer.momentum=", "--set", "train.scheduler=null")
+    assert res.code == 1 and "unknown key 'momentum'" in res.err  # sgd's keys stay: validated as adam
+    res = cli("run", spec, "--quiet", "--output", str(tmp_path / "r2"), "--set", "train.epochs=1",
+              "--set", "train.loss.label_smoothing=0.1")
+    assert res.code == 0, res.err
+    assert res.out.strip() == str(tmp_path / "r2")  # --quiet prints only where the run went
+    assert "label_smoothing: 0.1" in (tmp_path / "r2" / "spec.yaml").read_text()
+
+
+def test_resume_may_change_only_epochs_and_device(cli, write, tmp_path):
+    run = tmp_path / "r"
+    assert cli("run", small_spec(write), "--quiet", "--output", str(run), "--set", "train.epochs=1").code == 0
+    res = cli("run", "--resume", str(run), "--set", "layers.0.out_channels=6", "--quiet")
+    assert res.code == 2 and "this would change layers" in res.err
+    res = cli("run", "--resume", str(run), "--set", "train.epochs=2", "--quiet")
+    assert res.code == 0, res.err
+    assert "epochs: 2" in (run / "spec.yaml").read_text()  # recorded for the next --resume
+    assert len(metrics(run)) == 2
+
+
+def test_bf16_mixed_precision_trains(cli, write, tmp_path):
+    res = cli("run", small_spec(write), "--quiet", "--output", str(tmp_path / "r"), "--set", "train.precision=bf16")
+    assert res.code == 0, res.err
+    assert metrics(tmp_path / "r")[-1]["test_accuracy"] > 0.5
+    res = cli("run", small_spec(write), "--quiet", "--output", str(tmp_path / "h"), "--set", "train.precision=fp16")
+    assert res.code == 2 and "fp16 needs a CUDA device" in res.err
+    assert not (tmp_path / "h").exists()  # nothing half-made when the setup fails
+
+
+def test_batchnorm_with_batches_of_one_is_a_located_error(cli, write, tmp_path):
+    spec = write("input: [1, 4, 4]\nlayers: [batchnorm2d, flatten, {type: linear, out_features: 2}]\n"
+                 "data:\n  dataset: {type: synthetic, shape: [1, 4, 4], classes: 2, train_size: 8, test_size: 4}\n"
+                 "  batch_size: 1\n")
+    res = cli("run", spec, "--quiet", "--output", str(tmp_path / "r"))
+    assert res.code == 1 and ":5:15: error: data.batch_size: batch normalisation needs at least 2 samples" in res.err
+
+
+def test_a_plugin_failing_mid_training_ends_the_run_cleanly(cli, write, tmp_path, plugin):
+    class Boom:
+        @hookimpl
+        def after_epoch(self, context, metrics):
+            raise ValueError("plugin broke")
+
+    plugin(Boom())
+    run = tmp_path / "r"
+    res = cli("run", small_spec(write), "--quiet", "--output", str(run))
+    assert res.code == 3 and "training failed: ValueError: plugin broke" in res.err
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+    assert (run / "last.pt").is_file()

@@ -57,6 +57,7 @@ def test_predict_an_image(cli, run_dir, tmp_path):
     assert res.code == 0
     (pred,) = json.loads(res.out)
     assert len(pred["top"]) == 2 and pred["top"][0]["probability"] >= pred["top"][1]["probability"]
+    assert pred["top"][0]["class"] == "0"  # a real digit 0, resized, is recognised
     assert cli("predict", str(run_dir), str(tmp_path / "zero.png")).out.startswith(str(tmp_path / "zero.png"))
     (tmp_path / "bad.png").write_text("not an image")
     res = cli("predict", str(run_dir), str(tmp_path / "bad.png"))
@@ -103,3 +104,12 @@ def test_tools_on_a_missing_run_say_so(cli, tmp_path):
         args = [cmd[0], str(tmp_path / "nope"), *cmd[1:]] + (["x.png"] if cmd[0] == "predict" else [])
         res = cli(*args)
         assert res.code == 2 and "no such file" in res.err, res.err
+
+
+def test_tool_output_paths_and_devices_are_checked(cli, run_dir, tmp_path):
+    res = cli("export", str(run_dir), "-o", str(tmp_path / "no" / "m.pt"))
+    assert res.code == 2 and "its folder does not exist" in res.err
+    res = cli("plot", str(run_dir), "-o", str(tmp_path / "no" / "c.png"))
+    assert res.code == 2
+    res = cli("eval", str(run_dir), "--device", "gpu")
+    assert res.code == 2 and "not one of auto, cpu" in res.err

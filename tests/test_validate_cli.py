@@ -229,3 +229,44 @@ def test_validate_never_imports_torch(tmp_path):
         capture_output=True, text=True, cwd=ROOT,
     )
     assert probe.stdout.strip().endswith("False"), probe.stdout + probe.stderr
+
+
+def test_merge_keys_work_and_count_toward_the_limit(cli, write):
+    path = write("input: [1, 8, 8]\nlayers:\n  - &c {type: conv2d, out_channels: 4, kernel_size: 3}\n"
+                 "  - {<<: *c, out_channels: 8}\n")
+    res = cli("validate", "--format", "json", path)
+    assert res.code == 0, res.out
+    assert json.loads(res.out)["specs"][0]["layers"][1]["output_shape"] == [8, 4, 4]
+    bad = write("input: [1, 8, 8]\nlayers: [{<<: 5, type: relu}]\n", "bad.yaml")
+    res = cli("validate", bad)
+    assert res.code == 1 and "'<<' merges mappings only" in res.out
+    bomb = ["input: [1, 8, 8]", "a0: &a0 {k0: 1, k1: 2}"]
+    bomb += [f"a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}]}}" for i in range(1, 21)]
+    res = cli("validate", write("\n".join(bomb + ["layers: [{<<: *a20}]"]) + "\n", "bomb.yaml"))
+    assert res.code == 1 and "more than 100000 nodes" in res.out and res.out.count("error:") == 1
+
+
+def test_shape_errors_are_reported_beside_unrelated_ones(cli, write):
+    path = write("input: [1, 8, 8]\nlayers:\n  - {type: conv2d, out_channels: 2, kernel_size: 3}\n"
+                 "  - {type: linear, out_features: 3}\ntrain: {epochs: 0}\n")
+    res = cli("validate", path)
+    assert res.code == 1
+    assert "add 'flatten' before it" in res.out and "train.epochs: must be >= 1" in res.out
+
+
+def test_a_shape_rule_that_crashes_is_a_located_error(cli, write, tmp_path):
+    (tmp_path / "badrule.py").write_text(
+        "from cnnspec.hookspecs import hookimpl\nfrom cnnspec.registry import LayerType\n"
+        "class L(LayerType):\n    name = 'bad'\n    def output_shape(self, p, shape):\n        return 3\n"
+        "@hookimpl\ndef register_layers(register):\n    register(L())\n")
+    path = write("plugins: [badrule.py]\ninput: [1, 8, 8]\nlayers: [bad]\n")
+    res = cli("validate", path)
+    assert res.code == 1
+    assert f"{path}:3:10: error: layers[0] bad: the shape rule of 'bad' failed: TypeError" in res.out
+
+
+def test_yaml_messages_help(cli, write):
+    res = cli("validate", write("input: [1, 8, 8]\nlayers:\n\t- relu\n"))
+    assert "YAML does not allow tabs for indentation" in res.out
+    res = cli("validate", write("input: [1,8,8]\nlayers:\n  - {type: conv2d, out_channels: 2\n  - relu\n", "b.yaml"))
+    assert "which started at line 3, column 5" in res.out
