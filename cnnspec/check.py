@@ -175,7 +175,11 @@ class _Checker:
             path = comp.path  # point at the parameter when it is written, else at the layer
             if err.key and comp.path + (err.key,) in self.loc.keys:
                 path = comp.path + (err.key,)
-            self.fail(path, f"layers[{i}] {comp.name}: {err.message}", key=True)
+            message = err.message
+            shapes = [t.input_shape] + [r.output_shape for r in t.rows]  # shapes[i] flows into layer i
+            if i >= 1 and len(shapes[i]) == 1 and len(shapes[i - 1]) > 1:  # just flattened: say from what
+                message += f" ({fmt(shapes[i - 1])})"
+            self.fail(path, f"layers[{i}] {comp.name}: {message}", key=True)
         return t
 
     def dataset_fits(self, ds: Component, inp: tuple[int, ...], t: ShapeTrace) -> None:
