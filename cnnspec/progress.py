@@ -67,11 +67,13 @@ class RichProgress(Progress):
         self._close()
         if not rows:
             return
-        table = Table(show_edge=False, pad_edge=False)
+        from rich import box
+
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
         cols = [("epoch", "epoch", "{}"), ("train_loss", "train loss", "{:.4f}"),
                 ("train_accuracy", "train acc", "{:.4f}"), ("val_loss", "val loss", "{:.4f}"),
                 ("val_accuracy", "val acc", "{:.4f}"), ("test_loss", "test loss", "{:.4f}"),
-                ("test_accuracy", "test acc", "{:.4f}"), ("lr", "lr", "{:.3g}"),
+                ("test_accuracy", "test acc", "{:.4f}"), ("lr", "lr", "{:.2g}"),
                 ("seconds", "secs", "{:.1f}")]
         cols = [c for c in cols if c[0] in rows[-1]]
         for _, head, _ in cols:
