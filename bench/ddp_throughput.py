@@ -44,7 +44,7 @@ def main() -> None:
         one = run(1, args.epochs, args.data, Path(tmp) / "one")
         many = run(args.procs, args.epochs, args.data, Path(tmp) / "many")
     print(f"cores: {os.cpu_count()}")
-    for name, r in ((f"1 process", one), (f"{args.procs} processes", many)):
+    for name, r in (("1 process", one), (f"{args.procs} processes", many)):
         print(f"{name:12s} {r['samples_per_second']:8,.0f} samples/s  epoch {r['seconds']:6.1f}s  "
               f"test acc {r['test_accuracy']:.4f}")
     print(f"speed-up: {many['samples_per_second'] / one['samples_per_second']:.2f}x")

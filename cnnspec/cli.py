@@ -8,8 +8,8 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
+from .errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:  # outside training (which saves first), e.g. while loading data
         print("cnnspec: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `cnnspec ... | head`: the reader left; say nothing more
         import os
 

@@ -6,6 +6,9 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+# Exit statuses of the command line (SPEC.md section 2, plus 3 and 130 for `run`).
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
 # A path into the spec's plain data: keys and list indices, e.g. ("layers", 2, "kernel_size").
 Path = tuple[str | int, ...]
 

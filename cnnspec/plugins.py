@@ -179,9 +179,14 @@ def call_plugin(registry: Registry | None, kind: str, name: str, fn: Any, *args:
         ) from e
 
 
+def is_plugin_file(ref: str) -> bool:
+    """A plugin reference names a file (``x.py``, ``dir/x``) rather than an importable module."""
+    return ref.endswith(".py") or "/" in ref or os.sep in ref
+
+
 def load_local_plugin(ref: str, base: str | Path = ".") -> ModuleType:
     """Import a plugin for one spec or run: a module name, or a ``.py`` file relative to ``base``."""
-    if ref.endswith(".py") or "/" in ref or os.sep in ref:
+    if is_plugin_file(ref):
         path = (Path(base) / ref).resolve()
         if not path.is_file():
             raise PluginError(f"plugin file {ref!r} not found (looked at {path})")

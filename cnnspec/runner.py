@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import SpecError, UnreadableSpec
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE, SpecError, UnreadableSpec
 from .spec import Spec
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _err(msg: str) -> None:
@@ -269,12 +268,14 @@ def _curves(run: Any, rows: list[dict[str, Any]], name: str) -> None:
 def _resolved(spec: Spec, cli_plugins: Sequence[str] = ()) -> dict[str, Any]:
     """The spec for the run folder: defaults filled in, paths absolute, ``-p`` plugins recorded,
     so that ``--resume`` works from anywhere."""
+    from .plugins import is_plugin_file
+
     out = spec.to_dict()
     if out.get("data") and out["data"].get("root"):
         out["data"]["root"] = str(Path(out["data"]["root"]).expanduser().resolve())
 
     def absolute(ref: str, base: Path) -> str:
-        return str((base / ref).resolve()) if ref.endswith(".py") or "/" in ref else ref
+        return str((base / ref).resolve()) if is_plugin_file(ref) else ref
 
     base = Path(spec.file).parent
     plugins = [absolute(p, base) for p in out.get("plugins", [])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -93,7 +93,6 @@ class Context:
     rank: int = 0  # under torchrun every process runs the hooks; print from rank 0 only
     world_size: int = 1
     trainer: Any = None  # the Trainer, e.g. for trainer.epoch_indices(epoch)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer:
@@ -105,8 +104,9 @@ class Trainer:
         self.spec, self.data, self.run, self.pm, self.progress = spec, data, run, pm, progress
         self.world = world
         self.train_cfg = spec.train
-        self.batch_size = spec.data.batch_size if spec.data else 64
-        self.eval_batch = spec.data.eval_batch_size if spec.data else 1000
+        assert spec.data is not None, "run checks that the spec has a data section"
+        self.batch_size = spec.data.batch_size
+        self.eval_batch = spec.data.eval_batch_size
         self.seed = spec.train.seed if spec.train.seed is not None else int(torch.seed() % 2**31)
         # channels-last made the reference step ~1.5x faster on CPU; conv nets gain on CUDA too
         use_cl = channels_last if channels_last is not None else device.type in ("cpu", "cuda")
