@@ -246,6 +246,16 @@ _TAGS = (("tuple", "a list [h, w]"), ("list", "a list"), ("literal", ""), ("int"
          ("float", "a number"), ("bool", "true or false"), ("str", "text"), ("none", "null"))
 
 
+def _member_kind(tag: str) -> str:
+    """What a union member pydantic names by ``tag`` accepts: tuple, literal, int or other."""
+    tag = tag.lower()
+    if tag.startswith(("tuple", "list")):
+        return "tuple"
+    if tag.startswith("literal"):
+        return "literal"
+    return "int" if "int" in tag else tag
+
+
 def _tag_words(tag: str, err: Any) -> str:
     for prefix, words in _TAGS:
         if prefix in tag.lower():
@@ -293,6 +303,7 @@ def _explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tupl
     groups: dict[Path, list[tuple[tuple[Any, ...], Any]]] = {}
     out: list[tuple[Path, str, bool]] = []
     errors = e.errors()
+    short: set[Path] = set()
     for err in errors:
         loc = tuple(err["loc"])
         where = path_str(loc[:-1])
@@ -305,6 +316,7 @@ def _explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tupl
             parent, _ = _data_path(data, loc[:-1])
             if isinstance(loc[-1], int):  # a tuple written too short
                 out.append((parent, f"{path_str(parent)}: too few items (item {loc[-1]} is missing)", False))
+                short.add(parent)
             elif not any(tuple(x["loc"]) == loc[:-1] + (x["loc"][-1],) and did_you_mean(
                     str(x["loc"][-1]), [str(loc[-1])]) for x in errors if x["type"] == "extra_forbidden"):
                 out.append((parent, f"missing required key '{loc[-1]}'" + (f" in {where}" if where else ""), False))
@@ -312,6 +324,8 @@ def _explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tupl
         path, rest = _data_path(data, loc)
         groups.setdefault(path, []).append((rest, err))
     for path, errs in groups.items():
+        if path in short:  # said already: the list is too short (the other union members agree)
+            continue
         label = path_str(path) or "spec"
         if len(errs) == 1:
             rest, err = errs[0]
@@ -321,7 +335,7 @@ def _explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tupl
         # A union: prefer the member that matches the kind of value written.
         value = errs[0][1].get("input")
         want = "tuple" if isinstance(value, list) else "literal" if isinstance(value, str) else "int"
-        chosen = [(r, er) for r, er in errs if r and want in str(r[0]).lower()]
+        chosen = [(r, er) for r, er in errs if r and _member_kind(str(r[0])) == want]
         if len(chosen) == 1:
             rest, err = chosen[0]
             sub = "".join(f"[{r}]" for r in rest[1:] if isinstance(r, int))
