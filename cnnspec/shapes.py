@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -44,6 +45,14 @@ def expect_chw(layer: str, shape: Shape) -> tuple[int, int, int]:
         )
     c, h, w = shape
     return c, h, w
+
+
+def expect_flat(layer: str, shape: Shape, flatten: str = "flatten") -> int:
+    """The feature count of a flat input, or a ShapeError that says to flatten first."""
+    if len(shape) != 1:
+        raise ShapeError(f"{layer} expects flat features but receives {fmt(shape)}; "
+                         f"add '{flatten}' before it (it would give {math.prod(shape)} features)")
+    return shape[0]
 
 
 def check_given(key: str, given: int | None, actual: int, what: str) -> None:

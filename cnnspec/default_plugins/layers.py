@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field
 
 from ..hookspecs import hookimpl
 from ..registry import LayerType, NoParams, Params, Shape, ShapeError, WeightInitParams
-from ..shapes import check_given, conv_out, expect_chw, fmt, pair, pool_out
+from ..shapes import check_given, conv_out, expect_chw, expect_flat, fmt, pair, pool_out
 from ..types import ConvPadding, NonNegFloat, Pad2, PosInt, Probability, Size2, Int
 
 
@@ -216,8 +217,8 @@ class _BatchNorm(LayerType[BatchNormParams]):
     def output_shape(self, p: BatchNormParams, shape: Shape) -> Shape:
         if self.image:
             expect_chw(self.name, shape)
-        elif len(shape) != 1:
-            raise ShapeError(f"{self.name} expects flat features but receives {fmt(shape)}")
+        else:
+            expect_flat(self.name, shape)
         check_given("num_features", p.num_features, shape[0], "channels" if self.image else "features")
         return shape
 
@@ -283,9 +284,7 @@ class Flatten(LayerType[FlattenParams]):
             raise ShapeError(f"start_dim={p.start_dim} is out of range for {fmt(shape)}", "start_dim")
         if not 0 <= end < n or end < p.start_dim:
             raise ShapeError(f"end_dim={p.end_dim} is out of range for {fmt(shape)}", "end_dim")
-        merged = 1
-        for d in shape[p.start_dim - 1 : end]:
-            merged *= d
+        merged = math.prod(shape[p.start_dim - 1 : end])
         return tuple(shape[: p.start_dim - 1]) + (merged,) + tuple(shape[end:])
 
     def build(self, p: FlattenParams, shape: Shape):  # type: ignore[no-untyped-def]
@@ -306,14 +305,7 @@ class Linear(LayerType[LinearParams]):
     description = "fully connected layer (torch.nn.Linear)"
 
     def output_shape(self, p: LinearParams, shape: Shape) -> Shape:
-        if len(shape) != 1:
-            n = 1
-            for d in shape:
-                n *= d
-            raise ShapeError(
-                f"linear expects flat features but receives {fmt(shape)}; "
-                f"add 'flatten' before it (it would give {n} features)"
-            )
+        expect_flat("linear", shape)
         check_given("in_features", p.in_features, shape[0], "features")
         return (p.out_features,)
 

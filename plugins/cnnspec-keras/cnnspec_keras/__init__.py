@@ -5,13 +5,14 @@ Shapes here are plain arithmetic (no torch); ``modules`` builds the torch module
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from cnnspec.hookspecs import hookimpl
 from cnnspec.registry import LayerType, NoParams, Params, Shape, ShapeError
-from cnnspec.shapes import expect_chw, fmt, pair
+from cnnspec.shapes import expect_chw, expect_flat, fmt, pair
 from cnnspec.types import PosInt, Probability, Size2
 
 ACTIVATIONS = (
@@ -160,8 +161,7 @@ class Dense(LayerType[DenseParams]):
     description = "Keras Dense (glorot-uniform kernel, zero bias); needs flat input"
 
     def output_shape(self, p: DenseParams, shape: Shape) -> Shape:
-        if len(shape) != 1:
-            raise ShapeError(f"Dense expects flat features but receives {fmt(shape)}; add Flatten before it")
+        expect_flat("Dense", shape, flatten="Flatten")
         return (p.units,)
 
     def num_params(self, p: DenseParams, shape: Shape) -> int:
@@ -196,10 +196,7 @@ class Flatten(LayerType[NoParams]):
     description = "Keras Flatten (flattens channels-first, in torch's order)"
 
     def output_shape(self, p: NoParams, shape: Shape) -> Shape:
-        n = 1
-        for d in shape:
-            n *= d
-        return (n,)
+        return (math.prod(shape),)
 
     def build(self, p: NoParams, shape: Shape) -> Any:
         from torch import nn
