@@ -1,4 +1,8 @@
-"""Spec -> torch.nn.Sequential, with per-layer weight initialisation. Imports torch."""
+"""Spec -> torch.nn.Sequential, with per-layer weight initialisation. Imports torch.
+
+The model is built from the spec's shape trace: a row per layer, composite rows holding their
+children's, so every module gets the input shape the trace computed for it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import torch
 from torch import nn
 
 from .plugins import call_plugin
+from .shapes import Row
 from .spec import Spec
 
 _INIT = {
@@ -24,18 +29,26 @@ _INIT = {
 
 def build_model(spec: Spec) -> nn.Sequential:
     """Build the model layer by layer from the shapes the spec's trace computed."""
-    modules: list[nn.Module] = []
-    shape = spec.input_shape
-    for comp, row in zip(spec.layers, spec.trace.rows):
-        module = call_plugin(spec.registry, "layer", comp.name, comp.type.build, comp.params, shape)
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"layer type '{comp.name}' built {type(module).__name__}, not an nn.Module")
-        init = getattr(comp.params, "init", None)
-        if isinstance(init, str):
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, torch.Tensor):
-                with torch.no_grad():
-                    _INIT[init](weight)
-        modules.append(module)
-        shape = row.output_shape
-    return nn.Sequential(*modules)
+    return nn.Sequential(*(_module(spec, row) for row in spec.trace.rows))
+
+
+def _module(spec: Spec, row: Row) -> nn.Module:
+    """The module of one traced row; a composite's is assembled from its children's, in order."""
+    comp = row.component
+    parts = [_module(spec, child) for child in row.children]
+    if comp is None:  # a path inside a composite (main, shortcut, branch)
+        return nn.Sequential(*parts) if parts else nn.Identity()
+    if hasattr(comp.type, "assemble"):
+        module = call_plugin(spec.registry, "layer", comp.name, comp.type.assemble, comp.params,
+                             row.input_shape, parts)
+    else:
+        module = call_plugin(spec.registry, "layer", comp.name, comp.type.build, comp.params, row.input_shape)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"layer type '{comp.name}' built {type(module).__name__}, not an nn.Module")
+    init = getattr(comp.params, "init", None)
+    if isinstance(init, str):
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            with torch.no_grad():
+                _INIT[init](weight)
+    return module

@@ -38,6 +38,11 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_blocks(register: Register) -> None:
+    """Call ``register(cnnspec.registry.BlockType(name, layers, params))`` for each named block."""
+
+
+@hookspec
 def before_training(context: Any) -> None:
     """Before the first epoch: may replace ``context.model``, ``context.optimizer``, ``context.device``."""
 
@@ -59,4 +64,5 @@ REGISTER_HOOKS = {
     "register_schedulers": "scheduler",
     "register_losses": "loss",
     "register_datasets": "dataset",
+    "register_blocks": "block",
 }
