@@ -258,3 +258,40 @@ def register_blocks(register):
     assert "b.yaml:4:5: error: blocks.conv_relu.layers[0] conv2d: kernel 3 x 3 does not fit" in res.out
     assert "(in block 'conv_relu' (from plugin" in res.out and "used at line 4)" in res.out
     assert "conv_relu" in cli("plugins", "-p", str(tmp_path / "blocklib.py")).out
+
+
+def test_cifar_resnet_trains_resumes_and_exports(cli, tmp_path):
+    """ResNet-20 for an epoch on synthetic CIFAR-size data, resumed for a second, exported twice."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from cnnspec.trained import load_run
+
+    run = tmp_path / "r20"
+    spec = str(ROOT / "specs" / "resnet20_cifar.yaml")
+    synth = "data.dataset={type: synthetic, shape: [3, 32, 32], classes: 10, train_size: 128, test_size: 32}"
+    res = cli("run", spec, "--quiet", "--output", str(run), "--set", "train.epochs=1", "--set", synth,
+              "--set", "data.batch_size=32", "--set", "data.val_split=0", "--set", "train.device=cpu")
+    assert res.code == 0, res.err
+    res = cli("run", "--resume", str(run), "--quiet", "--set", "train.epochs=2")
+    assert res.code == 0, res.err
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    trained = load_run(run)
+    assert sum(p.numel() for p in trained.model.parameters()) == 272_474
+    x = torch.rand(5, 3, 32, 32)
+    with torch.no_grad():
+        want = trained.model(trained.preprocess(x))
+    assert cli("export", str(run), "--format", "torchscript", "-o", str(tmp_path / "m.pt")).code == 0
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        got = torch.jit.load(str(tmp_path / "m.pt"))(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    ort = pytest.importorskip("onnxruntime")
+    res = cli("export", str(run), "--format", "onnx", "-o", str(tmp_path / "m.onnx"))
+    assert res.code == 0, res.err
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"images": x.numpy()})[0]
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+    assert (got.argmax(1) == want.numpy().argmax(1)).all()
