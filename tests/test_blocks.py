@@ -269,7 +269,7 @@ def test_cifar_resnet_trains_resumes_and_exports(cli, tmp_path):
 
     run = tmp_path / "r20"
     spec = str(ROOT / "specs" / "resnet20_cifar.yaml")
-    synth = "data.dataset={type: synthetic, shape: [3, 32, 32], classes: 10, train_size: 128, test_size: 32}"
+    synth = "data.dataset={type: synthetic, shape: [3, 32, 32], classes: 10, train_size: 64, test_size: 16}"
     res = cli("run", spec, "--quiet", "--output", str(run), "--set", "train.epochs=1", "--set", synth,
               "--set", "data.batch_size=32", "--set", "data.val_split=0", "--set", "train.device=cpu")
     assert res.code == 0, res.err
