@@ -216,9 +216,7 @@ class _Checker:
             return comp
         kids = []
         for where in comp.type.paths(comp.params):
-            value: Any = raw
-            for part in where:
-                value = value[part]
+            value = _at(raw, where, comp.params)
             items = self.layer_list(value, path + where) if isinstance(value, list) else (
                 None if (one := self.layer(value, path + where)) is None else [one])
             if items is None:
@@ -466,6 +464,19 @@ def _plain(err: Any) -> str:
         return msg if isinstance(value, (dict, list)) else msg + got
     msg = str(err["msg"])
     return msg[0].lower() + msg[1:] + got
+
+
+def _at(raw: Any, where: Path, params: Any) -> Any:
+    """The layer list at ``where`` in a composite's item as written, else its parameter's default."""
+    try:
+        for part in where:
+            raw = raw[part]
+        return raw
+    except (KeyError, IndexError, TypeError):
+        value = params.model_dump(mode="json")
+        for part in where:
+            value = value[part]
+        return value
 
 
 def _size(comp: Component) -> int:
