@@ -47,7 +47,8 @@ class Cluster:
 
 
 _SHORT = {"out_channels": "out", "out_features": "out", "kernel_size": "k", "stride": "s", "padding": "pad",
-          "dilation": "dil", "output_size": "size", "negative_slope": "slope"}
+          "dilation": "dil", "output_size": "size", "negative_slope": "slope", "activation": "act",
+          "strides": "s", "pool_size": "pool", "dilation_rate": "dil"}
 
 
 def _brief(row: Row) -> str:
