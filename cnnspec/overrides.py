@@ -6,15 +6,13 @@ from typing import Any
 
 import yaml
 
-from .errors import Path
+from .errors import KeyPath, OverrideError
 from .yamlpos import Located
 
-
-class OverrideError(Exception):
-    """A --set argument is malformed or names no place in the spec."""
+__all__ = ["OverrideError", "apply", "parse"]
 
 
-def parse(arg: str) -> tuple[Path, Any]:
+def parse(arg: str) -> tuple[KeyPath, Any]:
     """``train.optimizer.lr=3e-4`` -> (("train", "optimizer", "lr"), 0.0003); values are YAML."""
     key, sep, raw = arg.partition("=")
     if not sep or not key.strip():
@@ -36,7 +34,7 @@ def parse(arg: str) -> tuple[Path, Any]:
     return tuple(path), value
 
 
-def _default_component(path: Path) -> str | None:
+def _default_component(path: KeyPath) -> str | None:
     """The default type of a component the spec left out (train.optimizer -> adam)."""
     from .spec import DataSection, TrainSection
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
-from .errors import did_you_mean
+from .errors import PluginError, did_you_mean
 from .registry import DuplicateName, Registry
 
 ENTRY_POINT_GROUP = "cnnspec"
@@ -29,12 +29,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "cnnspec.default_plugins.optimizers",
     "cnnspec.default_plugins.schedulers",
     "cnnspec.default_plugins.losses",
+    "cnnspec.default_plugins.mnist",
+    "cnnspec.default_plugins.cifar",
+    "cnnspec.default_plugins.image_folder",
     "cnnspec.default_plugins.datasets",
 )
-
-
-class PluginError(Exception):
-    """A plugin failed to load or to register; the message names the plugin."""
 
 
 class PluginManager(pluggy.PluginManager):
@@ -172,7 +171,7 @@ def call_plugin(registry: Registry | None, kind: str, name: str, fn: Any, *args:
     except Exception as e:
         if os.environ.get("CNNSPEC_DEBUG"):
             raise
-        owner = registry.owners.get((kind, name), "?") if registry else "?"  # type: ignore[arg-type]
+        owner = registry.owner(kind, name) if registry else "?"
         raise PluginError(
             f"{kind} type '{name}' (from plugin '{owner}') failed: {type(e).__name__}: {e} "
             "(set CNNSPEC_DEBUG=1 for the traceback)"

@@ -138,7 +138,7 @@ class Registry:
     """Every registered type by kind and name, with the plugin that registered it."""
 
     entries: dict[Kind, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
-    owners: dict[tuple[Kind, str], str] = field(default_factory=dict)
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)
     pm: Any = field(default=None, repr=False)  # the plugin manager it came from (run hooks)
 
     def add(self, kind: Kind, item: Any, owner: str) -> None:
@@ -152,6 +152,10 @@ class Registry:
             )
         self.entries[kind][name] = item
         self.owners[(kind, name)] = owner
+
+    def owner(self, kind: str, name: str) -> str:
+        """The plugin that registered ``name`` as a ``kind``, or "?"."""
+        return self.owners.get((kind, name), "?")
 
     def get(self, kind: Kind, name: str) -> Any | None:
         return self.entries[kind].get(name)

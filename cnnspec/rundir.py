@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import yaml
 
+from .errors import CheckpointError
+
 CHECKPOINT_FORMAT = "cnnspec-checkpoint-1"
 SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.json"
 LAST, BEST = "last.pt", "best.pt"
@@ -20,10 +22,6 @@ LAST, BEST = "last.pt", "best.pt"
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-class CheckpointError(Exception):
-    """A checkpoint is missing, corrupt, or not a plain weights file."""
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:

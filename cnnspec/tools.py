@@ -8,17 +8,14 @@ from typing import Any, Sequence
 
 import torch
 
+from .errors import ToolError
 from .plugins import call_plugin
 from .trained import Trained, load_run
 
 
-class ToolError(Exception):
-    """A user-facing failure of eval / predict / export (exit status 2)."""
-
-
 def evaluate(trained: Trained, device: torch.device, batch: int = 1000) -> dict[str, Any]:
     """Test-split loss, accuracy, per-class accuracy and the confusion matrix (rows: true class)."""
-    from .runner import prepare_data
+    from .data import prepare_data
 
     spec = trained.spec
     data = prepare_data(spec, device)

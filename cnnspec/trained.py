@@ -55,10 +55,12 @@ def load_run(path: str | Path, which: str = "best") -> Trained:
 
     run = RunDir(path)
     spec = load_spec(str(run.path / SPEC_FILE))
-    state: dict[str, Any] = run.load_checkpoint(BEST if which == "best" else LAST)
+    # "best" is chosen on validation data; a run without a validation split has only its last
+    name = BEST if which == "best" and (spec.data is None or spec.data.val_split > 0) else LAST
+    state: dict[str, Any] = run.load_checkpoint(name)
     model = build_model(spec)
     model.load_state_dict(state["model"])
     model.eval()
     norm = state.get("normalization") or {}
     return Trained(spec, model, list(state.get("classes") or []), norm.get("mean"), norm.get("std"),
-                   run.path / (BEST if which == "best" else LAST))
+                   run.path / name)
