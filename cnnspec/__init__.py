@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import Problem, SpecError
 from .spec import Spec
@@ -16,7 +17,7 @@ __all__ = ["Problem", "Spec", "SpecError", "build_model", "check_file", "load_sp
 __version__ = "0.1.0"
 
 
-def check_file(path: str, registry: "Registry | None" = None, plugins: Sequence[str] = ()) -> Any:
+def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Any:
     """Check a spec file and return a ``cnnspec.check.CheckResult`` (never raises SpecError).
 
     ``plugins`` are extra plugin modules or .py files to load, like ``-p`` on the command line.
@@ -31,7 +32,7 @@ def check_file(path: str, registry: "Registry | None" = None, plugins: Sequence[
     return check(located, registry, plugins)
 
 
-def load_spec(path: str, registry: "Registry | None" = None, plugins: Sequence[str] = ()) -> Spec:
+def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:
     """Load and validate a spec file; raise SpecError with every located problem."""
     result = check_file(path, registry, plugins)
     if result.spec is None:
@@ -39,7 +40,7 @@ def load_spec(path: str, registry: "Registry | None" = None, plugins: Sequence[s
     return result.spec
 
 
-def loads_spec(text: str, file: str = "<string>", registry: "Registry | None" = None) -> Spec:
+def loads_spec(text: str, file: str = "<string>", registry: Registry | None = None) -> Spec:
     """Like load_spec, from YAML text."""
     from .check import check
     from .yamlpos import load
@@ -50,7 +51,7 @@ def loads_spec(text: str, file: str = "<string>", registry: "Registry | None" = 
     return result.spec
 
 
-def build_model(spec: Spec) -> "nn.Sequential":
+def build_model(spec: Spec) -> nn.Sequential:
     """Compile a checked spec into a ``torch.nn.Sequential`` (imports torch)."""
     from .build import build_model as _build
 

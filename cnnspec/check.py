@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -83,7 +84,7 @@ class _Checker:
         source = self.validate_model(SpecFile, data, (), "")
         raw_layers = data.get("layers")
         layers = self.layers(raw_layers) if isinstance(raw_layers, list) else None
-        train = data.get("train") if isinstance(data.get("train"), dict) else {}
+        train: dict[str, Any] = data["train"] if isinstance(data.get("train"), dict) else {}
         defaults = TrainSection.model_fields
         optimizer = self.component("optimizer", train.get("optimizer", defaults["optimizer"].default),
                                    ("train", "optimizer"))
@@ -97,9 +98,8 @@ class _Checker:
 
         inp = data.get("input")
         # shapes need only a valid input and valid layers: other sections' problems are independent
-        input_ok = isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
-            type(d) is int and d >= 1 for d in inp)
-        if layers is not None and input_ok:
+        if layers is not None and isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
+                type(d) is int and d >= 1 for d in inp):
             result.trace = self.shapes(tuple(inp), layers)
             if result.trace.complete and dataset is not None:
                 self.dataset_fits(dataset, tuple(inp), result.trace)
@@ -280,7 +280,8 @@ def _plain(err: Any) -> str:
     if t in ("string_type",):
         return f"must be text{got}"
     if t == "literal_error":
-        extra = did_you_mean(str(value), [s.strip(" '") for s in str(ctx.get("expected", "")).replace(" or ", ",").split(",")])
+        expected = str(ctx.get("expected", "")).replace(" or ", ",").split(",")
+        extra = did_you_mean(str(value), [s.strip(" '") for s in expected])
         return f"must be {ctx.get('expected')}{got}{extra}"
     if t == "string_pattern_mismatch":
         return f"does not match the pattern {ctx.get('pattern')}{got}"

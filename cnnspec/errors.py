@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import enum
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterable, Sequence
+from typing import ClassVar
 
 
 class ExitCode(enum.IntEnum):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from .errors import KeyPath, OverrideError
 from .yamlpos import Located
@@ -38,7 +39,7 @@ def _default_component(path: KeyPath) -> str | None:
     """The default type of a component the spec left out (train.optimizer -> adam)."""
     from .spec import DataSection, TrainSection
 
-    sections = {"train": TrainSection, "data": DataSection}
+    sections: dict[str, type[BaseModel]] = {"train": TrainSection, "data": DataSection}
     if len(path) == 2 and path[0] in sections:
         field = sections[str(path[0])].model_fields.get(str(path[1]))
         if field is not None and isinstance(field.default, str):

@@ -8,10 +8,11 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -63,9 +64,9 @@ def get_plugin_manager(
                 continue
             file = getattr(plugin, "__file__", None)
             local = getattr(plugin, "__name__", "").startswith("cnnspec_local_")
-            name = pm.register(plugin, name=file if local else None)  # name local files by path
-            if name is not None:
-                pm.sources[name] = file or "registered in code"
+            registered = pm.register(plugin, name=file if local else None)  # name local files by path
+            if registered is not None:
+                pm.sources[registered] = file or "registered in code"
         pm.check_pending()  # a hookimpl whose name matches no hook is a typo
     except pluggy.PluginValidationError as e:
         who = pm.get_name(e.plugin) or getattr(e.plugin, "__name__", type(e.plugin).__name__)
@@ -103,7 +104,7 @@ def installed_entrypoints() -> list[tuple[str, str, str]]:
     try:
         data = json.loads(cache.read_text())
         if data.get("key") == key:
-            return [tuple(e) for e in data["entry_points"]]  # type: ignore[misc]
+            return [(str(a), str(b), str(c)) for a, b, c in data["entry_points"]]
     except (OSError, ValueError, AttributeError, TypeError):
         pass
     from importlib.metadata import entry_points

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from .errors import (CheckpointError, CnnspecError, Interrupted, NonFiniteLoss, RunFolderError, SpecError,
-                     TrainingFailed)
+from .errors import CheckpointError, CnnspecError, Interrupted, NonFiniteLoss, RunFolderError, SpecError, TrainingFailed
 from .progress import Progress, QuietProgress, RichProgress
 from .rundir import LAST, SPEC_FILE, RunDir
 from .spec import Spec

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -98,7 +99,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
 
         torch.manual_seed(self.seed)  # weights, then dropout, draw from this stream
-        model = build_model(spec).to(device, memory_format=self.memory_format)
+        model = build_model(spec).to(device).to(memory_format=self.memory_format)
         reg = spec.registry
         opt = call_plugin(reg, "optimizer", spec.optimizer.name, spec.optimizer.type.build,
                           spec.optimizer.params, model.parameters())
@@ -198,7 +199,7 @@ class Trainer:
         if c.device != device:
             self.data = self.data.to(c.device)
             c.loss_fn.to(c.device)
-        c.model.to(c.device, memory_format=self.memory_format)
+        c.model.to(c.device).to(memory_format=self.memory_format)
         # DDP averages gradients over ranks in backward; the plain model is what gets saved
         self.forward = c.model
         if self.world.distributed:

@@ -42,6 +42,8 @@ class _Scaled(nn.Module):
         super().__init__()
         self.model = model
         c = len(mean) if mean else 1
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(mean or [0.0] * c).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std or [1.0] * c).view(1, -1, 1, 1))
 

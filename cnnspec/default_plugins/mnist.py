@@ -70,10 +70,10 @@ class IdxDataset(DatasetType[NoParams]):
     """An MNIST-format dataset: four IDX files in torchvision's layout (ROOT/FOLDER/raw) or flat."""
 
     def __init__(self, name: str, folder: str, classes: list[str], description: str) -> None:
-        self.name = name  # type: ignore[misc]  # instances share the class; each sets its own name
+        self.name = name
         self.folder = folder  # torchvision's class name, also its folder under the root
         self.classes = classes
-        self.description = description  # type: ignore[misc]  # as for name
+        self.description = description
 
     def sample_shape(self, p: NoParams) -> Shape:
         return (1, 28, 28)
