@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import KeyPath, Problem, did_you_mean, path_str
+from .errors import KeyPath, Problem, SpecError, did_you_mean, path_str
 from .registry import Kind, Registry
 from .shapes import ShapeTrace, fmt, trace
 from .spec import Component, DataSection, Spec, SpecFile, TrainSection
@@ -63,6 +63,25 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
     c = _Checker(located, registry)
     c.problems.extend(problems)
     return c.run()
+
+
+def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> CheckResult:
+    """Read and check a spec file; YAML problems come back as problems, never as SpecError."""
+    from .yamlpos import load_file
+
+    try:
+        located = load_file(path)
+    except SpecError as e:
+        return CheckResult(path, problems=e.problems)
+    return check(located, registry, plugins)
+
+
+def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:
+    """Read and check a spec file; raise SpecError with every located problem."""
+    result = check_file(path, registry, plugins)
+    if result.spec is None:
+        raise SpecError(result.problems, path)
+    return result.spec
 
 
 class _Checker:

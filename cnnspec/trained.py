@@ -53,7 +53,8 @@ class _Scaled(nn.Module):
 
 def load_run(path: str | Path, which: str = "best") -> Trained:
     """Load RUN_DIR's spec and the ``best`` or ``last`` weights (weights_only)."""
-    from . import build_model, load_spec
+    from .build import build_model
+    from .check import load_spec
 
     run = RunDir(path)
     spec = load_spec(str(run.path / SPEC_FILE))
