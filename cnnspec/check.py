@@ -65,14 +65,18 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
     return c.run()
 
 
-def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> CheckResult:
-    """Read and check a spec file; YAML problems come back as problems, never as SpecError."""
+def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = (),
+               overrides: Sequence[str] = ()) -> CheckResult:
+    """Read a spec file, apply ``--set`` overrides, check it; YAML problems come back as
+    problems, never as SpecError (a malformed override raises OverrideError)."""
+    from .overrides import apply
     from .yamlpos import load_file
 
     try:
         located = load_file(path)
     except SpecError as e:
         return CheckResult(path, problems=e.problems)
+    apply(located, list(overrides))
     return check(located, registry, plugins)
 
 

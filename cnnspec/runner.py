@@ -89,6 +89,8 @@ def _resume_state(run_dir: str, spec: Spec) -> dict[str, Any]:
 
 
 def _train(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any) -> None:
+    import torch
+
     from . import distributed
     from .data import prepare_data
     from .plugins import default_plugin_manager
@@ -106,7 +108,7 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any)
             progress.message(f"{args.resume}: already finished ({spec.train.epochs} epochs)")
             return
         if world.main:
-            run.write_spec(_resolved(spec, args.plugins))  # a changed epoch count is recorded
+            run.write_spec(spec.resolved(args.plugins))  # a changed epoch count is recorded
         trainer.restore(state)
     else:
         run = _new_run_dir(spec, args, world)
@@ -119,8 +121,9 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any)
         lr = spec.optimizer.params.model_dump().get("lr", "?")
         per = (f"batch {trainer.batch_size} per process x {world.size} processes = "
                f"{trainer.batch_size * world.size} per step (lr {lr}, not scaled)")
+    fast = ", ".join(["channels-last"] * (trainer.memory_format == torch.channels_last) + [spec.train.precision])
     progress.message(
-        f"training {spec.name}: {spec.trace.total_params:,} params on {device}, "
+        f"training {spec.name}: {spec.trace.total_params:,} params on {device} ({fast}), "
         f"{len(batches.train[0]):,} training samples, {per} -> {run.path}"
     )
     main = world.main
@@ -163,7 +166,7 @@ def _new_run_dir(spec: Spec, args: argparse.Namespace, world: Any) -> RunDir:
     if world.main:
         try:
             run = RunDir(new_run_dir(spec.name, args.output))
-            run.write_spec(_resolved(spec, args.plugins))
+            run.write_spec(spec.resolved(args.plugins))
             made = (True, str(run.path))
         except OSError as e:  # FileExistsError included
             made = (False, str(e))
@@ -191,22 +194,3 @@ def _finish(progress: Progress, run: RunDir, rows: list[dict[str, Any]], name: s
         plot_runs([(name, rows)], run.path / CURVES_FILE)
     except Exception as e:  # e.g. matplotlib missing: the metrics are in metrics.jsonl anyway
         print(f"cnnspec: warning: could not draw {CURVES_FILE}: {type(e).__name__}: {e}", file=sys.stderr)
-
-
-def _resolved(spec: Spec, cli_plugins: Sequence[str] = ()) -> dict[str, Any]:
-    """The spec for the run folder: defaults filled in, paths absolute, ``-p`` plugins recorded,
-    so that ``--resume`` works from anywhere."""
-    from .plugins import is_plugin_file
-
-    out = spec.to_dict()
-    if out.get("data") and out["data"].get("root"):
-        out["data"]["root"] = str(Path(out["data"]["root"]).expanduser().resolve())
-
-    def absolute(ref: str, base: Path) -> str:
-        return str((base / ref).resolve()) if is_plugin_file(ref) else ref
-
-    base = Path(spec.file).parent
-    plugins = [absolute(p, base) for p in out.get("plugins", [])]
-    plugins += [absolute(p, Path.cwd()) for p in cli_plugins if absolute(p, Path.cwd()) not in plugins]
-    out["plugins"] = plugins
-    return out
