@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, TypeAdapter, ValidationError, create_model
 
-from .errors import Path, did_you_mean
+from .errors import KeyPath, did_you_mean
 from .registry import CompositeType, Params, Shape, Tracer
 from .types import Int, Size2
 
@@ -64,7 +64,7 @@ class Block:
         self.use_type = BlockUse(self)
 
 
-def refs(data: Any, path: Path = ()) -> list[tuple[Path, str]]:
+def refs(data: Any, path: KeyPath = ()) -> list[tuple[KeyPath, str]]:
     """Every ``$name`` in a raw body, with its path (relative to ``data``)."""
     if isinstance(data, str):
         m = REF.match(data)
@@ -88,7 +88,7 @@ def substitute(data: Any, args: dict[str, Any]) -> Any:
     return data
 
 
-def compile_block(name: str, raw: Any, owner: str) -> tuple[Block | None, list[tuple[Path, str, bool]]]:
+def compile_block(name: str, raw: Any, owner: str) -> tuple[Block | None, list[tuple[KeyPath, str, bool]]]:
     """A Block from its definition, or the problems as (path inside the definition, message, at key)."""
     from .check import explain
 
@@ -96,12 +96,12 @@ def compile_block(name: str, raw: Any, owner: str) -> tuple[Block | None, list[t
         d = BlockDef.model_validate(raw)
     except ValidationError as e:
         return None, explain(e, raw, BlockDef)
-    problems: list[tuple[Path, str, bool]] = []
+    problems: list[tuple[KeyPath, str, bool]] = []
     if not NAME.match(name):
         problems.append(((), f"block name '{name}' must be letters, digits and _ (not starting with a digit)", True))
     fields: dict[str, Any] = {}
     for pname, decl in d.params.items():
-        where: Path = ("params", pname)
+        where: KeyPath = ("params", pname)
         if not NAME.match(pname) or pname in RESERVED:
             why = "is reserved on a use" if pname in RESERVED else "must be letters, digits and _"
             problems.append((where, f"parameter name '{pname}' {why}", True))

@@ -6,14 +6,18 @@ children's, so every module gets the input shape the trace computed for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
+from .errors import PluginError
 from .plugins import call_plugin
+from .registry import WeightInitParams
 from .shapes import Row
 from .spec import Spec
 
-_INIT = {
+_INIT: dict[str, Callable[[torch.Tensor], object]] = {
     "xavier_uniform": nn.init.xavier_uniform_,
     "xavier_normal": nn.init.xavier_normal_,
     "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
@@ -25,6 +29,13 @@ _INIT = {
     "zeros": nn.init.zeros_,
     "ones": nn.init.ones_,
 }
+
+
+def _init_weight(module: nn.Module, name: str) -> None:
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        with torch.no_grad():
+            _INIT[name](weight)
 
 
 def build_model(spec: Spec) -> nn.Sequential:
@@ -44,11 +55,10 @@ def _module(spec: Spec, row: Row) -> nn.Module:
     else:
         module = call_plugin(spec.registry, "layer", comp.name, comp.type.build, comp.params, row.input_shape)
     if not isinstance(module, nn.Module):
-        raise TypeError(f"layer type '{comp.name}' built {type(module).__name__}, not an nn.Module")
-    init = getattr(comp.params, "init", None)
-    if isinstance(init, str):
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor):
-            with torch.no_grad():
-                _INIT[init](weight)
+        owner = spec.registry.owner("layer", comp.name)
+        raise PluginError(f"layer type '{comp.name}' (from plugin '{owner}') built "
+                          f"{type(module).__name__}, not a torch.nn.Module")
+    # only layers that declare WeightInitParams take `init`; a plugin's own `init` is its own
+    if isinstance(comp.params, WeightInitParams) and comp.params.init is not None:
+        call_plugin(spec.registry, "layer", comp.name, _init_weight, module, comp.params.init)
     return module

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import Path, Problem, did_you_mean, path_str
-from .registry import Kind, Registry
-from .shapes import ShapeTrace, fmt, trace
+from .errors import KeyPath, Problem, SpecError, did_you_mean, path_str
+from .registry import Kind, Registry, ShapeError
+from .shapes import MAX_LAYERS, MAX_REPEAT, ShapeTrace, fmt, trace
 from .spec import Component, DataSection, Spec, SpecFile, TrainSection
 from .yamlpos import Located
-
-MAX_LAYERS = 10_000  # layers in a whole model once blocks and repeats are expanded
 
 # Models of nested sections, so an unknown key deep inside suggests a field of the right model.
 _SECTIONS: dict[str, type[BaseModel]] = {"data": DataSection, "train": TrainSection}
@@ -47,7 +46,7 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
     problems: list[Problem] = []
     if registry is None:
         modules = [load_local_plugin(ref) for ref in plugins]
-        base = FsPath(located.file).parent
+        base = Path(located.file).parent
         for i, ref in enumerate(listed if isinstance(listed, list) else []):
             if isinstance(ref, str):
                 try:
@@ -66,17 +65,40 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
     return c.run()
 
 
+def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = (),
+               overrides: Sequence[str] = ()) -> CheckResult:
+    """Read a spec file, apply ``--set`` overrides, check it; YAML problems come back as
+    problems, never as SpecError (a malformed override raises OverrideError)."""
+    from .overrides import apply
+    from .yamlpos import load_file
+
+    try:
+        located = load_file(path)
+    except SpecError as e:
+        return CheckResult(path, problems=e.problems)
+    apply(located, list(overrides))
+    return check(located, registry, plugins)
+
+
+def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:
+    """Read and check a spec file; raise SpecError with every located problem."""
+    result = check_file(path, registry, plugins)
+    if result.spec is None:
+        raise SpecError(result.problems, path)
+    return result.spec
+
+
 class _Checker:
     def __init__(self, located: Located, registry: Registry) -> None:
         self.loc = located
         self.reg = registry
         self.problems: list[Problem] = []
         self.seen: set[tuple[int, int, str]] = set()
-        self.trail: tuple[tuple[str, Path], ...] = ()  # the block uses being expanded, outermost first
+        self.trail: tuple[tuple[str, KeyPath], ...] = ()  # the block uses being expanded, outermost first
         self.blocks: dict[str, Any] = {}  # name -> compiled Block, or None when its definition is bad
         self.bad_plugin_blocks: dict[str, str] = {}  # name -> what is wrong with a plugin's block
 
-    def fail(self, path: Path, message: str, *, key: bool = False) -> None:
+    def fail(self, path: KeyPath, message: str, *, key: bool = False) -> None:
         """Record a located problem; inside a block's body, say which use (line) it came from."""
         notes = []
         for name, use in reversed(self.trail):
@@ -108,7 +130,7 @@ class _Checker:
             self.define_blocks(data["blocks"])
         raw_layers = data.get("layers")
         layers = self.layers(raw_layers) if isinstance(raw_layers, list) else None
-        train = data.get("train") if isinstance(data.get("train"), dict) else {}
+        train: dict[str, Any] = data["train"] if isinstance(data.get("train"), dict) else {}
         defaults = TrainSection.model_fields
         optimizer = self.component("optimizer", train.get("optimizer", defaults["optimizer"].default),
                                    ("train", "optimizer"))
@@ -117,30 +139,36 @@ class _Checker:
         if train.get("scheduler") is not None:
             scheduler = self.component("scheduler", train["scheduler"], ("train", "scheduler"))
         dataset = None
-        if isinstance(data.get("data"), dict) and "dataset" in data["data"]:
-            dataset = self.component("dataset", data["data"]["dataset"], ("data", "dataset"))
+        section: dict[str, Any] = data["data"] if isinstance(data.get("data"), dict) else {}
+        if "dataset" in section:
+            dataset = self.component("dataset", section["dataset"], ("data", "dataset"))
+        augmentations = self.component_list("augmentation", section.get("augment"), ("data", "augment"))
+        callbacks = self.component_list("callback", train.get("callbacks"), ("train", "callbacks"))
+        if source is not None:
+            self.training_checks(source, loss, scheduler, callbacks or [])
 
         inp = data.get("input")
         # shapes need only a valid input and valid layers: other sections' problems are independent
-        input_ok = isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
-            type(d) is int and d >= 1 for d in inp)
-        if layers is not None and input_ok:
+        if layers is not None and isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
+                type(d) is int and d >= 1 for d in inp):
             result.trace = self.shapes(tuple(inp), layers)
             if result.trace.complete and dataset is not None:
                 self.dataset_fits(dataset, tuple(inp), result.trace)
+            self.augmentations_fit(augmentations or [], tuple(inp), loss)
         result.problems = sorted(self.problems)
         if not self.problems:
             assert source and layers is not None and optimizer and loss and result.trace
             result.spec = Spec(
                 file=self.loc.file, source=source, layers=layers, trace=result.trace,
                 optimizer=optimizer, scheduler=scheduler, loss=loss, dataset=dataset,
-                registry=self.reg,
+                registry=self.reg, located=self.loc, augmentations=augmentations or [],
+                callbacks=callbacks or [],
             )
         return result
 
     # -- schema ---------------------------------------------------------------------------
 
-    def validate_model(self, model: type[BaseModel], data: Any, base: Path, prefix: str) -> Any:
+    def validate_model(self, model: type[BaseModel], data: Any, base: KeyPath, prefix: str) -> Any:
         try:
             return model.model_validate(data)
         except ValidationError as e:
@@ -148,7 +176,7 @@ class _Checker:
                 self.fail(base + path, prefix + message, key=key)
             return None
 
-    def parse_ref(self, kind: Kind, raw: Any, path: Path) -> tuple[str, dict[str, Any]] | None:
+    def parse_ref(self, kind: Kind, raw: Any, path: KeyPath) -> tuple[str, dict[str, Any]] | None:
         """A bare name or {type: NAME, ...} as (name, params); None after reporting a problem."""
         if isinstance(raw, str):
             return raw, {}
@@ -165,7 +193,7 @@ class _Checker:
         self.fail(path, f"{path_str(path)}: expected a {kind} name or {{type: NAME, ...}}, got {_kind(raw)}")
         return None
 
-    def component(self, kind: Kind, raw: Any, path: Path) -> Component | None:
+    def component(self, kind: Kind, raw: Any, path: KeyPath) -> Component | None:
         parsed = self.parse_ref(kind, raw, path)
         if parsed is None:
             return None
@@ -191,7 +219,7 @@ class _Checker:
 
     # -- layers, composites and blocks ----------------------------------------------------
 
-    def layer_list(self, raw: list[Any], path: Path) -> list[Component] | None:
+    def layer_list(self, raw: list[Any], path: KeyPath) -> list[Component] | None:
         out: list[Component] = []
         ok = True
         for i, item in enumerate(raw):
@@ -201,7 +229,7 @@ class _Checker:
                 out.append(comp)
         return out if ok else None
 
-    def layer(self, raw: Any, path: Path) -> Component | None:
+    def layer(self, raw: Any, path: KeyPath) -> Component | None:
         """One layer item: a layer, a composite (children checked too), a block use, or ``repeat: N`` of one."""
         label = path_str(path)
         if isinstance(raw, dict) and "repeat" in raw:
@@ -224,10 +252,8 @@ class _Checker:
             kids.append(tuple(items))
         return Component(comp.name, comp.type, comp.params, path, tuple(kids), self.trail)
 
-    def repeated(self, raw: dict[str, Any], path: Path) -> Component | None:
+    def repeated(self, raw: dict[str, Any], path: KeyPath) -> Component | None:
         """``{..., repeat: N}``: short for ``{type: repeat, times: N, layers: [{...}]}``."""
-        from .default_plugins.composites import MAX_REPEAT
-
         n = raw["repeat"]
         where = path + ("repeat",)
         label = path_str(path)
@@ -278,7 +304,7 @@ class _Checker:
             self.bad_plugin_blocks[name] = "; ".join(f"{path_str(p) or name}: {m}" for p, m, _ in problems)
         return block
 
-    def block_use(self, raw: dict[str, Any], path: Path) -> Component | None:
+    def block_use(self, raw: dict[str, Any], path: KeyPath) -> Component | None:
         """``{block: NAME, ...arguments}``: the block's layers, arguments substituted, checked in place."""
         from .blocks import substitute
 
@@ -330,6 +356,48 @@ class _Checker:
         if ltype is None:
             raise ValueError(f"no layer type '{name}' is registered")
         return Component(name, ltype, ltype.Params.model_validate(params), (), trail=self.trail)
+
+    def component_list(self, kind: Kind, raw: Any, path: KeyPath) -> list[Component] | None:
+        """A list of components (data.augment, train.callbacks); None if any is wrong."""
+        if not isinstance(raw, list):
+            return [] if raw is None else None  # not a list: the section's schema says so
+        out = [self.component(kind, item, path + (i,)) for i, item in enumerate(raw)]
+        return [c for c in out if c is not None] if all(c is not None for c in out) else None
+
+    def training_checks(self, source: SpecFile, loss: Component | None, scheduler: Component | None,
+                        callbacks: list[Component]) -> None:
+        """Every metric a scheduler or callback watches must exist, and not be a test metric."""
+        has_val = source.data is not None and source.data.val_split > 0
+        known = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"]
+        for comp in ([scheduler] if scheduler else []) + callbacks:
+            metric = comp.type.monitor(comp.params)
+            if metric is None:
+                continue
+            path = comp.path + ("monitor",) if comp.path + ("monitor",) in self.loc.values else comp.path
+            label = f"{path_str(comp.path)} {comp.name}"
+            if metric not in known:
+                self.fail(path, f"{label}: unknown metric '{metric}'{did_you_mean(metric, known)}; "
+                          f"known: {', '.join(known)}")
+            elif metric.startswith("test_"):
+                self.fail(path, f"{label}: watching '{metric}' would choose on the test set; watch "
+                          f"'val{metric[4:]}' and hold out a validation set with data.val_split")
+            elif metric.startswith("val_") and not has_val:
+                self.fail(path, f"{label}: '{metric}' needs a validation set: set data.val_split "
+                          "(for example 0.1)")
+
+    def augmentations_fit(self, augmentations: list[Component], inp: tuple[int, ...],
+                          loss: Component | None) -> None:
+        """Each augmentation's static rule on the input shape; mixing labels needs a soft-target loss."""
+        for comp in augmentations:
+            label = f"{path_str(comp.path)} {comp.name}"
+            try:
+                comp.type.check(comp.params, inp)
+            except ShapeError as e:
+                path = comp.path + (e.key,) if e.key and comp.path + (e.key,) in self.loc.keys else comp.path
+                self.fail(path, f"{label}: {e.message}", key=path != comp.path)
+            if comp.type.mixes_labels and loss is not None and not loss.type.soft_targets:
+                self.fail(comp.path, f"{label}: mixes labels into class probabilities, which the loss "
+                          f"'{loss.name}' cannot take; use cross_entropy")
 
     # -- shapes ---------------------------------------------------------------------------
 
@@ -388,7 +456,7 @@ def _known(names: list[str]) -> str:
     return f" (known: {', '.join(names)})" if names and len(names) <= 12 else ""
 
 
-def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path, tuple[Any, ...]]:
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[KeyPath, tuple[Any, ...]]:
     """Split a pydantic loc into the part that exists in the data and the rest (union tags...)."""
     path: list[str | int] = []
     cur = data
@@ -403,7 +471,7 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path, tuple[Any, ...]]:
     return tuple(path), ()
 
 
-def _fields_at(model: type[BaseModel], path: Path) -> list[str]:
+def _fields_at(model: type[BaseModel], path: KeyPath) -> list[str]:
     """Field names of the (sub)model at ``path``, for did-you-mean suggestions."""
     if len(path) == 1 and model is SpecFile and path[0] in _SECTIONS:
         return list(_SECTIONS[str(path[0])].model_fields)
@@ -448,7 +516,8 @@ def _plain(err: Any) -> str:
     if t in ("string_type",):
         return f"must be text{got}"
     if t == "literal_error":
-        extra = did_you_mean(str(value), [s.strip(" '") for s in str(ctx.get("expected", "")).replace(" or ", ",").split(",")])
+        expected = str(ctx.get("expected", "")).replace(" or ", ",").split(",")
+        extra = did_you_mean(str(value), [s.strip(" '") for s in expected])
         return f"must be {ctx.get('expected')}{got}{extra}"
     if t == "string_pattern_mismatch":
         return f"does not match the pattern {ctx.get('pattern')}{got}"
@@ -466,7 +535,7 @@ def _plain(err: Any) -> str:
     return msg[0].lower() + msg[1:] + got
 
 
-def _at(raw: Any, where: Path, params: Any) -> Any:
+def _at(raw: Any, where: KeyPath, params: Any) -> Any:
     """The layer list at ``where`` in a composite's item as written, else its parameter's default."""
     try:
         for part in where:
@@ -487,17 +556,17 @@ def _size(comp: Component) -> int:
     return inner * (getattr(comp.params, "times", 1) if comp.name == "repeat" else 1)
 
 
-def explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tuple[Path, str, bool]]:
+def explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tuple[KeyPath, str, bool]]:
     """Pydantic errors as (path, message, point-at-key) triples; see _explain."""
     return _explain(e, data, model)
 
 
-def _explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tuple[Path, str, bool]]:
+def _explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tuple[KeyPath, str, bool]]:
     """Pydantic errors as (path, message, point-at-key) triples, unions merged into one line."""
-    groups: dict[Path, list[tuple[tuple[Any, ...], Any]]] = {}
-    out: list[tuple[Path, str, bool]] = []
+    groups: dict[KeyPath, list[tuple[tuple[Any, ...], Any]]] = {}
+    out: list[tuple[KeyPath, str, bool]] = []
     errors = e.errors()
-    short: set[Path] = set()
+    short: set[KeyPath] = set()
     for err in errors:
         loc = tuple(err["loc"])
         where = path_str(loc[:-1])

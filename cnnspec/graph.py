@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any, Iterator
 
+from .errors import ExitCode, UnreadableSpec
 from .shapes import Row, ShapeTrace, fmt
 
 FORMATS = ("svg", "mermaid", "dot")
@@ -358,13 +359,12 @@ def render(t: ShapeTrace, fmt_name: str, name: str = "") -> str:
     return svg(root, name)
 
 
-def write_graph(spec: str, output: str | None, fmt_name: str | None, plugins: list[str]) -> int:
+def write_graph(spec: str, output: str | None, fmt_name: str | None, plugins: list[str]) -> ExitCode:
     """``cnnspec graph``: check the spec, draw it; exit status as for validate (2: cannot write)."""
     import sys
     from pathlib import Path
 
-    from . import check_file
-    from .errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE, UnreadableSpec
+    from .check import check_file
     from .report import print_problems
 
     if fmt_name is None:
@@ -374,18 +374,18 @@ def write_graph(spec: str, output: str | None, fmt_name: str | None, plugins: li
         result = check_file(spec, plugins=plugins)
     except UnreadableSpec as e:
         print(f"cnnspec: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if not result.valid or result.spec is None:
         print_problems(result.problems, sys.stdout)
-        return EXIT_INVALID
+        return ExitCode.INVALID
     text = render(result.spec.trace, fmt_name, result.spec.name)
     if not output:
         sys.stdout.write(text)
-        return EXIT_OK
+        return ExitCode.OK
     try:
         Path(output).write_text(text)
     except OSError as e:
         print(f"cnnspec: error: {output}: {e.strerror or e}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     print(f"wrote {output} ({fmt_name})")
-    return EXIT_OK
+    return ExitCode.OK

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
@@ -38,6 +39,16 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_augmentations(register: Register) -> None:
+    """Call ``register(...)`` for each cnnspec.registry.AugmentationType the plugin adds."""
+
+
+@hookspec
+def register_callbacks(register: Register) -> None:
+    """Call ``register(...)`` for each cnnspec.registry.CallbackType the plugin adds."""
+
+
+@hookspec
 def register_blocks(register: Register) -> None:
     """Call ``register(cnnspec.registry.BlockType(name, layers, params))`` for each named block."""
 
@@ -64,5 +75,7 @@ REGISTER_HOOKS = {
     "register_schedulers": "scheduler",
     "register_losses": "loss",
     "register_datasets": "dataset",
+    "register_augmentations": "augmentation",
+    "register_callbacks": "callback",
     "register_blocks": "block",
 }

@@ -6,8 +6,9 @@ shape rule as plain arithmetic; only ``build``/``load`` methods import torch, la
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Iterator, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,8 +17,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Shape = tuple[int, ...]  # one sample's shape, batch dimension left out: (C, H, W) or (F,)
 
-Kind = Literal["layer", "optimizer", "scheduler", "loss", "dataset", "block"]
-KINDS: tuple[Kind, ...] = ("layer", "optimizer", "scheduler", "loss", "dataset", "block")
+Kind = Literal["layer", "optimizer", "scheduler", "loss", "dataset", "augmentation", "callback", "block"]
+KINDS: tuple[Kind, ...] = ("layer", "optimizer", "scheduler", "loss", "dataset", "augmentation", "callback", "block")
 
 
 class Params(BaseModel):
@@ -65,9 +66,9 @@ P = TypeVar("P", bound=Params)
 class LayerType(Generic[P]):
     """A layer a spec can name: its parameters, its shape rule, its parameter count, its module."""
 
-    name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
-    description: ClassVar[str] = ""
+    name: str  # a class attribute, or set per instance when one class serves several names
+    Params: type[Params] = NoParams
+    description: str = ""
 
     def output_shape(self, p: P, shape: Shape) -> Shape:
         """The shape this layer gives for one sample of ``shape``; raise ShapeError if it can't."""
@@ -77,7 +78,7 @@ class LayerType(Generic[P]):
         """Trainable parameters of the module built for input ``shape`` (no torch)."""
         return 0
 
-    def build(self, p: P, shape: Shape) -> "torch.nn.Module":
+    def build(self, p: P, shape: Shape) -> torch.nn.Module:
         """The torch module for input ``shape``; the only place torch is touched."""
         raise NotImplementedError
 
@@ -154,21 +155,25 @@ class BlockType:
 class OptimizerType(Generic[P]):
     """An optimizer a spec can name under ``train.optimizer``."""
 
-    name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
-    description: ClassVar[str] = ""
+    name: str  # a class attribute, or set per instance when one class serves several names
+    Params: type[Params] = NoParams
+    description: str = ""
 
-    def build(self, p: P, parameters: Any) -> "torch.optim.Optimizer":
+    def build(self, p: P, parameters: Any) -> torch.optim.Optimizer:
         raise NotImplementedError
 
 
 class SchedulerType(Generic[P]):
     """A learning-rate scheduler under ``train.scheduler``; ``interval`` says when it steps."""
 
-    name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
-    description: ClassVar[str] = ""
+    name: str  # a class attribute, or set per instance when one class serves several names
+    Params: type[Params] = NoParams
+    description: str = ""
     interval: ClassVar[Literal["epoch", "batch"]] = "epoch"
+
+    def monitor(self, p: P) -> str | None:
+        """The metric (a metrics.jsonl key) whose value ``step(value)`` takes each epoch, if any."""
+        return None
 
     def build(self, p: P, optimizer: Any, epochs: int, steps_per_epoch: int) -> Any:
         raise NotImplementedError
@@ -177,20 +182,22 @@ class SchedulerType(Generic[P]):
 class LossType(Generic[P]):
     """A loss under ``train.loss``; built modules take (logits, integer targets)."""
 
-    name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
-    description: ClassVar[str] = ""
+    name: str  # a class attribute, or set per instance when one class serves several names
+    Params: type[Params] = NoParams
+    description: str = ""
+    # True if the module also takes class probabilities (N x K floats) as targets (mixup, cutmix)
+    soft_targets: bool = False
 
-    def build(self, p: P) -> "torch.nn.Module":
+    def build(self, p: P) -> torch.nn.Module:
         raise NotImplementedError
 
 
 class DatasetType(Generic[P]):
     """A dataset under ``data.dataset``; static facts let ``validate`` check it without torch."""
 
-    name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
-    description: ClassVar[str] = ""
+    name: str  # a class attribute, or set per instance when one class serves several names
+    Params: type[Params] = NoParams
+    description: str = ""
 
     def sample_shape(self, p: P) -> Shape | None:
         """The (C, H, W) of one sample, or None when only the files can tell."""
@@ -204,6 +211,62 @@ class DatasetType(Generic[P]):
         raise NotImplementedError
 
 
+class AugmentationType(Generic[P]):
+    """A training-data augmentation under ``data.augment``, applied to whole batches on the device.
+
+    ``check`` is its static rule (validate); ``build`` gives a callable
+    ``(x: N x C x H x W, y) -> (x, y)`` drawing from torch's global random state (which
+    checkpoints save, so a resumed run draws the same); ``y`` is N class indices, or N x K
+    class probabilities after an augmentation that ``mixes_labels``.
+    """
+
+    name: str
+    Params: type[Params] = NoParams
+    description: str = ""
+    mixes_labels: bool = False  # its targets become class probabilities: the loss must take them
+
+    def check(self, p: P, shape: Shape) -> None:
+        """Raise ShapeError if the augmentation cannot apply to samples of ``shape``."""
+
+    def build(self, p: P, shape: Shape, num_classes: int) -> Any:
+        raise NotImplementedError
+
+
+class Callback:
+    """Something a spec's ``train.callbacks`` adds to the loop; every method is optional.
+
+    ``context`` is the run's ``cnnspec.train.Context``. State returned by ``state_dict``
+    (tensors and plain data) is saved in every resumable checkpoint and given back to
+    ``load_state_dict`` on ``--resume``.
+    """
+
+    # (metric, "min" | "max") if this callback decides which epoch is "best" (best.pt)
+    best_metric: tuple[str, str] | None = None
+
+    def on_train_begin(self, context: Any) -> None: ...
+    def on_epoch_end(self, context: Any, metrics: dict[str, Any]) -> bool | None:
+        """After each epoch's evaluation; return True to stop training."""
+    def on_train_end(self, context: Any, summary: dict[str, Any]) -> None: ...
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class CallbackType(Generic[P]):
+    """A callback a spec can name under ``train.callbacks``."""
+
+    name: str
+    Params: type[Params] = NoParams
+    description: str = ""
+
+    def monitor(self, p: P) -> str | None:
+        """The metric it watches, so validate can check that the run will have it."""
+        return None
+
+    def build(self, p: P) -> Callback:
+        raise NotImplementedError
+
+
 class DuplicateName(Exception):
     """Two plugins registered the same name for the same kind."""
 
@@ -213,7 +276,7 @@ class Registry:
     """Every registered type by kind and name, with the plugin that registered it."""
 
     entries: dict[Kind, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
-    owners: dict[tuple[Kind, str], str] = field(default_factory=dict)
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)
     pm: Any = field(default=None, repr=False)  # the plugin manager it came from (run hooks)
 
     def add(self, kind: Kind, item: Any, owner: str) -> None:
@@ -227,6 +290,10 @@ class Registry:
             )
         self.entries[kind][name] = item
         self.owners[(kind, name)] = owner
+
+    def owner(self, kind: str, name: str) -> str:
+        """The plugin that registered ``name`` as a ``kind``, or "?"."""
+        return self.owners.get((kind, name), "?")
 
     def get(self, kind: Kind, name: str) -> Any | None:
         return self.entries[kind].get(name)

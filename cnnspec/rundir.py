@@ -8,10 +8,13 @@ import pickle
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
+
+from .errors import CheckpointError
 
 CHECKPOINT_FORMAT = "cnnspec-checkpoint-1"
 SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.json"
@@ -20,10 +23,6 @@ LAST, BEST = "last.pt", "best.pt"
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-class CheckpointError(Exception):
-    """A checkpoint is missing, corrupt, or not a plain weights file."""
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
@@ -61,6 +60,12 @@ def new_run_dir(name: str, output: str | None, base: str = "runs") -> Path:
     return path
 
 
+def spec_text(spec: dict[str, Any]) -> str:
+    """A resolved spec as the YAML a run folder holds (and ``validate --resolved`` prints)."""
+    return "# resolved spec of this run: every default filled in\n" + yaml.safe_dump(
+        spec, sort_keys=False, default_flow_style=None)
+
+
 class RunDir:
     """Reads and writes the files of one run folder."""
 
@@ -68,9 +73,7 @@ class RunDir:
         self.path = Path(path)
 
     def write_spec(self, spec: dict[str, Any]) -> None:
-        text = "# resolved spec of this run: every default filled in\n" + yaml.safe_dump(
-            spec, sort_keys=False, default_flow_style=None
-        )
+        text = spec_text(spec)
         atomic_write(self.path / SPEC_FILE, lambda f: f.write(text))
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:

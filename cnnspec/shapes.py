@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .registry import Shape, ShapeError
+
+
+MAX_REPEAT = 1000  # copies in one repeat
+MAX_LAYERS = 10_000  # layers in a whole model once blocks and repeats are expanded
 
 
 def pair(v: int | Sequence[int]) -> tuple[int, int]:

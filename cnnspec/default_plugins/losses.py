@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..hookspecs import hookimpl
+from ..hookspecs import Register, hookimpl
 from ..registry import LossType, NoParams, Params
 
 
@@ -18,6 +18,7 @@ class CrossEntropy(LossType[CrossEntropyParams]):
     name = "cross_entropy"
     Params = CrossEntropyParams
     description = "softmax cross entropy on logits (torch.nn.CrossEntropyLoss)"
+    soft_targets = True  # torch's loss also takes class probabilities (mixup, cutmix)
 
     def build(self, p: CrossEntropyParams) -> Any:
         from torch import nn
@@ -36,6 +37,6 @@ class NLL(LossType[NoParams]):
 
 
 @hookimpl
-def register_losses(register):  # type: ignore[no-untyped-def]
+def register_losses(register: Register) -> None:
     register(CrossEntropy())
     register(NLL())
