@@ -142,7 +142,7 @@ def compile_block(name: str, raw: Any, owner: str) -> tuple[Block | None, list[t
             problems.append((("layers",) + rpath, f"'${ref}' is not a parameter of block '{name}'{hint}", False))
     if problems:
         return None, problems
-    model = create_model(f"Block_{name}", __base__=Params, **fields)  # type: ignore[call-overload]
+    model = create_model(f"Block_{name}", __base__=Params, **fields)
     return Block(name, d.layers, model, owner, d.description or ""), []
 
 
@@ -151,9 +151,9 @@ class BlockUse(CompositeType[Params]):
 
     def __init__(self, block: Block) -> None:
         self.block = block
-        self.name = block.name  # type: ignore[misc]
-        self.Params = block.args  # type: ignore[misc]
-        self.description = block.description or f"block '{block.name}'"  # type: ignore[misc]
+        self.name = block.name
+        self.Params = block.args
+        self.description = block.description or f"block '{block.name}'"
 
     def paths(self, p: Params) -> list[tuple[str | int, ...]]:
         return []  # its layers come from the definition, not from the use

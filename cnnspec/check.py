@@ -236,7 +236,8 @@ class _Checker:
             return self.repeated(raw, path)
         if isinstance(raw, dict) and "block" in raw:
             if "type" in raw:
-                self.fail(path + ("type",), f"{label}: give either 'type' (a layer) or 'block' (a named block), not both", key=True)
+                self.fail(path + ("type",), f"{label}: give either 'type' (a layer) or 'block' (a named block), "
+                          "not both", key=True)
                 return None
             return self.block_use(raw, path)
         comp = self.component("layer", raw, path)

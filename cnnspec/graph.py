@@ -8,9 +8,10 @@ layers. Every edge carries the shape of the tensor on it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import ExitCode, UnreadableSpec
 from .shapes import Row, ShapeTrace, fmt

@@ -124,14 +124,14 @@ class CompositeType(LayerType[P]):
         """Extra facts shown on its row (``validate`` table and JSON), e.g. {"merge": "concat"}."""
         return {}
 
-    def assemble(self, p: P, shape: Shape, parts: list[Any]) -> "torch.nn.Module":
+    def assemble(self, p: P, shape: Shape, parts: list[Any]) -> torch.nn.Module:
         """One module from the children's modules (torch imported here only)."""
         raise NotImplementedError
 
     def output_shape(self, p: P, shape: Shape) -> Shape:  # composites trace instead
         raise TypeError(f"composite layer '{self.name}' has no output_shape; the core calls trace()")
 
-    def build(self, p: P, shape: Shape) -> "torch.nn.Module":  # composites assemble instead
+    def build(self, p: P, shape: Shape) -> torch.nn.Module:  # composites assemble instead
         raise TypeError(f"composite layer '{self.name}' is assembled from its children, not built")
 
 

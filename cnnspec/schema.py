@@ -12,7 +12,7 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 _LAYERS = {"type": "array", "items": {"$ref": "#/$defs/layer"}}
-_MARKERS = {  # what a composite's child-list fields stand for (see default_plugins/composites.py)
+_MARKERS: dict[str, dict[str, Any]] = {  # what a composite's child-list fields stand for (see default_plugins/composites.py)
     "layers": _LAYERS,
     "branch": {"anyOf": [_LAYERS, {"$ref": "#/$defs/layer"}]},
 }
@@ -65,7 +65,8 @@ def _component(reg: Registry, kind: Kind, defs: dict[str, Any]) -> dict[str, Any
     if kind == "layer":
         block: dict[str, Any] = {"type": "string", "description": "a block under 'blocks:' or from a plugin"}
         options.append({
-            "type": "object", "title": "block", "description": "a use of a named block; the other keys are its arguments",
+            "type": "object", "title": "block",
+            "description": "a use of a named block; the other keys are its arguments",
             "properties": {"block": block, "repeat": _REPEAT}, "required": ["block"],
         })
     return {"anyOf": options}

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from .registry import Shape, ShapeError
-
 
 MAX_REPEAT = 1000  # copies in one repeat
 MAX_LAYERS = 10_000  # layers in a whole model once blocks and repeats are expanded
@@ -80,7 +78,7 @@ class Row:
     type: str
     output_shape: Shape
     params: int
-    children: tuple["Row", ...] = ()
+    children: tuple[Row, ...] = ()
     input_shape: Shape = ()
     info: dict[str, Any] = field(default_factory=dict, compare=False)
     component: Any = field(default=None, compare=False, repr=False)
@@ -89,7 +87,7 @@ class Row:
     def composite(self) -> bool:
         return self.component is None or hasattr(self.component.type, "trace")
 
-    def walk(self, depth: int = 0) -> Iterator[tuple[int, "Row"]]:
+    def walk(self, depth: int = 0) -> Iterator[tuple[int, Row]]:
         """This row and every row below it, depth first, with its nesting depth."""
         yield depth, self
         for c in self.children:

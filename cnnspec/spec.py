@@ -146,7 +146,7 @@ class Component:
     type: Any
     params: Params
     path: KeyPath
-    children: tuple[tuple["Component", ...], ...] = ()
+    children: tuple[tuple[Component, ...], ...] = ()
     trail: tuple[tuple[str, KeyPath], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:

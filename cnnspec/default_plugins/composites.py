@@ -15,7 +15,6 @@ from ..registry import CompositeType, Params, Shape, ShapeError, Tracer
 from ..shapes import MAX_REPEAT, fmt
 from ..types import PosInt
 
-
 # Child lists are checked by the core (with located errors); in the JSON Schema (schema.py) this
 # marker becomes a list of layers.
 LayerList = Annotated[list[Any], WithJsonSchema({"x-cnnspec": "layers"})]
@@ -93,7 +92,8 @@ class Residual(CompositeType[ResidualParams]):
     description = "out = main(x) + shortcut(x) (a ResNet block's skip connection)"
 
     def paths(self, p: ResidualParams) -> list[tuple[str | int, ...]]:
-        return [("layers",)] + ([("shortcut",)] if isinstance(p.shortcut, list) else [])
+        out: list[tuple[str | int, ...]] = [("layers",)]
+        return out + ([("shortcut",)] if isinstance(p.shortcut, list) else [])
 
     def trace(self, p: ResidualParams, shape: Shape, t: Tracer) -> Shape:
         out = t.run(0, shape, group="main")
@@ -135,7 +135,7 @@ class ParallelParams(Params):
 
 class Parallel(CompositeType[ParallelParams]):
     name = "parallel"
-    Params = ParallelParams
+    Params: type[Params] = ParallelParams
     description = "branches on the same input, joined by channel concatenation or by sum"
     merge: str | None = None  # fixed by subclasses (Keras' Add, Concatenate)
 
