@@ -82,6 +82,10 @@ class SpecFile(Section):
         default_factory=list,
         description="plugins to load for this spec: module names, or .py files relative to it",
     )
+    sweep: dict[str, Any] | None = Field(
+        None, exclude=True,
+        description="a hyperparameter search for `cnnspec sweep` (checked by cnnspec.sweepspace; `run` ignores it)",
+    )
 
 
 @dataclass(frozen=True)
