@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE, Problem, SpecError, UnreadableSpec
+from .sweepreport import COUNTED, STATUS
 from .sweepspace import Sweep, check_sweep, check_trial, label
 
 SWEEP_FILE, DB_FILE, TRIALS_DIR = "sweep.json", "sweep.db", "trials"
 FORMAT = "cnnspec-sweep-1"
 HEARTBEAT_S, GRACE_S = 10, 60  # a worker that stops beating for GRACE_S has died: its trial is run again
 POLL_S = 0.2
-STATUS = "cnnspec_status"  # user attr: running, complete, pruned, invalid, failed, interrupted, surplus, error
-COUNTED = ("complete", "pruned", "invalid", "failed")  # these use up one of the sweep's trials
 
 
 class SweepError(Exception):
@@ -210,9 +209,18 @@ class Sweeper:
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 60}  # several workers may share one file
         try:
-            storage = optuna.storages.RDBStorage(
-                self.url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+            for attempt in range(5):  # workers starting together race to create the tables
+                try:
+                    storage = optuna.storages.RDBStorage(
+                        self.url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+                    break
+                except ImportError:
+                    raise
+                except Exception:
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.5 + int.from_bytes(os.urandom(1), "little") / 128)
             s = self.sweep.section
             pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
                                                   n_warmup_steps=s.pruner_warmup_epochs)
@@ -234,7 +242,7 @@ class Sweeper:
             raise
         except ImportError as e:  # e.g. psycopg2 for postgresql://
             raise SweepError(f"the storage {redact(self.url)} needs a driver that is not installed: {e} "
-                             "(for PostgreSQL: pip install psycopg2-binary)") from None
+                             "(for postgresql:// URLs: pip install 'psycopg[binary]', or psycopg2-binary with postgresql+psycopg2://)") from None
         except Exception as e:
             raise SweepError(f"cannot use the storage {redact(self.url)}: {type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
@@ -331,7 +339,7 @@ class Sweeper:
         counted = sum(1 for t in trials if _counted(t))
         if counted >= self.sweep.trials:
             return False
-        self.study.sampler = self._sampler(counted)
+        self.study.sampler = self._sampler(counted)  # the grid picks its point in ask()
         trial = self.study.ask()
         self.study._storage.record_heartbeat(trial._trial_id)
         # another worker may have asked at the same moment: the lower trial numbers keep the slots
@@ -339,6 +347,9 @@ class Sweeper:
         if before >= self.sweep.trials:
             self._tell(trial, optuna.trial.TrialState.FAIL, None, {STATUS: "surplus"})
             return False
+        # values are drawn in suggest_*, after ask: seed them by the trial's place among the
+        # sweep's trials, which no two workers share and which an interrupted trial gives back
+        self.study.sampler = self._sampler(before)
         values = {p.key: self._suggest(trial, p) for p in self.sweep.params}
         data, problems = check_trial(self.located, self.spec.registry, self.sweep, values)
         attrs = {"cnnspec_host": self.host}

@@ -16,8 +16,8 @@ from typing import Any
 from .sweepspace import Param, Sweep, label
 
 RESULTS_JSON, RESULTS_CSV, PLOT_FILE, BEST_FILE = "results.json", "results.csv", "sweep.png", "best.yaml"
-STATUS = "cnnspec_status"
-COUNTED = ("complete", "pruned", "invalid", "failed")
+STATUS = "cnnspec_status"  # user attr: running, complete, pruned, invalid, failed, interrupted, surplus, error
+COUNTED = ("complete", "pruned", "invalid", "failed")  # these use up one of the sweep's trials
 
 
 def best_value(rows: list[dict[str, Any]], metric: str, direction: str) -> float | None:
@@ -65,6 +65,8 @@ def results(study: Any, sweep: Sweep) -> list[dict[str, Any]]:
             "seconds": t.user_attrs.get("cnnspec_seconds"),
             "run_dir": t.user_attrs.get("cnnspec_run_dir") if status != "invalid" else None,
             "host": t.user_attrs.get("cnnspec_host"),
+            "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
+            "finished": t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else None,
             "errors": t.user_attrs.get("cnnspec_errors", []),
             "_shown": {p.key: shown(p, t.params[p.key]) for p in sweep.params if p.key in t.params},
             "_spec": t.user_attrs.get("cnnspec_spec"),
@@ -88,6 +90,8 @@ class Reporter:
 
         self.quiet, self.sweep, self.folder = quiet, sweep, folder
         self.console = Console(highlight=False, soft_wrap=True)
+        if not self.console.is_terminal:  # a log file: room for the whole table
+            self.console = Console(highlight=False, soft_wrap=True, width=200)
         self.rows: list[dict[str, Any]] = []
 
     def _say(self, text: str, style: str | None = None) -> None:
@@ -165,7 +169,7 @@ class Reporter:
                     f"# the trial's resolved spec; train it again with: cnnspec run {BEST_FILE}\n")
             body = head + yaml.safe_dump(b["_spec"], sort_keys=False, default_flow_style=None)
             atomic_write(self.folder / BEST_FILE, lambda f: f.write(body))
-        if final:
+        if final and any(r["status"] in ("complete", "pruned") for r in rows):
             try:
                 plot(rows, s, self.folder / PLOT_FILE)
             except Exception as e:  # e.g. matplotlib missing: the numbers are in results.csv
@@ -235,7 +239,8 @@ def plot(rows: list[dict[str, Any]], sweep: Sweep, out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(params):]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize="small")
+    if axes.flat[0].get_legend_handles_labels()[0]:
+        axes.flat[0].legend(fontsize="small")
     fig.suptitle(f"{sweep.metric} per trial ({len(rows)} trials" + (f", {invalid} invalid or failed, not shown)"
                                                                       if invalid else ")"))
     fig.tight_layout()
