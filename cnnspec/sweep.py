@@ -145,7 +145,12 @@ class Sweeper:
         self.storage_label = redact(args.storage) if args.storage else None
         self.folder, self.resumed = self._folder()
         self.url = args.storage or f"sqlite:///{(self.folder / DB_FILE).resolve()}"
-        self.study = self._study()
+        try:
+            self.study = self._study()
+        except SweepError:
+            if not self.resumed:  # leave no empty sweep folder behind
+                shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         self.report = Reporter(args.quiet, sweep, self.folder)
         self.gpus = _gpus() if args.jobs > 1 and (args.device or "auto").startswith(("auto", "cuda")) else []
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -426,6 +431,8 @@ class Sweeper:
                 env.setdefault(var, str(max(1, self.cores // self.args.jobs)))
             if self.gpus:
                 env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+        if self.gpus:
+            attrs = {**attrs, "cnnspec_gpu": env["CUDA_VISIBLE_DEVICES"]}
         for k, v in {**attrs, STATUS: "running", "cnnspec_run_dir": str(run_dir.resolve())}.items():
             trial.set_user_attr(k, v)
         with open(log, "wb") as out:
@@ -445,27 +452,25 @@ class Sweeper:
 
     def _poll(self, job: Job) -> None:
         """Report the child's new epochs to Optuna (pruning if told to) and finish it when it exits."""
-        rows = self._new_rows(job)
+        rc = job.proc.poll()  # before reading: once it has exited, every epoch is on disk
         metric = self.sweep.metric
-        for row in rows:
+        for row in self._new_rows(job):
             job.epochs += 1
             value = row.get(metric)
             if job.pruned or not isinstance(value, (int, float)):
                 continue
-            try:
+            try:  # every epoch is reported, even after the child ended: later trials' median needs it
                 job.trial.report(float(value), step=int(row.get("epoch", job.epochs)))
                 if job.trial.should_prune() and not self.stop:
                     job.pruned = True
-                    self._signal(job, signal.SIGINT)  # it saves a checkpoint and stops
+                    if rc is None:
+                        self._signal(job, signal.SIGINT)  # it saves a checkpoint and stops
             except Exception as e:  # e.g. the trial was failed as stale by another worker
                 self.report.note(f"trial {job.number}: {e}")
-        rc = job.proc.poll()
         if rc is None:
             if job.signalled is not None and time.monotonic() - job.signalled > 60:
                 self._signal(job, signal.SIGKILL)  # it did not stop in a minute
             return
-        if rows or job.epochs == 0:
-            self._new_rows(job)  # the last epoch may land just before exit
         del self.jobs[job.number]
         self._finish(job, rc)
         self.report.write(self.study, self._storage_shown())

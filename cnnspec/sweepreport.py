@@ -65,6 +65,7 @@ def results(study: Any, sweep: Sweep) -> list[dict[str, Any]]:
             "seconds": t.user_attrs.get("cnnspec_seconds"),
             "run_dir": t.user_attrs.get("cnnspec_run_dir") if status != "invalid" else None,
             "host": t.user_attrs.get("cnnspec_host"),
+            "gpu": t.user_attrs.get("cnnspec_gpu"),
             "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
             "finished": t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else None,
             "errors": t.user_attrs.get("cnnspec_errors", []),

@@ -148,6 +148,7 @@ def test_quickstart_sweep_reports_impossible_trials_and_best_spec_reproduces(cli
 sweep:
   sampler: grid
   metric: val_accuracy
+  pruner_startup_trials: 1            # the second trained trial is pruned if worse after an epoch
   space:
     layers.4.kernel_size: [2, 9]        # 9: the pool window is larger than the 8x8 feature map
     layers.6: [{type: dropout, p: 0.25}, identity]   # a whole layer as the value
@@ -158,7 +159,8 @@ sweep:
     assert res.code == 0, res.text
     doc = results(out)
     rows = {r["trial"]: r for r in doc["trials"]}
-    assert sorted(rows) == [0, 1, 2, 3] and doc["counts"] == {"complete": 2, "pruned": 0, "invalid": 2, "failed": 0}
+    assert sorted(rows) == [0, 1, 2, 3] and doc["counts"]["invalid"] == 2
+    trained = []
     for n, r in rows.items():
         if r["params"]["layers.4.kernel_size"] == 9:
             assert r["status"] == "invalid" and r["run_dir"] is None and r["epochs"] == 0
@@ -169,10 +171,16 @@ sweep:
             assert err in res.out
             assert f"{n:04d}" not in trial_dirs(out)  # nothing was trained
         else:
-            assert r["status"] == "complete" and r["epochs"] == 2
             metrics = [json.loads(ln) for ln in (out / "trials" / f"{n:04d}" / "metrics.jsonl").read_text().splitlines()]
-            assert r["value"] == max(m["val_accuracy"] for m in metrics)
-    assert [rows[n]["params"]["layers.6"] for n in rows if rows[n]["status"] == "complete"] in (
+            trained.append((n, r, [m["val_accuracy"] for m in metrics]))
+    (n1, first, acc1), (n2, second, acc2) = sorted(trained, key=lambda t: t[0])
+    assert first["status"] == "complete" and first["epochs"] == 2 and first["value"] == max(acc1)
+    if acc2[0] < acc1[0]:  # the median rule after one epoch: worse than the only finished trial
+        assert second["status"] == "pruned" and second["last_value"] == acc2[0], (acc1, acc2, second)
+        assert doc["counts"]["pruned"] == 1
+    else:
+        assert second["status"] == "complete" and second["value"] == max(acc2), (acc1, acc2, second)
+    assert [first["params"]["layers.6"], second["params"]["layers.6"]] in (
         [{"type": "dropout", "p": 0.25}, "identity"], ["identity", {"type": "dropout", "p": 0.25}])
     assert (out / "results.csv").read_text().count("\n") == 5 and (out / "sweep.png").stat().st_size > 1000
     best = doc["best"]
@@ -184,7 +192,8 @@ sweep:
     assert max(m["val_accuracy"] for m in metrics) == best["value"]
 
 
-def test_sqlite_sweep_with_two_jobs_runs_every_trial_once_in_parallel(cli, write, tmp_path):
+def test_sqlite_sweep_with_two_jobs_runs_every_trial_once_in_parallel(cli, write, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # two "GPUs": each child gets one (CPU trials here)
     out = tmp_path / "sweep"
     res = cli("sweep", write(TINY_SWEEP % 4), "-j", "2", "--output", str(out), "--quiet")
     assert res.code == 0, res.text
@@ -196,6 +205,7 @@ def test_sqlite_sweep_with_two_jobs_runs_every_trial_once_in_parallel(cli, write
     assert len(list((out / "trials").glob("*.log"))) == 4  # four children started, no more
     spans = sorted((datetime.fromisoformat(r["started"]), datetime.fromisoformat(r["finished"])) for r in doc["trials"])
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans  # two trained at the same time
+    assert {r["gpu"] for r in doc["trials"][:2]} == {"5", "7"}
     study = optuna.load_study(study_name=doc["study"], storage=f"sqlite:///{out / 'sweep.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 4
 
@@ -229,11 +239,12 @@ def test_two_workers_share_one_postgresql_study(tmp_path, write):
 def test_ctrl_c_then_the_same_command_continues_without_repeating(tmp_path, write):
     spec = write(TINY_SWEEP % 2)
     out = tmp_path / "sweep"
-    cmd = sweep_cmd(spec, "--output", str(out), "--quiet")
+    # long enough trials that Ctrl-C lands in trial 1's training, not after it
+    cmd = sweep_cmd(spec, "--set", "train.epochs=150", "--output", str(out), "--quiet")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:  # trial 0 finished and trial 1 started: interrupt now
-        if (out / "trials" / "0001.yaml").exists() and (out / "results.json").exists():
+    while time.monotonic() < deadline:  # trial 0 finished and trial 1 is training: interrupt now
+        if (out / "trials" / "0001" / "metrics.jsonl").exists():
             break
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
