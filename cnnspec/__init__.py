@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .errors import Problem, SpecError
 from .spec import Spec
@@ -10,41 +11,31 @@ from .spec import Spec
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
+    from .check import CheckResult
     from .registry import Registry
 
 __all__ = ["Problem", "Spec", "SpecError", "build_model", "check_file", "load_spec", "loads_spec"]
 __version__ = "0.1.0"
 
 
-def check_file(path: str, registry: "Registry | None" = None, plugins: Sequence[str] = ()) -> Any:
+def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> CheckResult:
     """Check a spec file and return a ``cnnspec.check.CheckResult`` (never raises SpecError).
 
     ``plugins`` are extra plugin modules or .py files to load, like ``-p`` on the command line.
     """
-    from .check import CheckResult, check
-    from .yamlpos import load_file
+    from .check import check_file as _check_file
 
-    try:
-        located = load_file(path)
-    except SpecError as e:
-        return CheckResult(path, problems=e.problems)
-    result = check(located, registry, plugins)
-    if isinstance(located.data, dict) and isinstance(located.data.get("sweep"), dict):
-        from .sweepspace import with_sweep_problems  # the sweep section, checked like the rest
-
-        result = with_sweep_problems(located, result)
-    return result
+    return _check_file(path, registry, plugins)
 
 
-def load_spec(path: str, registry: "Registry | None" = None, plugins: Sequence[str] = ()) -> Spec:
+def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:
     """Load and validate a spec file; raise SpecError with every located problem."""
-    result = check_file(path, registry, plugins)
-    if result.spec is None:
-        raise SpecError(result.problems, path)
-    return result.spec
+    from .check import load_spec as _load_spec
+
+    return _load_spec(path, registry, plugins)
 
 
-def loads_spec(text: str, file: str = "<string>", registry: "Registry | None" = None) -> Spec:
+def loads_spec(text: str, file: str = "<string>", registry: Registry | None = None) -> Spec:
     """Like load_spec, from YAML text."""
     from .check import check
     from .yamlpos import load
@@ -55,7 +46,7 @@ def loads_spec(text: str, file: str = "<string>", registry: "Registry | None" = 
     return result.spec
 
 
-def build_model(spec: Spec) -> "nn.Sequential":
+def build_model(spec: Spec) -> nn.Sequential:
     """Compile a checked spec into a ``torch.nn.Sequential`` (imports torch)."""
     from .build import build_model as _build
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
+from .errors import PluginError
 from .plugins import call_plugin
+from .registry import WeightInitParams
 from .spec import Spec
 
-_INIT = {
+_INIT: dict[str, Callable[[torch.Tensor], object]] = {
     "xavier_uniform": nn.init.xavier_uniform_,
     "xavier_normal": nn.init.xavier_normal_,
     "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
@@ -22,6 +26,13 @@ _INIT = {
 }
 
 
+def _init_weight(module: nn.Module, name: str) -> None:
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        with torch.no_grad():
+            _INIT[name](weight)
+
+
 def build_model(spec: Spec) -> nn.Sequential:
     """Build the model layer by layer from the shapes the spec's trace computed."""
     modules: list[nn.Module] = []
@@ -29,13 +40,12 @@ def build_model(spec: Spec) -> nn.Sequential:
     for comp, row in zip(spec.layers, spec.trace.rows):
         module = call_plugin(spec.registry, "layer", comp.name, comp.type.build, comp.params, shape)
         if not isinstance(module, nn.Module):
-            raise TypeError(f"layer type '{comp.name}' built {type(module).__name__}, not an nn.Module")
-        init = getattr(comp.params, "init", None)
-        if isinstance(init, str):
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, torch.Tensor):
-                with torch.no_grad():
-                    _INIT[init](weight)
+            owner = spec.registry.owner("layer", comp.name)
+            raise PluginError(f"layer type '{comp.name}' (from plugin '{owner}') built "
+                              f"{type(module).__name__}, not a torch.nn.Module")
+        # only layers that declare WeightInitParams take `init`; a plugin's own `init` is its own
+        if isinstance(comp.params, WeightInitParams) and comp.params.init is not None:
+            call_plugin(spec.registry, "layer", comp.name, _init_weight, module, comp.params.init)
         modules.append(module)
         shape = row.output_shape
     return nn.Sequential(*modules)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import Path, Problem, did_you_mean, path_str
+from .errors import KeyPath, Problem, SpecError, did_you_mean, path_str
 from .registry import Kind, Registry
 from .shapes import ShapeTrace, fmt, trace
 from .spec import Component, DataSection, Spec, SpecFile, TrainSection
@@ -45,7 +46,7 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
     problems: list[Problem] = []
     if registry is None:
         modules = [load_local_plugin(ref) for ref in plugins]
-        base = FsPath(located.file).parent
+        base = Path(located.file).parent
         for i, ref in enumerate(listed if isinstance(listed, list) else []):
             if isinstance(ref, str):
                 try:
@@ -64,13 +65,37 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
     return c.run()
 
 
+def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> CheckResult:
+    """Read and check a spec file; YAML problems come back as problems, never as SpecError."""
+    from .yamlpos import load_file
+
+    try:
+        located = load_file(path)
+    except SpecError as e:
+        return CheckResult(path, problems=e.problems)
+    result = check(located, registry, plugins)
+    if isinstance(located.data, dict) and isinstance(located.data.get("sweep"), dict):
+        from .sweepspace import with_sweep_problems  # the sweep section, checked like the rest
+
+        result = with_sweep_problems(located, result)
+    return result
+
+
+def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:
+    """Read and check a spec file; raise SpecError with every located problem."""
+    result = check_file(path, registry, plugins)
+    if result.spec is None:
+        raise SpecError(result.problems, path)
+    return result.spec
+
+
 class _Checker:
     def __init__(self, located: Located, registry: Registry) -> None:
         self.loc = located
         self.reg = registry
         self.problems: list[Problem] = []
 
-    def fail(self, path: Path, message: str, *, key: bool = False) -> None:
+    def fail(self, path: KeyPath, message: str, *, key: bool = False) -> None:
         self.problems.append(self.loc.problem(path, message, key=key))
 
     def run(self) -> CheckResult:
@@ -83,7 +108,7 @@ class _Checker:
         source = self.validate_model(SpecFile, data, (), "")
         raw_layers = data.get("layers")
         layers = self.layers(raw_layers) if isinstance(raw_layers, list) else None
-        train = data.get("train") if isinstance(data.get("train"), dict) else {}
+        train: dict[str, Any] = data["train"] if isinstance(data.get("train"), dict) else {}
         defaults = TrainSection.model_fields
         optimizer = self.component("optimizer", train.get("optimizer", defaults["optimizer"].default),
                                    ("train", "optimizer"))
@@ -97,9 +122,8 @@ class _Checker:
 
         inp = data.get("input")
         # shapes need only a valid input and valid layers: other sections' problems are independent
-        input_ok = isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
-            type(d) is int and d >= 1 for d in inp)
-        if layers is not None and input_ok:
+        if layers is not None and isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
+                type(d) is int and d >= 1 for d in inp):
             result.trace = self.shapes(tuple(inp), layers)
             if result.trace.complete and dataset is not None:
                 self.dataset_fits(dataset, tuple(inp), result.trace)
@@ -109,13 +133,13 @@ class _Checker:
             result.spec = Spec(
                 file=self.loc.file, source=source, layers=layers, trace=result.trace,
                 optimizer=optimizer, scheduler=scheduler, loss=loss, dataset=dataset,
-                registry=self.reg,
+                registry=self.reg, located=self.loc,
             )
         return result
 
     # -- schema ---------------------------------------------------------------------------
 
-    def validate_model(self, model: type[BaseModel], data: Any, base: Path, prefix: str) -> Any:
+    def validate_model(self, model: type[BaseModel], data: Any, base: KeyPath, prefix: str) -> Any:
         try:
             return model.model_validate(data)
         except ValidationError as e:
@@ -123,7 +147,7 @@ class _Checker:
                 self.fail(base + path, prefix + message, key=key)
             return None
 
-    def parse_ref(self, kind: Kind, raw: Any, path: Path) -> tuple[str, dict[str, Any]] | None:
+    def parse_ref(self, kind: Kind, raw: Any, path: KeyPath) -> tuple[str, dict[str, Any]] | None:
         """A bare name or {type: NAME, ...} as (name, params); None after reporting a problem."""
         if isinstance(raw, str):
             return raw, {}
@@ -139,7 +163,7 @@ class _Checker:
         self.fail(path, f"{path_str(path)}: expected a {kind} name or {{type: NAME, ...}}, got {_kind(raw)}")
         return None
 
-    def component(self, kind: Kind, raw: Any, path: Path) -> Component | None:
+    def component(self, kind: Kind, raw: Any, path: KeyPath) -> Component | None:
         parsed = self.parse_ref(kind, raw, path)
         if parsed is None:
             return None
@@ -220,7 +244,7 @@ def _known(names: list[str]) -> str:
     return f" (known: {', '.join(names)})" if names and len(names) <= 12 else ""
 
 
-def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path, tuple[Any, ...]]:
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[KeyPath, tuple[Any, ...]]:
     """Split a pydantic loc into the part that exists in the data and the rest (union tags...)."""
     path: list[str | int] = []
     cur = data
@@ -235,7 +259,7 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path, tuple[Any, ...]]:
     return tuple(path), ()
 
 
-def _fields_at(model: type[BaseModel], path: Path) -> list[str]:
+def _fields_at(model: type[BaseModel], path: KeyPath) -> list[str]:
     """Field names of the (sub)model at ``path``, for did-you-mean suggestions."""
     if len(path) == 1 and model is SpecFile and path[0] in _SECTIONS:
         return list(_SECTIONS[str(path[0])].model_fields)
@@ -280,7 +304,8 @@ def _plain(err: Any) -> str:
     if t in ("string_type",):
         return f"must be text{got}"
     if t == "literal_error":
-        extra = did_you_mean(str(value), [s.strip(" '") for s in str(ctx.get("expected", "")).replace(" or ", ",").split(",")])
+        expected = str(ctx.get("expected", "")).replace(" or ", ",").split(",")
+        extra = did_you_mean(str(value), [s.strip(" '") for s in expected])
         return f"must be {ctx.get('expected')}{got}{extra}"
     if t == "string_pattern_mismatch":
         return f"does not match the pattern {ctx.get('pattern')}{got}"
@@ -298,12 +323,12 @@ def _plain(err: Any) -> str:
     return msg[0].lower() + msg[1:] + got
 
 
-def _explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tuple[Path, str, bool]]:
+def _explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tuple[KeyPath, str, bool]]:
     """Pydantic errors as (path, message, point-at-key) triples, unions merged into one line."""
-    groups: dict[Path, list[tuple[tuple[Any, ...], Any]]] = {}
-    out: list[tuple[Path, str, bool]] = []
+    groups: dict[KeyPath, list[tuple[tuple[Any, ...], Any]]] = {}
+    out: list[tuple[KeyPath, str, bool]] = []
     errors = e.errors()
-    short: set[Path] = set()
+    short: set[KeyPath] = set()
     for err in errors:
         loc = tuple(err["loc"])
         where = path_str(loc[:-1])

@@ -5,21 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE
+from .errors import CnnspecError, ExitCode, UsageError
 
+CHECKPOINT_HELP = ("best: the epoch with the best validation accuracy (runs with data.val_split > 0), "
+                   "else the last epoch; last: the last epoch")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's default exits; keep main() in charge
+    def error(self, message: str) -> NoReturn:  # argparse's default exits; keep main() in charge
         self.print_usage(sys.stderr)
-        raise _UsageError(f"{self.prog}: error: {message}")
-
-
-class _UsageError(Exception):
-    pass
+        raise UsageError(f"{self.prog}: error: {message}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="test-split metrics and confusion matrix of a finished run")
     ev.add_argument("run_dir", metavar="RUN_DIR")
-    ev.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    ev.add_argument("--checkpoint", choices=("best", "last"), default="best", help=CHECKPOINT_HELP)
     ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:N, mps")
     ev.add_argument("--format", choices=("text", "json"), default="text")
     ev.set_defaults(func=cmd_eval)
@@ -78,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--top", type=int, default=3, help="how many classes to show (3)")
     pr.add_argument("--invert", action="store_true",
                     help="invert the images first (dark ink on white paper, for MNIST-like models)")
-    pr.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    pr.add_argument("--checkpoint", choices=("best", "last"), default="best", help=CHECKPOINT_HELP)
     pr.add_argument("--format", choices=("text", "json"), default="text")
     pr.set_defaults(func=cmd_predict)
 
@@ -86,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("run_dir", metavar="RUN_DIR")
     ex.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
     ex.add_argument("--output", "-o", metavar="FILE", help="default RUN_DIR/model.<format>")
-    ex.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    ex.add_argument("--checkpoint", choices=("best", "last"), default="best", help=CHECKPOINT_HELP)
     ex.set_defaults(func=cmd_export)
 
     pt = sub.add_parser("plot", help="compare the training curves of runs in one PNG")
@@ -117,43 +116,46 @@ def _plugin_option(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 ok, 1 invalid spec, 2 usage or I/O)."""
+    """Run the command line; return the exit status (see ``errors.ExitCode``).
+
+    The one place where a failure becomes an exit status: every user-facing error is a
+    ``CnnspecError`` that knows its status and its lines; anything else is a bug and shows
+    its traceback.
+    """
     try:
         args = _parser().parse_args(argv)
-    except _UsageError as e:
-        print(e, file=sys.stderr)
-        return EXIT_USAGE
+        return int(args.func(args) or ExitCode.OK)
     except SystemExit as e:  # --help, --version
         return int(e.code or 0)
-    from .plugins import PluginError
-
-    try:
-        return int(args.func(args))
-    except PluginError as e:
-        print(f"cnnspec: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    except CnnspecError as e:
+        for line in e.lines():
+            print(line, file=sys.stderr)
+        return int(e.exit_code)
     except KeyboardInterrupt:  # outside training (which saves first), e.g. while loading data
         print("cnnspec: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:  # `cnnspec ... | head`: the reader left; say nothing more
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        return int(ExitCode.OK)
+    except OSError as e:  # an output path in a missing folder, a full disk, ...
+        print(f"cnnspec: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return int(ExitCode.USAGE)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def cmd_validate(args: argparse.Namespace) -> ExitCode:
     from . import check_file
     from .errors import UnreadableSpec
     from .report import print_problems, print_table, result_json
 
-    status = EXIT_OK
+    status = ExitCode.OK
     docs = []
     for path in args.specs:
         try:
             result = check_file(path, plugins=args.plugins)
-        except UnreadableSpec as e:
-            status = EXIT_USAGE
+        except UnreadableSpec as e:  # one unreadable file among several: report it, check the rest
+            status = ExitCode.USAGE
             if args.format == "json":
                 docs.append({"path": path, "valid": False, "errors": [
                     {"line": 0, "column": 0, "message": str(e)}], "input_shape": None,
@@ -161,8 +163,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             else:
                 print(f"cnnspec: error: {e}", file=sys.stderr)
             continue
-        if not result.valid and status == EXIT_OK:
-            status = EXIT_INVALID
+        if not result.valid and status == ExitCode.OK:
+            status = ExitCode.INVALID
         if args.format == "json":
             docs.append(result_json(result))
         elif result.valid:
@@ -178,19 +180,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> None:
     from .runner import run_command
 
-    return run_command(args)
+    run_command(args)
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def cmd_sweep(args: argparse.Namespace) -> None:
     from .sweep import sweep_command
 
-    return sweep_command(args)
+    sweep_command(args)
 
 
-def cmd_plugins(args: argparse.Namespace) -> int:
+def cmd_plugins(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -203,114 +205,70 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for col in ("plugin", "from", "registers"):
         table.add_column(col)
     for name in pm.sources:
-        owned = [f"{k}: {', '.join(n for n in reg.names(k) if reg.owners[(k, n)] == name)}"
-                 for k in KINDS if any(reg.owners[(k, n)] == name for n in reg.names(k))]
+        owned = [f"{k}: {', '.join(n for n in reg.names(k) if reg.owner(k, n) == name)}"
+                 for k in KINDS if any(reg.owner(k, n) == name for n in reg.names(k))]
         shown = name.removeprefix("cnnspec.default_plugins.")
         table.add_row(shown, pm.sources[name], "\n".join(owned) or "(hooks only)")
     Console(highlight=False, soft_wrap=True).print(table)
-    return EXIT_OK
 
 
-def cmd_schema(args: argparse.Namespace) -> int:
+def cmd_schema(args: argparse.Namespace) -> None:
     from .plugins import default_registry, load_local_plugin, registry_with
     from .schema import json_schema
 
     reg = registry_with([load_local_plugin(p) for p in args.plugins]) if args.plugins else default_registry()
     text = json.dumps(json_schema(reg), indent=2) + "\n"
     if args.output:
-        try:
-            with open(args.output, "w") as f:
-                f.write(text)
-        except OSError as e:
-            print(f"cnnspec: error: {args.output}: {e.strerror or e}", file=sys.stderr)
-            return EXIT_USAGE
+        with open(args.output, "w") as f:  # an OSError is reported by main
+            f.write(text)
     else:
         sys.stdout.write(text)
-    return EXIT_OK
 
 
-def _run_tool(fn: Callable[[], int]) -> int:
-    """Run a finished-run tool, turning its user-facing failures into exit status 2."""
-    from .data import DataError
-    from .errors import SpecError, UnreadableSpec
-    from .rundir import CheckpointError
-    from .tools import ToolError
-    from .train import DeviceError
+def cmd_eval(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
 
-    try:
-        return fn()
-    except SpecError as e:
-        for p in e.problems:
-            print(p.format(), file=sys.stderr)
-        return EXIT_INVALID
-    except (CheckpointError, ToolError, DataError, DeviceError, UnreadableSpec) as e:
-        print(f"cnnspec: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:  # an output path in a missing folder, a full disk, ...
-        print(f"cnnspec: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return EXIT_USAGE
+    from .tools import evaluate, load_run
+    from .train import resolve_device
 
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    def go() -> int:
-        from .tools import evaluate, load_run
-        from .train import resolve_device
-
-        result = evaluate(load_run(args.run_dir, args.checkpoint), resolve_device(args.device))
-        if args.format == "json":
-            print(json.dumps(result))
-            return EXIT_OK
-        from rich.console import Console
-        from rich.table import Table
-
-        console = Console(highlight=False, soft_wrap=True)
-        console.print(f"{result['checkpoint']}: {result['samples']:,} test samples, "
-                      f"loss {result['loss']:.4f}, accuracy [bold]{result['accuracy']:.4f}[/bold]")
-        table = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
-        table.add_column("class")
-        for name in result["classes"]:
-            table.add_column(name[:8], justify="right")
-        table.add_column("acc", justify="right")
-        for name, row, acc in zip(result["classes"], result["confusion"], result["per_class_accuracy"]):
-            table.add_row(name, *map(str, row), f"{acc:.3f}")
-        console.print(table)
-        return EXIT_OK
-
-    return _run_tool(go)
+    result = evaluate(load_run(args.run_dir, args.checkpoint), resolve_device(args.device))
+    if args.format == "json":
+        print(json.dumps(result))
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"{result['checkpoint']}: {result['samples']:,} test samples, "
+                  f"loss {result['loss']:.4f}, accuracy [bold]{result['accuracy']:.4f}[/bold]")
+    table = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+    table.add_column("class")
+    for name in result["classes"]:
+        table.add_column(name[:8], justify="right")
+    table.add_column("acc", justify="right")
+    for name, row, acc in zip(result["classes"], result["confusion"], result["per_class_accuracy"]):
+        table.add_row(name, *map(str, row), f"{acc:.3f}")
+    console.print(table)
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    def go() -> int:
-        from .tools import load_run, predict
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .tools import load_run, predict
 
-        results = predict(load_run(args.run_dir, args.checkpoint), args.images, max(1, args.top), args.invert)
-        if args.format == "json":
-            print(json.dumps(results))
-            return EXIT_OK
-        for r in results:
-            best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
-            print(f"{r['image']}: {best}")
-        return EXIT_OK
-
-    return _run_tool(go)
+    results = predict(load_run(args.run_dir, args.checkpoint), args.images, max(1, args.top), args.invert)
+    if args.format == "json":
+        print(json.dumps(results))
+        return
+    for r in results:
+        best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
+        print(f"{r['image']}: {best}")
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    def go() -> int:
-        from .tools import export, load_run
+def cmd_export(args: argparse.Namespace) -> None:
+    from .tools import export, load_run
 
-        path = export(load_run(args.run_dir, args.checkpoint), args.format, args.output)
-        print(f"wrote {path} ({args.format}; input: images scaled to [0, 1], any batch size)")
-        return EXIT_OK
-
-    return _run_tool(go)
+    path = export(load_run(args.run_dir, args.checkpoint), args.format, args.output)
+    print(f"wrote {path} ({args.format}; input: images scaled to [0, 1], any batch size)")
 
 
-def cmd_plot(args: argparse.Namespace) -> int:
-    def go() -> int:
-        from .tools import plot
+def cmd_plot(args: argparse.Namespace) -> None:
+    from .tools import plot
 
-        print(f"wrote {plot(args.run_dirs, args.output)}")
-        return EXIT_OK
-
-    return _run_tool(go)
+    print(f"wrote {plot(args.run_dirs, args.output)}")

@@ -68,8 +68,8 @@ def shard(perm: torch.Tensor, world: World, batch_size: int) -> tuple[torch.Tens
     len(perm) / (world.size * batch_size), which the next epoch's reshuffle covers.
     """
     per_rank = len(perm) // world.size
-    steps = per_rank // batch_size if per_rank >= batch_size else 1
-    take = min(per_rank, steps * batch_size) if per_rank >= batch_size else per_rank
+    steps = max(1, per_rank // batch_size)  # a split smaller than a batch is one short step
+    take = steps * batch_size if per_rank >= batch_size else per_rank
     mine = perm[world.rank * take:(world.rank + 1) * take] if world.distributed else perm[:take]
     return mine, steps
 

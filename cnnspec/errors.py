@@ -1,16 +1,30 @@
-"""Located problems in a spec file, and the exception that carries them."""
+"""Every way cnnspec fails for a user: located problems, one error tree, one ExitCode enum.
+
+``cli.main`` is the only place that turns an error into an exit status: each error class
+carries its ``exit_code``, and ``lines()`` is what the user reads on stderr.
+"""
 
 from __future__ import annotations
 
 import difflib
+import enum
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import ClassVar
 
-# Exit statuses of the command line (SPEC.md section 2, plus 3 and 130 for `run`).
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+class ExitCode(enum.IntEnum):
+    """Exit statuses of the command line (SPEC.md section 2, plus 3 and 130 for `run`)."""
+
+    OK = 0
+    INVALID = 1  # the spec is invalid: YAML, schema, shapes, fit with the data
+    USAGE = 2  # the command line is wrong, or a file, dataset, device or plugin cannot be used
+    FAILED = 3  # training started and failed (diverged, a plugin raised mid-run)
+    INTERRUPTED = 130  # Ctrl-C; a resumable checkpoint is saved where one could be
+
 
 # A path into the spec's plain data: keys and list indices, e.g. ("layers", 2, "kernel_size").
-Path = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, order=True)
@@ -20,7 +34,7 @@ class Problem:
     line: int
     column: int
     message: str
-    path: Path = field(default=(), compare=False)
+    path: KeyPath = field(default=(), compare=False)
     file: str = field(default="", compare=False)
 
     def format(self) -> str:
@@ -36,20 +50,98 @@ class Problem:
         }
 
 
-class SpecError(Exception):
+class CnnspecError(Exception):
+    """Base of every user-facing failure; ``exit_code`` says how the command ends.
+
+    ``message=None`` means the failure was already reported (another rank of a
+    data-parallel run said it): the status still counts, nothing more is printed.
+    """
+
+    exit_code: ClassVar[ExitCode] = ExitCode.USAGE
+
+    def __init__(self, message: str | None = "") -> None:
+        super().__init__(message or "")
+        self.silent = message is None
+
+    def lines(self) -> list[str]:
+        """What the user reads on stderr, one line each."""
+        return [] if self.silent else [f"cnnspec: error: {self}"]
+
+
+class SpecError(CnnspecError):
     """A spec is invalid; ``problems`` lists every located problem found in one pass."""
+
+    exit_code = ExitCode.INVALID
 
     def __init__(self, problems: Sequence[Problem], file: str = "") -> None:
         self.problems = sorted(problems)
         self.file = file
         super().__init__("\n".join(p.format() for p in self.problems) or "invalid spec")
 
+    def lines(self) -> list[str]:
+        return [p.format() for p in self.problems]
 
-class UnreadableSpec(Exception):
+
+class UsageError(CnnspecError):
+    """The command line is wrong (argparse's message, or arguments that contradict)."""
+
+    def lines(self) -> list[str]:
+        return [str(self)]
+
+
+class UnreadableSpec(CnnspecError):
     """The spec file cannot be read at all (missing, a directory, no permission)."""
 
 
-def path_str(path: Path) -> str:
+class OverrideError(CnnspecError):
+    """A --set argument is malformed or names no place in the spec."""
+
+
+class PluginError(CnnspecError):
+    """A plugin failed to load, to register or to build; the message names the plugin."""
+
+
+class DataError(CnnspecError):
+    """A dataset is missing, unreadable or inconsistent; the message says what to do."""
+
+
+class DeviceError(CnnspecError):
+    """The requested device is not available on this machine."""
+
+
+class CheckpointError(CnnspecError):
+    """A checkpoint is missing, corrupt, or not a plain weights file."""
+
+
+class ToolError(CnnspecError):
+    """A finished-run tool (eval, predict, export, plot) cannot do what was asked."""
+
+
+class RunFolderError(CnnspecError):
+    """A run folder cannot be made, resumed or written (exists, not empty, no space...)."""
+
+
+class SetupError(SpecError):
+    """The spec cannot train as written, found while setting up (located like validate's errors)."""
+
+
+class TrainingFailed(CnnspecError):
+    """Training started and could not go on; what was saved is kept."""
+
+    exit_code = ExitCode.FAILED
+
+
+class NonFiniteLoss(TrainingFailed):
+    """The training loss became NaN or infinite."""
+
+
+class Interrupted(CnnspecError):
+    """The user pressed Ctrl-C; the message says what was saved and how to continue."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+def path_str(path: KeyPath) -> str:
     """Render a path the way a user reads it: ``layers[2].kernel_size``."""
     out = ""
     for part in path:

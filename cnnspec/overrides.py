@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
-from .errors import Path
+from .errors import KeyPath, OverrideError
 from .yamlpos import Located
 
-
-class OverrideError(Exception):
-    """A --set argument is malformed or names no place in the spec."""
+__all__ = ["OverrideError", "apply", "parse", "set_path"]
 
 
-def parse(arg: str) -> tuple[Path, Any]:
+def parse(arg: str) -> tuple[KeyPath, Any]:
     """``train.optimizer.lr=3e-4`` -> (("train", "optimizer", "lr"), 0.0003); values are YAML."""
     key, sep, raw = arg.partition("=")
     if not sep or not key.strip():
@@ -36,11 +35,11 @@ def parse(arg: str) -> tuple[Path, Any]:
     return tuple(path), value
 
 
-def _default_component(path: Path) -> str | None:
+def _default_component(path: KeyPath) -> str | None:
     """The default type of a component the spec left out (train.optimizer -> adam)."""
     from .spec import DataSection, TrainSection
 
-    sections = {"train": TrainSection, "data": DataSection}
+    sections: dict[str, type[BaseModel]] = {"train": TrainSection, "data": DataSection}
     if len(path) == 2 and path[0] in sections:
         field = sections[str(path[0])].model_fields.get(str(path[1]))
         if field is not None and isinstance(field.default, str):
@@ -48,7 +47,7 @@ def _default_component(path: Path) -> str | None:
     return None
 
 
-def set_path(data: Any, path: Path, value: Any) -> None:
+def set_path(data: Any, path: KeyPath, value: Any) -> None:
     """Set ``path`` in plain spec data to ``value``, as --set does: missing mappings are made
     (an omitted optimizer or loss gets its default type), a bare component name becomes
     ``{type: NAME}``, lists are indexed by number. Raises OverrideError naming the first part

@@ -8,15 +8,16 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
 from . import hookspecs
-from .errors import did_you_mean
+from .errors import PluginError, did_you_mean
 from .registry import DuplicateName, Registry
 
 ENTRY_POINT_GROUP = "cnnspec"
@@ -29,12 +30,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "cnnspec.default_plugins.optimizers",
     "cnnspec.default_plugins.schedulers",
     "cnnspec.default_plugins.losses",
+    "cnnspec.default_plugins.mnist",
+    "cnnspec.default_plugins.cifar",
+    "cnnspec.default_plugins.image_folder",
     "cnnspec.default_plugins.datasets",
 )
-
-
-class PluginError(Exception):
-    """A plugin failed to load or to register; the message names the plugin."""
 
 
 class PluginManager(pluggy.PluginManager):
@@ -64,9 +64,9 @@ def get_plugin_manager(
                 continue
             file = getattr(plugin, "__file__", None)
             local = getattr(plugin, "__name__", "").startswith("cnnspec_local_")
-            name = pm.register(plugin, name=file if local else None)  # name local files by path
-            if name is not None:
-                pm.sources[name] = file or "registered in code"
+            registered = pm.register(plugin, name=file if local else None)  # name local files by path
+            if registered is not None:
+                pm.sources[registered] = file or "registered in code"
         pm.check_pending()  # a hookimpl whose name matches no hook is a typo
     except pluggy.PluginValidationError as e:
         who = pm.get_name(e.plugin) or getattr(e.plugin, "__name__", type(e.plugin).__name__)
@@ -104,7 +104,7 @@ def installed_entrypoints() -> list[tuple[str, str, str]]:
     try:
         data = json.loads(cache.read_text())
         if data.get("key") == key:
-            return [tuple(e) for e in data["entry_points"]]  # type: ignore[misc]
+            return [(str(a), str(b), str(c)) for a, b, c in data["entry_points"]]
     except (OSError, ValueError, AttributeError, TypeError):
         pass
     from importlib.metadata import entry_points
@@ -172,7 +172,7 @@ def call_plugin(registry: Registry | None, kind: str, name: str, fn: Any, *args:
     except Exception as e:
         if os.environ.get("CNNSPEC_DEBUG"):
             raise
-        owner = registry.owners.get((kind, name), "?") if registry else "?"  # type: ignore[arg-type]
+        owner = registry.owner(kind, name) if registry else "?"
         raise PluginError(
             f"{kind} type '{name}' (from plugin '{owner}') failed: {type(e).__name__}: {e} "
             "(set CNNSPEC_DEBUG=1 for the traceback)"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Protocol
 
 
-class Progress:
-    """The silent display (--quiet); RichProgress below shows everything."""
+class Progress(Protocol):
+    """What the training loop tells the person watching."""
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None: ...
     def update(self, step: int, loss: float, samples_per_second: float) -> None: ...
@@ -17,7 +17,18 @@ class Progress:
     def finish(self, rows: list[dict[str, Any]]) -> None: ...
 
 
-class RichProgress(Progress):
+class QuietProgress:
+    """Shows nothing (``--quiet``, and ranks other than 0)."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None: ...
+    def update(self, step: int, loss: float, samples_per_second: float) -> None: ...
+    def end_epoch(self, row: dict[str, Any]) -> None: ...
+    def interrupted(self, epoch: int, step: int) -> None: ...
+    def message(self, text: str) -> None: ...
+    def finish(self, rows: list[dict[str, Any]]) -> None: ...
+
+
+class RichProgress(QuietProgress):
     """A live bar with throughput and running loss per epoch; one line kept per finished epoch."""
 
     def __init__(self) -> None:
@@ -62,13 +73,12 @@ class RichProgress(Progress):
         self.console.print(text)
 
     def finish(self, rows: list[dict[str, Any]]) -> None:
+        from rich import box
         from rich.table import Table
 
         self._close()
         if not rows:
             return
-        from rich import box
-
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
         cols = [("epoch", "epoch", "{}"), ("train_loss", "train loss", "{:.4f}"),
                 ("train_accuracy", "train acc", "{:.4f}"), ("val_loss", "val loss", "{:.4f}"),

@@ -6,8 +6,9 @@ shape rule as plain arithmetic; only ``build``/``load`` methods import torch, la
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Iterator, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,9 +60,9 @@ P = TypeVar("P", bound=Params)
 class LayerType(Generic[P]):
     """A layer a spec can name: its parameters, its shape rule, its parameter count, its module."""
 
-    name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
-    description: ClassVar[str] = ""
+    name: str  # a class attribute, or set per instance when one class serves several names
+    Params: type[Params] = NoParams
+    description: str = ""
 
     def output_shape(self, p: P, shape: Shape) -> Shape:
         """The shape this layer gives for one sample of ``shape``; raise ShapeError if it can't."""
@@ -71,7 +72,7 @@ class LayerType(Generic[P]):
         """Trainable parameters of the module built for input ``shape`` (no torch)."""
         return 0
 
-    def build(self, p: P, shape: Shape) -> "torch.nn.Module":
+    def build(self, p: P, shape: Shape) -> torch.nn.Module:
         """The torch module for input ``shape``; the only place torch is touched."""
         raise NotImplementedError
 
@@ -79,20 +80,20 @@ class LayerType(Generic[P]):
 class OptimizerType(Generic[P]):
     """An optimizer a spec can name under ``train.optimizer``."""
 
-    name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
-    description: ClassVar[str] = ""
+    name: str  # a class attribute, or set per instance when one class serves several names
+    Params: type[Params] = NoParams
+    description: str = ""
 
-    def build(self, p: P, parameters: Any) -> "torch.optim.Optimizer":
+    def build(self, p: P, parameters: Any) -> torch.optim.Optimizer:
         raise NotImplementedError
 
 
 class SchedulerType(Generic[P]):
     """A learning-rate scheduler under ``train.scheduler``; ``interval`` says when it steps."""
 
-    name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
-    description: ClassVar[str] = ""
+    name: str  # a class attribute, or set per instance when one class serves several names
+    Params: type[Params] = NoParams
+    description: str = ""
     interval: ClassVar[Literal["epoch", "batch"]] = "epoch"
 
     def build(self, p: P, optimizer: Any, epochs: int, steps_per_epoch: int) -> Any:
@@ -102,20 +103,20 @@ class SchedulerType(Generic[P]):
 class LossType(Generic[P]):
     """A loss under ``train.loss``; built modules take (logits, integer targets)."""
 
-    name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
-    description: ClassVar[str] = ""
+    name: str  # a class attribute, or set per instance when one class serves several names
+    Params: type[Params] = NoParams
+    description: str = ""
 
-    def build(self, p: P) -> "torch.nn.Module":
+    def build(self, p: P) -> torch.nn.Module:
         raise NotImplementedError
 
 
 class DatasetType(Generic[P]):
     """A dataset under ``data.dataset``; static facts let ``validate`` check it without torch."""
 
-    name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
-    description: ClassVar[str] = ""
+    name: str  # a class attribute, or set per instance when one class serves several names
+    Params: type[Params] = NoParams
+    description: str = ""
 
     def sample_shape(self, p: P) -> Shape | None:
         """The (C, H, W) of one sample, or None when only the files can tell."""
@@ -138,7 +139,7 @@ class Registry:
     """Every registered type by kind and name, with the plugin that registered it."""
 
     entries: dict[Kind, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
-    owners: dict[tuple[Kind, str], str] = field(default_factory=dict)
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)
     pm: Any = field(default=None, repr=False)  # the plugin manager it came from (run hooks)
 
     def add(self, kind: Kind, item: Any, owner: str) -> None:
@@ -152,6 +153,10 @@ class Registry:
             )
         self.entries[kind][name] = item
         self.owners[(kind, name)] = owner
+
+    def owner(self, kind: str, name: str) -> str:
+        """The plugin that registered ``name`` as a ``kind``, or "?"."""
+        return self.owners.get((kind, name), "?")
 
     def get(self, kind: Kind, name: str) -> Any | None:
         return self.entries[kind].get(name)

@@ -13,14 +13,14 @@ def result_json(result: CheckResult) -> dict[str, Any]:
     """One spec's entry of ``validate --format json``."""
     t = result.trace
     rows = t.rows if t else []
-    complete = t is not None and t.complete
+    done = t if t is not None and t.complete else None
     return {
         "path": result.file,
         "valid": result.valid,
         "errors": [p.to_json() for p in result.problems],
         "input_shape": list(t.input_shape) if t else None,
-        "output_shape": list(t.output_shape) if complete else None,
-        "total_params": t.total_params if complete else None,
+        "output_shape": list(done.output_shape) if done else None,
+        "total_params": done.total_params if done else None,
         "layers": [
             {"index": r.index, "type": r.type, "output_shape": list(r.output_shape), "params": r.params}
             for r in rows
@@ -48,7 +48,7 @@ def print_table(file: str, t: ShapeTrace, out: TextIO) -> None:
         a, b, c, d = cells
         return (f"{a:>{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}").rstrip()
 
-    rule = "-" * len(line(tuple("x" * w for w in widths)))  # type: ignore[arg-type]
+    rule = "-" * (sum(widths) + 2 * 3)  # four columns, two spaces between
     out.write(f"{file}\n{line(head)}\n{rule}\n")
     for row in rows:
         out.write(line(row) + "\n")

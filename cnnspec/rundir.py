@@ -8,10 +8,13 @@ import pickle
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
+
+from .errors import CheckpointError
 
 CHECKPOINT_FORMAT = "cnnspec-checkpoint-1"
 SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.json"
@@ -20,10 +23,6 @@ LAST, BEST = "last.pt", "best.pt"
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-class CheckpointError(Exception):
-    """A checkpoint is missing, corrupt, or not a plain weights file."""
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import Path
+from .errors import KeyPath, Problem
 from .registry import Params, Registry, Shape
 from .shapes import ShapeTrace
 from .types import PosInt
+from .yamlpos import Located
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -95,7 +97,7 @@ class Component:
     name: str
     type: Any
     params: Params
-    path: Path
+    path: KeyPath
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.name, **self.params.model_dump(mode="json")}
@@ -114,14 +116,17 @@ class Spec:
     loss: Component
     dataset: Component | None
     registry: Registry = field(repr=False)
+    located: Located = field(repr=False, compare=False)  # positions and --set notes, for later errors
+
+    def problem(self, path: KeyPath, message: str) -> Problem:
+        """A problem located in the spec's file, as validate would report it."""
+        return self.located.problem(path, message)
 
     @property
     def name(self) -> str:
         if self.source.name:
             return self.source.name
-        from pathlib import Path as FsPath
-
-        return FsPath(self.file).stem or "spec"
+        return Path(self.file).stem or "spec"
 
     @property
     def input_shape(self) -> Shape:

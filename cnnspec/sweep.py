@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE, Problem, SpecError, UnreadableSpec
+from .errors import CnnspecError, Interrupted, SpecError, UsageError
 from .sweepreport import COUNTED, STATUS
 from .sweepspace import Sweep, check_sweep, check_trial, label
 
@@ -34,68 +34,41 @@ HEARTBEAT_S, GRACE_S = 10, 60  # a worker that stops beating for GRACE_S has die
 POLL_S = 0.2
 
 
-class SweepError(Exception):
+class SweepError(CnnspecError):
     """The sweep cannot start or go on: a folder, storage or data problem (exit status 2)."""
 
 
-def _err(msg: str) -> None:
-    print(f"cnnspec: error: {msg}", file=sys.stderr)
-
-
-def sweep_command(args: argparse.Namespace) -> int:
-    """The body of ``cnnspec sweep``."""
+def sweep_command(args: argparse.Namespace) -> None:
+    """The body of ``cnnspec sweep``; returns when every trial of the sweep is done."""
     try:
         import optuna  # noqa: F401
     except ImportError:
-        _err("cnnspec sweep needs Optuna: pip install 'cnnspec[sweep]' (or pip install optuna)")
-        return EXIT_USAGE
+        raise SweepError("cnnspec sweep needs Optuna: pip install 'cnnspec[sweep]' (or pip install optuna)") from None
     if args.jobs < 1:
-        _err("-j must be at least 1")
-        return EXIT_USAGE
-    loaded = _load(args)
-    if isinstance(loaded, int):
-        return loaded
-    located, spec, sweep = loaded
-    try:
-        runner = Sweeper(args, located, spec, sweep)
-    except SweepError as e:
-        _err(str(e))
-        return EXIT_USAGE
-    return runner.run()
+        raise UsageError("cnnspec sweep: error: -j must be at least 1")
+    located, spec, sweep = _load(args)
+    Sweeper(args, located, spec, sweep).run()
 
 
-def _load(args: argparse.Namespace) -> Any:
-    """(located data, checked base Spec, Sweep), or an exit status after printing why not."""
+def _load(args: argparse.Namespace) -> tuple[Any, Any, Sweep]:
+    """The located data (after --set), the checked base Spec and the checked Sweep."""
     from .check import check
-    from .overrides import OverrideError, apply
+    from .overrides import apply
     from .yamlpos import load_file
 
-    try:
-        located = load_file(args.spec)
-        apply(located, args.overrides)
-    except SpecError as e:
-        return _print_problems(e.problems)
-    except (UnreadableSpec, OverrideError) as e:
-        _err(str(e))
-        return EXIT_USAGE
+    located = load_file(args.spec)  # SpecError, UnreadableSpec
+    apply(located, args.overrides)  # OverrideError
     result = check(located, plugins=args.plugins)
     if isinstance(located.data, dict) and located.data.get("sweep") is None:
-        problems = [*result.problems, located.problem(
-            (), "the spec has no 'sweep' section: add one with a 'space' to search (see README, Sweeps)")]
-        return _print_problems(problems)
+        raise SpecError([*result.problems, located.problem(
+            (), "the spec has no 'sweep' section: add one with a 'space' to search (see README, Sweeps)")], args.spec)
     if result.spec is None:
         _, more = check_sweep(located, None, base_valid=False)
-        return _print_problems([*result.problems, *more])
+        raise SpecError([*result.problems, *more], args.spec)
     sweep, problems = check_sweep(located, result.spec.registry)
     if sweep is None:
-        return _print_problems(problems)
+        raise SpecError(problems, args.spec)
     return located, result.spec, sweep
-
-
-def _print_problems(problems: list[Problem]) -> int:
-    for p in sorted(problems):
-        print(p.format(), file=sys.stderr)
-    return EXIT_INVALID
 
 
 def redact(url: str) -> str:
@@ -230,8 +203,9 @@ class Sweeper:
             pruner = (optuna.pruners.MedianPruner(n_startup_trials=s.pruner_startup_trials,
                                                   n_warmup_steps=s.pruner_warmup_epochs)
                       if s.pruner == "median" else optuna.pruners.NopPruner())
+            direction: Any = self.sweep.direction
             study = optuna.create_study(storage=storage, study_name=self.study_name, load_if_exists=True,
-                                        direction=self.sweep.direction, pruner=pruner)
+                                        direction=direction, pruner=pruner)
             attrs = study.user_attrs
             if attrs.get("cnnspec_fingerprint", self.fingerprint) != self.fingerprint:
                 raise SweepError(f"study {self.study_name} in {redact(self.url)} belongs to another sweep (a "
@@ -247,7 +221,8 @@ class Sweeper:
             raise
         except ImportError as e:  # e.g. psycopg2 for postgresql://
             raise SweepError(f"the storage {redact(self.url)} needs a driver that is not installed: {e} "
-                             "(for postgresql:// URLs: pip install 'psycopg[binary]', or psycopg2-binary with postgresql+psycopg2://)") from None
+                             "(for postgresql:// URLs: pip install 'psycopg[binary]', or psycopg2-binary with "
+                             "postgresql+psycopg2://)") from None
         except Exception as e:
             raise SweepError(f"cannot use the storage {redact(self.url)}: {type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
@@ -255,7 +230,7 @@ class Sweeper:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self) -> None:
         from .rundir import atomic_write
 
         def write_meta(status: str) -> None:
@@ -292,14 +267,11 @@ class Sweeper:
         write_meta("finished" if finished else "interrupted")
         done = sum(1 for t in trials if _counted(t) and t.state.is_finished())
         if self.fatal:
-            _err(self.fatal)
-            return EXIT_USAGE
+            raise SweepError(self.fatal)
         if self.stop:
-            _err(f"interrupted after {done} of {self.sweep.trials} trials; run the same command again to continue "
-                 f"(sweep folder {self.folder})")
-            return EXIT_INTERRUPTED
+            raise Interrupted(f"interrupted after {done} of {self.sweep.trials} trials; run the same command "
+                              f"again to continue (sweep folder {self.folder})")
         self.report.finish()
-        return EXIT_OK
 
     def _trials(self) -> list[Any]:
         return list(self.study.get_trials(deepcopy=False))
@@ -360,7 +332,8 @@ class Sweeper:
         attrs = {"cnnspec_host": self.host}
         if problems:
             errors = [p.format() for p in problems]
-            self._tell(trial, optuna.trial.TrialState.PRUNED, None, {**attrs, STATUS: "invalid", "cnnspec_errors": errors})
+            self._tell(trial, optuna.trial.TrialState.PRUNED, None,
+                       {**attrs, STATUS: "invalid", "cnnspec_errors": errors})
             self.report.trial_invalid(trial.number, values, errors)
             self.report.write(self.study, self._storage_shown())
             return True
@@ -377,7 +350,7 @@ class Sweeper:
 
         s = self.sweep.section.sampler
         if s == "grid":
-            return optuna.samplers.GridSampler({p.key: p.grid() for p in self.sweep.params}, seed=self.seed)
+            return optuna.samplers.GridSampler({p.key: p.grid() or [] for p in self.sweep.params}, seed=self.seed)
         seed = (self.seed * 1_000_003 + slot) % 2**32
         if s == "random":
             return optuna.samplers.RandomSampler(seed=seed)
@@ -499,11 +472,13 @@ class Sweeper:
         State = optuna.trial.TrialState
         rows = _read_rows(job.run_dir)
         summary = _read_json(job.run_dir / "summary.json") or {}
-        attrs: dict[str, Any] = {"cnnspec_epochs": len(rows), "cnnspec_seconds": round(time.monotonic() - job.started, 1)}
+        attrs: dict[str, Any] = {"cnnspec_epochs": len(rows),
+                                 "cnnspec_seconds": round(time.monotonic() - job.started, 1)}
         value = best_value(rows, self.sweep.metric, self.sweep.direction)
         if job.pruned:
             self._tell(job.trial, State.PRUNED, None, {**attrs, STATUS: "pruned"})
-            self.report.trial_pruned(job.number, job.values, len(rows), rows[-1].get(self.sweep.metric) if rows else None)
+            last = rows[-1].get(self.sweep.metric) if rows else None
+            self.report.trial_pruned(job.number, job.values, len(rows), last)
         elif rc == 0 and value is not None:
             spec = _read_yaml(job.run_dir / "spec.yaml")
             if isinstance(spec, dict) and isinstance(spec.get("train"), dict) and spec["train"].get("seed") is None:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import Path, Problem, did_you_mean, path_str
+from .errors import KeyPath, Problem, did_you_mean, path_str
 from .types import NonNegInt, PosInt
 from .yamlpos import Located
 
@@ -27,8 +27,8 @@ METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_accu
 RANGES = ("uniform", "log_uniform", "int", "log_int")
 DEFAULT_TRIALS = 20
 MAX_GRID = 100_000
-SECTION: Path = ("sweep",)
-SPACE: Path = ("sweep", "space")
+SECTION: KeyPath = ("sweep",)
+SPACE: KeyPath = ("sweep", "space")
 
 
 class SweepSection(BaseModel):
@@ -42,7 +42,8 @@ class SweepSection(BaseModel):
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="default: maximize accuracies, minimize losses")
     sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna's TPE, random search, or grid")
-    seed: NonNegInt | None = Field(0, description="seeds the sampler: the same seed draws the same trials; null draws one")
+    seed: NonNegInt | None = Field(
+        0, description="seeds the sampler: the same seed draws the same trials; null draws one")
     pruner: Literal["median", "none"] = Field(
         "median", description="stop a trial whose metric is worse than the median of earlier trials at the same epoch")
     pruner_startup_trials: NonNegInt = Field(5, description="finished trials before the pruner starts pruning")
@@ -56,7 +57,7 @@ class Param:
     """One dimension of the search: a key path in the spec and the values it may take."""
 
     key: str  # as written, e.g. "train.optimizer.lr"; Optuna's parameter name
-    path: Path  # ("train", "optimizer", "lr")
+    path: KeyPath  # ("train", "optimizer", "lr")
     kind: str  # "choice" or one of RANGES
     choices: tuple[Any, ...] = ()
     low: float = 0.0
@@ -90,7 +91,7 @@ class Param:
             return [round(self.low + i * self.step, 12) for i in range(n)]
         return None
 
-    def where(self, sampled: Any) -> Path:
+    def where(self, sampled: Any) -> KeyPath:
         """Where in the sweep section a sampled value is written (the choice, else the range)."""
         if self.kind == "choice":
             labels = self.labels
@@ -153,7 +154,7 @@ def _mixes_bools(values: tuple[Any, ...]) -> bool:
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def parse_key(key: str) -> Path | None:
+def parse_key(key: str) -> KeyPath | None:
     """``layers.0.out_channels`` or ``layers[0].out_channels`` -> ("layers", 0, "out_channels")."""
     path: list[str | int] = []
     for seg in key.split("."):
@@ -182,7 +183,7 @@ def check_sweep(located: Located, registry: Any, base_valid: bool = True) -> tup
     raw = data.get("sweep") if isinstance(data, dict) else None
     problems: list[Problem] = []
 
-    def fail(path: Path, message: str, key: bool = False) -> None:
+    def fail(path: KeyPath, message: str, key: bool = False) -> None:
         problems.append(located.problem(path, message, key=key))
 
     if not isinstance(raw, dict):
@@ -266,7 +267,9 @@ def _param(key: str, spec: Any, fail: Any) -> Param | None:
     kind = kinds[0]
     bounds = spec[kind]
     integer = kind in ("int", "log_int")
-    number = (lambda v: type(v) is int) if integer else (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+    def number(v: Any) -> bool:
+        return type(v) is int if integer else isinstance(v, (int, float)) and not isinstance(v, bool)
+
     if not (isinstance(bounds, list) and len(bounds) == 2 and all(number(b) for b in bounds)):
         what = "integers" if integer else "numbers"
         fail(where + (kind,), f"{label_}: {kind} takes [low, high], two {what}, got {bounds!r}")
@@ -284,7 +287,8 @@ def _param(key: str, spec: Any, fail: Any) -> Param | None:
             fail(where + ("step",), f"{label_}: step does not go with a log range", key=True)
             return None
         if not number(step) or step <= 0:
-            fail(where + ("step",), f"{label_}: step must be a positive {'integer' if integer else 'number'}, got {step!r}")
+            what = "integer" if integer else "number"
+            fail(where + ("step",), f"{label_}: step must be a positive {what}, got {step!r}")
             return None
     return Param(key, path, kind, (), low, high, step)
 
@@ -354,7 +358,7 @@ def _trial_dependent(q: Problem, result: Any) -> bool:
     return result.trace is not None and bool(q.path) and q.path[0] in ("layers", "input")
 
 
-def _not_there(data: Any, path: Path, e: Exception) -> str:
+def _not_there(data: Any, path: KeyPath, e: Exception) -> str:
     """Why ``path`` names no place in the spec, in the user's words."""
     cur: Any = data
     for i, part in enumerate(path):
@@ -397,7 +401,8 @@ def trial_data(located: Located, values: dict[str, Any], sweep: Sweep) -> dict[s
     return data
 
 
-def check_trial(located: Located, registry: Any, sweep: Sweep, values: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+def check_trial(located: Located, registry: Any, sweep: Sweep,
+                values: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     """A trial's spec data and its located problems (none: it may train). No torch.
 
     A problem inside a swept value points at that value in the sweep section and names it.

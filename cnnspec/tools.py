@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
+from .errors import ToolError
 from .plugins import call_plugin
 from .trained import Trained, load_run
 
 
-class ToolError(Exception):
-    """A user-facing failure of eval / predict / export (exit status 2)."""
-
-
 def evaluate(trained: Trained, device: torch.device, batch: int = 1000) -> dict[str, Any]:
     """Test-split loss, accuracy, per-class accuracy and the confusion matrix (rows: true class)."""
-    from .runner import prepare_data
+    from .data import prepare_data
 
     spec = trained.spec
     data = prepare_data(spec, device)
@@ -49,7 +47,7 @@ def load_image(path: str, shape: tuple[int, ...]) -> torch.Tensor:
     c, h, w = shape
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+            img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
     except FileNotFoundError:
         raise ToolError(f"{path}: no such file") from None

@@ -42,6 +42,8 @@ class _Scaled(nn.Module):
         super().__init__()
         self.model = model
         c = len(mean) if mean else 1
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(mean or [0.0] * c).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std or [1.0] * c).view(1, -1, 1, 1))
 
@@ -51,14 +53,17 @@ class _Scaled(nn.Module):
 
 def load_run(path: str | Path, which: str = "best") -> Trained:
     """Load RUN_DIR's spec and the ``best`` or ``last`` weights (weights_only)."""
-    from . import build_model, load_spec
+    from .build import build_model
+    from .check import load_spec
 
     run = RunDir(path)
     spec = load_spec(str(run.path / SPEC_FILE))
-    state: dict[str, Any] = run.load_checkpoint(BEST if which == "best" else LAST)
+    # "best" is chosen on validation data; a run without a validation split has only its last
+    name = BEST if which == "best" and (spec.data is None or spec.data.val_split > 0) else LAST
+    state: dict[str, Any] = run.load_checkpoint(name)
     model = build_model(spec)
     model.load_state_dict(state["model"])
     model.eval()
     norm = state.get("normalization") or {}
     return Trained(spec, model, list(state.get("classes") or []), norm.get("mean"), norm.get("std"),
-                   run.path / (BEST if which == "best" else LAST))
+                   run.path / name)

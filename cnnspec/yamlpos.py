@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import Path, Problem, SpecError, UnreadableSpec
+from .errors import KeyPath, Problem, SpecError, UnreadableSpec
 
 try:  # libyaml's composer is much faster; the pure-Python one behaves the same
     _Loader: type = yaml.CSafeLoader
@@ -32,11 +32,11 @@ class Located:
 
     data: Any
     file: str
-    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    overridden: dict[Path, str] = field(default_factory=dict)  # path -> the --set that wrote it
+    keys: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    values: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    overridden: dict[KeyPath, str] = field(default_factory=dict)  # path -> the --set that wrote it
 
-    def where(self, path: Path, *, key: bool = False) -> tuple[int, int]:
+    def where(self, path: KeyPath, *, key: bool = False) -> tuple[int, int]:
         """Position of ``path``: its key when ``key`` and it has one, else its value.
 
         Paths that do not exist in the file (a missing key, say) fall back to their
@@ -51,7 +51,7 @@ class Located:
                 return (1, 1)
             path, key = path[:-1], False
 
-    def problem(self, path: Path, message: str, *, key: bool = False) -> Problem:
+    def problem(self, path: KeyPath, message: str, *, key: bool = False) -> Problem:
         line, col = self.where(path, key=key)
         for over, arg in self.overridden.items():
             # under the overridden value, or about the component it sits in (train.optimizer)
@@ -63,7 +63,7 @@ class Located:
 
 def read_text(file: str) -> str:
     """Read a spec file as UTF-8; unreadable files raise UnreadableSpec, bad bytes SpecError."""
-    p = FsPath(file)
+    p = Path(file)
     try:
         if p.is_dir():
             raise UnreadableSpec(f"{file}: is a directory, not a spec file")
@@ -152,11 +152,11 @@ class _Converter:
     def _pos(self, node: yaml.Node) -> tuple[int, int]:
         return (node.start_mark.line + 1, node.start_mark.column + 1)
 
-    def _fail(self, node: yaml.Node, path: Path, message: str) -> None:
+    def _fail(self, node: yaml.Node, path: KeyPath, message: str) -> None:
         line, col = self._pos(node)
         self.problems.append(Problem(line, col, message, path, self.out.file))
 
-    def convert(self, node: yaml.Node, path: Path) -> Any:
+    def convert(self, node: yaml.Node, path: KeyPath) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
             line, col = self._pos(node)
@@ -178,7 +178,7 @@ class _Converter:
             return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
         return self._scalar(node, path)
 
-    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
         """Keys in order; ``<<`` merges as YAML defines them: explicit keys win, then the
         first merged mapping that has the key. Merged values count toward MAX_NODES too."""
         result: dict[str, Any] = {}
@@ -205,7 +205,7 @@ class _Converter:
             result[key] = self.convert(vnode, path + (key,))
         return {**{k: v for k, v in merged.items() if k not in result}, **result}
 
-    def _scalar(self, node: yaml.Node, path: Path) -> Any:
+    def _scalar(self, node: yaml.Node, path: KeyPath) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             self._fail(node, path, "keys must be plain text, not a list or mapping")
             return None

@@ -1,10 +1,9 @@
-"""Tests of cnnspec.data: IDX, CIFAR and image-folder readers, digits, synthetic data, splits."""
+"""Tests of the dataset plugins (IDX, CIFAR, image folders, digits, synthetic) and cnnspec.data's splits."""
 
 from __future__ import annotations
 
 import gzip
 import pickle
-import time
 import urllib.error
 from pathlib import Path
 
@@ -14,6 +13,14 @@ import torch
 
 from cnnspec import data
 from cnnspec.data import DataError, Splits
+from cnnspec.default_plugins import cifar, datasets, image_folder, mnist
+from cnnspec.plugins import default_registry
+from cnnspec.registry import NoParams
+
+
+def load(name: str, root: str | None, download: bool) -> Splits:
+    """A dataset through its registered plugin, as `cnnspec run` loads it."""
+    return default_registry().get("dataset", name).load(NoParams(), root, download)
 
 REAL_MNIST = Path(__file__).resolve().parents[2] / "shared/data/mnist"
 
@@ -52,7 +59,7 @@ def write_mnist(folder: Path, gz: bool, n_train: int = 12, n_test: int = 5) -> d
 def test_idx_layouts(tmp_path: Path, gz: bool, layout: str, cls: str) -> None:
     folder = tmp_path / cls / "raw" if layout == "torchvision" else tmp_path
     arrays = write_mnist(folder, gz)
-    s = data.load_torchvision(cls, str(tmp_path), download=False)
+    s = load({"MNIST": "mnist", "FashionMNIST": "fashion_mnist"}[cls], str(tmp_path), download=False)
     assert s.train_x.shape == (12, 1, 28, 28) and s.test_x.shape == (5, 1, 28, 28)
     assert s.train_x.dtype == torch.float32 and s.train_y.dtype == torch.int64
     assert 0.0 <= float(s.train_x.min()) and float(s.train_x.max()) <= 1.0
@@ -68,7 +75,7 @@ def test_truncated_idx_names_file(tmp_path: Path) -> None:
     bad = tmp_path / "train-images-idx3-ubyte"
     bad.write_bytes(bad.read_bytes()[:-10])
     with pytest.raises(DataError, match="train-images-idx3-ubyte.*truncated"):
-        data.load_torchvision("MNIST", str(tmp_path), download=False)
+        load("mnist", str(tmp_path), download=False)
 
 
 def test_wrong_magic_names_file(tmp_path: Path) -> None:
@@ -76,28 +83,28 @@ def test_wrong_magic_names_file(tmp_path: Path) -> None:
     bad = tmp_path / "t10k-labels-idx1-ubyte"
     bad.write_bytes(np.array([2051, 5], dtype=">i4").tobytes() + bytes(5))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.*magic number 2051"):
-        data.load_torchvision("MNIST", str(tmp_path), download=False)
+        load("mnist", str(tmp_path), download=False)
 
 
 def test_corrupt_gzip_names_file(tmp_path: Path) -> None:
     write_mnist(tmp_path, gz=True)
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
     with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz"):
-        data.load_torchvision("MNIST", str(tmp_path), download=False)
+        load("mnist", str(tmp_path), download=False)
 
 
 def test_count_mismatch(tmp_path: Path) -> None:
     write_mnist(tmp_path, gz=False)
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_labels(np.zeros(4)))
     with pytest.raises(DataError, match="5 images but .* 4 labels"):
-        data.load_torchvision("MNIST", str(tmp_path), download=False)
+        load("mnist", str(tmp_path), download=False)
 
 
 def test_missing_files_message(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
-        data.load_torchvision("MNIST", str(tmp_path), download=False)
+        load("mnist", str(tmp_path), download=False)
     msg = str(err.value)
-    for name in data.IDX_FILES:
+    for name in mnist.IDX_FILES:
         assert name in msg
     assert str(tmp_path / "MNIST" / "raw") in msg and "not found under" in msg
 
@@ -113,7 +120,7 @@ def test_offline_download_gives_data_error(tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
     with pytest.raises(DataError) as err:
-        data.load_torchvision("FashionMNIST", str(tmp_path), download=True)
+        load("fashion_mnist", str(tmp_path), download=True)
     msg = str(err.value)
     assert calls and calls[0][1]["download"] is True
     assert "download failed" in msg and "URLError" in msg
@@ -127,19 +134,14 @@ def test_download_then_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         write_mnist(Path(root) / "MNIST" / "raw", gz=False)
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", fake_download)
-    s = data.load_torchvision("MNIST", str(tmp_path / "new"), download=True)
+    s = load("mnist", str(tmp_path / "new"), download=True)
     assert len(s.train_y) == 12 and len(s.test_y) == 5
-
-
-def test_unknown_torchvision_class() -> None:
-    with pytest.raises(DataError, match="unknown torchvision dataset"):
-        data.load_torchvision("SVHN", None, download=False)
 
 
 def write_cifar(folder: Path, n: int = 4, meta: bool = True) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
-    for i, name in enumerate(data.CIFAR_FILES):
+    for i, name in enumerate(cifar.CIFAR_FILES):
         batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
                  b"labels": [(i + j) % 10 for j in range(n)]}
         (folder / name).write_bytes(pickle.dumps(batch))
@@ -150,7 +152,7 @@ def write_cifar(folder: Path, n: int = 4, meta: bool = True) -> None:
 
 def test_cifar_pickles(tmp_path: Path) -> None:
     write_cifar(tmp_path / "cifar-10-batches-py")
-    s = data.load_torchvision("CIFAR10", str(tmp_path), download=False)
+    s = load("cifar10", str(tmp_path), download=False)
     assert s.train_x.shape == (20, 3, 32, 32) and s.test_x.shape == (4, 3, 32, 32)
     assert s.train_x.dtype == torch.float32 and s.test_y.dtype == torch.int64
     assert float(s.train_x.max()) <= 1.0 and s.test_y.tolist() == [5, 6, 7, 8]
@@ -162,13 +164,13 @@ def test_cifar_pickles(tmp_path: Path) -> None:
 
 def test_cifar_default_names_and_errors(tmp_path: Path) -> None:
     write_cifar(tmp_path / "cifar-10-batches-py", meta=False)
-    s = data.load_torchvision("CIFAR10", str(tmp_path), download=False)
-    assert s.classes == data.CIFAR10_CLASSES
+    s = load("cifar10", str(tmp_path), download=False)
+    assert s.classes == cifar.CIFAR10_CLASSES
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"garbage")
     with pytest.raises(DataError, match="test_batch"):
-        data.load_torchvision("CIFAR10", str(tmp_path), download=False)
+        load("cifar10", str(tmp_path), download=False)
     with pytest.raises(DataError, match="data_batch_1.*test_batch.*cifar-10-batches-py"):
-        data.load_torchvision("CIFAR10", str(tmp_path / "empty"), download=False)
+        load("cifar10", str(tmp_path / "empty"), download=False)
 
 
 def make_image_folder(root: Path, classes: dict[str, dict[str, int]]) -> None:
@@ -186,7 +188,7 @@ def make_image_folder(root: Path, classes: dict[str, dict[str, int]]) -> None:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_image_folder(tmp_path: Path, channels: int) -> None:
     make_image_folder(tmp_path, {"train": {"cat": 3, "dog": 2}, "test": {"cat": 1, "dog": 2}})
-    s = data.load_image_folder(str(tmp_path), "train", "test", (12, 9), channels)
+    s = image_folder.load_image_folder(str(tmp_path), "train", "test", (12, 9), channels)
     assert s.train_x.shape == (5, channels, 12, 9) and s.test_x.shape == (3, channels, 12, 9)
     assert s.train_x.dtype == torch.float32 and s.train_y.dtype == torch.int64
     assert 0.0 <= float(s.train_x.min()) and float(s.train_x.max()) <= 1.0
@@ -196,36 +198,36 @@ def test_image_folder(tmp_path: Path, channels: int) -> None:
 
 def test_image_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="needs data.root"):
-        data.load_image_folder(None, "train", "test", (8, 8), 3)
+        image_folder.load_image_folder(None, "train", "test", (8, 8), 3)
     with pytest.raises(DataError, match="does not exist"):
-        data.load_image_folder(str(tmp_path / "nope"), "train", "test", (8, 8), 3)
+        image_folder.load_image_folder(str(tmp_path / "nope"), "train", "test", (8, 8), 3)
     make_image_folder(tmp_path, {"train": {"cat": 1, "dog": 1}, "test": {"cat": 1, "eel": 1}})
     with pytest.raises(DataError, match=r"only in train: \['dog'\], only in test: \['eel'\]"):
-        data.load_image_folder(str(tmp_path), "train", "test", (8, 8), 3)
+        image_folder.load_image_folder(str(tmp_path), "train", "test", (8, 8), 3)
     with pytest.raises(DataError, match="valid.*does not exist"):
-        data.load_image_folder(str(tmp_path), "train", "valid", (8, 8), 3)
+        image_folder.load_image_folder(str(tmp_path), "train", "valid", (8, 8), 3)
     (tmp_path / "train" / "empty").mkdir()
     with pytest.raises(DataError, match="empty has no images"):
-        data.load_image_folder(str(tmp_path), "train", "test", (8, 8), 3)
+        image_folder.load_image_folder(str(tmp_path), "train", "test", (8, 8), 3)
     (tmp_path / "bare").mkdir()
     with pytest.raises(DataError, match="no class sub-folders"):
-        data.load_image_folder(str(tmp_path), "bare", "test", (8, 8), 3)
+        image_folder.load_image_folder(str(tmp_path), "bare", "test", (8, 8), 3)
 
 
 def test_image_folder_unreadable_image(tmp_path: Path) -> None:
     make_image_folder(tmp_path, {"train": {"a": 1, "b": 1}, "test": {"a": 1, "b": 1}})
     (tmp_path / "train" / "b" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="broken.png"):
-        data.load_image_folder(str(tmp_path), "train", "test", (8, 8), 1)
+        image_folder.load_image_folder(str(tmp_path), "train", "test", (8, 8), 1)
 
 
 def test_digits() -> None:
-    s = data.load_digits()
+    s = datasets.load_digits()
     assert s.train_x.shape == (1437, 1, 8, 8) and s.test_x.shape == (360, 1, 8, 8)
     assert s.train_x.dtype == torch.float32 and s.train_y.dtype == torch.int64
     assert float(s.train_x.max()) == 1.0 and float(s.train_x.min()) == 0.0
     assert s.classes == [str(i) for i in range(10)]
-    assert torch.equal(s.test_y, data.load_digits().test_y)  # deterministic split
+    assert torch.equal(s.test_y, datasets.load_digits().test_y)  # deterministic split
 
 
 def test_digits_without_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,13 +235,13 @@ def test_digits_without_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setitem(sys.modules, "sklearn", None)
     with pytest.raises(DataError, match="pip install scikit-learn"):
-        data.load_digits()
+        datasets.load_digits()
 
 
 def test_synthetic_deterministic_and_balanced() -> None:
-    a = data.make_synthetic((3, 5, 4), 4, 40, 12, 0.3, seed=7)
-    b = data.make_synthetic((3, 5, 4), 4, 40, 12, 0.3, seed=7)
-    c = data.make_synthetic((3, 5, 4), 4, 40, 12, 0.3, seed=8)
+    a = datasets.make_synthetic((3, 5, 4), 4, 40, 12, 0.3, seed=7)
+    b = datasets.make_synthetic((3, 5, 4), 4, 40, 12, 0.3, seed=7)
+    c = datasets.make_synthetic((3, 5, 4), 4, 40, 12, 0.3, seed=8)
     for name in ("train_x", "train_y", "test_x", "test_y"):
         assert torch.equal(getattr(a, name), getattr(b, name))
     assert not torch.equal(a.train_x, c.train_x)
@@ -253,7 +255,7 @@ def test_synthetic_deterministic_and_balanced() -> None:
 
 def test_synthetic_is_learnable() -> None:
     # nearest class mean from train classifies test well: the classes are separable
-    s = data.make_synthetic((1, 8, 8), 4, 200, 100, 0.3, seed=0)
+    s = datasets.make_synthetic((1, 8, 8), 4, 200, 100, 0.3, seed=0)
     means = torch.stack([s.train_x[s.train_y == k].mean(0) for k in range(4)])
     dist = ((s.test_x[:, None] - means[None]) ** 2).flatten(2).sum(-1)
     assert (dist.argmin(1) == s.test_y).float().mean() > 0.9
@@ -276,7 +278,7 @@ def test_validation_split() -> None:
 
 
 def test_splits_split_validation_and_stats() -> None:
-    s = data.make_synthetic((2, 4, 4), 2, 50, 10, 0.1, seed=1)
+    s = datasets.make_synthetic((2, 4, 4), 2, 50, 10, 0.1, seed=1)
     rest, val = s.split_validation(0.1, seed=0)
     assert val is not None and len(val[0]) == 5 and len(rest.train_x) == 45
     assert torch.equal(rest.test_x, s.test_x)
@@ -289,19 +291,10 @@ def test_splits_split_validation_and_stats() -> None:
     assert float(flat[0]) > 0  # safe to divide by
 
 
-def test_splits_is_dataclass() -> None:
-    s = Splits(torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.int64),
-               torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.int64), ["a"])
-    assert s.sample_shape == (1, 2, 2)
-
-
 @pytest.mark.skipif(not REAL_MNIST.is_dir(), reason="real MNIST not present under shared/data/mnist")
 def test_real_mnist() -> None:
-    start = time.perf_counter()
-    s = data.load_torchvision("MNIST", str(REAL_MNIST), download=False)
-    elapsed = time.perf_counter() - start
+    s = load("mnist", str(REAL_MNIST), download=False)
     assert s.train_x.shape == (60000, 1, 28, 28) and s.test_x.shape == (10000, 1, 28, 28)
     assert len(s.train_y) == 60000 and len(s.test_y) == 10000
     assert torch.bincount(s.train_y).tolist()[:2] == [5923, 6742]
     assert float(s.train_x.max()) == 1.0 and float(s.train_x.min()) == 0.0
-    assert elapsed < 5.0, f"loading MNIST took {elapsed:.2f} s"

@@ -24,8 +24,7 @@ OUT = os.environ["CNNSPEC_PROBE_DIR"]
 def before_training(context):
     if os.environ.get("CNNSPEC_PROBE_FAIL") == str(context.rank):
         raise RuntimeError(f"rank {context.rank} fails on purpose")
-    t = context.trainer
-    idx, steps = t.epoch_indices(t.gen.get_state())  # what this rank trains on in epoch 1
+    idx, steps = context.epoch_indices()  # what this rank trains on in epoch 1
     with open(f"{OUT}/shard{context.rank}.json", "w") as f:
         json.dump({"world": context.world_size, "indices": idx.tolist(), "steps": steps}, f)
 

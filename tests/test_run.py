@@ -12,7 +12,7 @@ import torch
 
 from cnnspec.hookspecs import hookimpl
 from cnnspec.plugins import default_plugin_manager
-from cnnspec.progress import Progress
+from cnnspec.progress import QuietProgress
 from conftest import ROOT, SPECS
 
 SYNTH = "data.dataset={type: synthetic, shape: %s, classes: %d, train_size: 200, test_size: 50}"
@@ -103,7 +103,7 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(cli, write, tmp_pa
         if calls["n"] == 3:  # epoch 2, after its first step
             signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(Progress, "update", update)
+    monkeypatch.setattr(QuietProgress, "update", update)
     res = cli("run", spec, "--quiet", "--output", str(tmp_path / "cut"))
     assert res.code == 130 and "--resume" in res.err
     state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
@@ -256,7 +256,7 @@ def test_before_training_may_replace_model_and_optimizer(cli, write, tmp_path, p
 
 
 def test_set_reaches_bare_and_omitted_components(cli, write, tmp_path):
-    spec = small_spec(write).replace("small", "small")
+    spec = small_spec(write)
     res = cli("run", spec, "--quiet", "--output", str(tmp_path / "r"), "--set", "train.epochs=1",
               "--set", "train.loss.label_smoothing=0.1", "--set", "train.optimizer.type=adam",
               "--set", "train.optimizer.momentum=", "--set", "train.scheduler=null")

@@ -18,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 optuna = pytest.importorskip("optuna", reason="cnnspec sweep needs the 'sweep' extra (optuna)")
@@ -115,9 +114,9 @@ sweep:
 
 def test_valid_sweep_validates_without_torch_or_optuna(write):
     path = write(TINY_SWEEP % 4)
-    code = ("import sys; from cnnspec.cli import main; rc = main(['validate', %r]); "
+    code = (f"import sys; from cnnspec.cli import main; rc = main(['validate', {path!r}]); "
             "assert rc == 0, rc; bad = [m for m in ('torch', 'optuna') if m in sys.modules]; "
-            "assert not bad, bad" % path)
+            "assert not bad, bad")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -171,7 +170,8 @@ sweep:
             assert err in res.out
             assert f"{n:04d}" not in trial_dirs(out)  # nothing was trained
         else:
-            metrics = [json.loads(ln) for ln in (out / "trials" / f"{n:04d}" / "metrics.jsonl").read_text().splitlines()]
+            lines = (out / "trials" / f"{n:04d}" / "metrics.jsonl").read_text().splitlines()
+            metrics = [json.loads(ln) for ln in lines]
             trained.append((n, r, [m["val_accuracy"] for m in metrics]))
     (n1, first, acc1), (n2, second, acc2) = sorted(trained, key=lambda t: t[0])
     assert first["status"] == "complete" and first["epochs"] == 2 and first["value"] == max(acc1)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..hookspecs import hookimpl
+from ..hookspecs import Register, hookimpl
 from ..registry import LayerType, NoParams, Params, Shape, ShapeError
 from ..shapes import fmt
 from ..types import Int, PosInt
@@ -47,10 +47,10 @@ class Activation(LayerType[Params]):
     """An element-wise torch.nn activation named ``torch_name``."""
 
     def __init__(self, name: str, torch_name: str, params: type[Params] = NoParams) -> None:
-        self.name = name  # type: ignore[misc]
+        self.name = name
         self.torch_name = torch_name
-        self.Params = params  # type: ignore[misc]
-        self.description = f"torch.nn.{torch_name}"  # type: ignore[misc]
+        self.Params = params
+        self.description = f"torch.nn.{torch_name}"
 
     def output_shape(self, p: Params, shape: Shape) -> Shape:
         if isinstance(p, DimParams) and not -len(shape) - 1 <= p.dim <= len(shape):
@@ -67,7 +67,8 @@ class PRelu(Activation):
     def __init__(self) -> None:
         super().__init__("prelu", "PReLU", PReluParams)
 
-    def output_shape(self, p: PReluParams, shape: Shape) -> Shape:  # type: ignore[override]
+    def output_shape(self, p: Params, shape: Shape) -> Shape:
+        assert isinstance(p, PReluParams)
         if p.num_parameters not in (1, shape[0]):
             raise ShapeError(
                 f"num_parameters={p.num_parameters} must be 1 or the {shape[0]} channels",
@@ -75,7 +76,8 @@ class PRelu(Activation):
             )
         return shape
 
-    def num_params(self, p: PReluParams, shape: Shape) -> int:  # type: ignore[override]
+    def num_params(self, p: Params, shape: Shape) -> int:
+        assert isinstance(p, PReluParams)
         return p.num_parameters
 
 
@@ -102,6 +104,6 @@ ACTIVATIONS: tuple[Activation, ...] = (
 
 
 @hookimpl
-def register_layers(register):  # type: ignore[no-untyped-def]
+def register_layers(register: Register) -> None:
     for act in ACTIVATIONS:
         register(act)

@@ -1,57 +1,57 @@
-"""Datasets: MNIST, Fashion-MNIST, CIFAR-10, image folders, the offline digits, and a synthetic set."""
+"""Datasets made in memory: scikit-learn's 8x8 digits (the offline quick start) and a synthetic set."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from ..hookspecs import hookimpl
+from ..errors import DataError
+from ..hookspecs import Register, hookimpl
 from ..registry import DatasetType, NoParams, Params, Shape
-from ..types import Int, PosInt, PosPair
+from ..types import Int, PosInt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data import Splits
 
 
-class Torchvision(DatasetType[NoParams]):
-    """A torchvision dataset that is read whole into memory as uint8 tensors."""
+def load_digits() -> Splits:
+    """scikit-learn's bundled 8x8 digits, seeded split: 1437 train, 360 test."""
+    import numpy as np
+    import torch
 
-    def __init__(self, name: str, cls: str, shape: Shape, classes: int, note: str) -> None:
-        self.name = name  # type: ignore[misc]
-        self.cls = cls
-        self.shape = shape
-        self.classes = classes
-        self.description = note  # type: ignore[misc]
+    from ..data import Splits
 
-    def sample_shape(self, p: NoParams) -> Shape:
-        return self.shape
-
-    def num_classes(self, p: NoParams) -> int:
-        return self.classes
-
-    def load(self, p: NoParams, root: str | None, download: bool) -> Any:
-        from .. import data
-
-        return data.load_torchvision(self.cls, root, download)
+    try:
+        from sklearn import datasets as skdatasets
+    except ImportError as e:
+        raise DataError("the digits dataset needs scikit-learn: pip install scikit-learn") from e
+    digits = skdatasets.load_digits()
+    x = torch.from_numpy(np.asarray(digits.images, dtype=np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(np.asarray(digits.target, dtype=np.int64))
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    test, train = perm[:360], perm[360:]
+    return Splits(x[train], y[train], x[test], y[test], [str(i) for i in range(10)])
 
 
-class ImageFolderParams(Params):
-    size: PosPair = Field(description="resize every image to [height, width]")
-    channels: Literal[1, 3] = Field(3, description="1 = greyscale, 3 = RGB")
-    test_dir: str = Field("test", description="sub-folder of data.root with the test images")
-    train_dir: str = Field("train", description="sub-folder of data.root with the training images")
+def make_synthetic(shape: tuple[int, int, int], classes: int, train_size: int,
+                   test_size: int, noise: float, seed: int) -> Splits:
+    """Seeded random class patterns plus Gaussian noise, clamped to [0, 1]; balanced labels."""
+    import torch
 
+    from ..data import Splits
 
-class ImageFolder(DatasetType[ImageFolderParams]):
-    name = "image_folder"
-    Params = ImageFolderParams
-    description = "your own pictures: ROOT/train/CLASS/*.png and ROOT/test/CLASS/*.png"
+    g = torch.Generator().manual_seed(seed)
+    prototypes = torch.rand((classes, *shape), generator=g)
 
-    def sample_shape(self, p: ImageFolderParams) -> Shape:
-        return (p.channels, *p.size)
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = (torch.arange(n) % classes)[torch.randperm(n, generator=g)]
+        x = prototypes[y] + torch.randn((n, *shape), generator=g) * noise
+        return x.clamp_(0.0, 1.0), y
 
-    def load(self, p: ImageFolderParams, root: str | None, download: bool) -> Any:
-        from .. import data
-
-        return data.load_image_folder(root, p.train_dir, p.test_dir, p.size, p.channels)
+    train_x, train_y = draw(train_size)
+    test_x, test_y = draw(test_size)
+    return Splits(train_x, train_y, test_x, test_y, [str(i) for i in range(classes)])
 
 
 class Digits(DatasetType[NoParams]):
@@ -68,9 +68,7 @@ class Digits(DatasetType[NoParams]):
         return 10
 
     def load(self, p: NoParams, root: str | None, download: bool) -> Any:
-        from .. import data
-
-        return data.load_digits()
+        return load_digits()
 
 
 class SyntheticParams(Params):
@@ -94,21 +92,10 @@ class Synthetic(DatasetType[SyntheticParams]):
         return p.classes
 
     def load(self, p: SyntheticParams, root: str | None, download: bool) -> Any:
-        from .. import data
-
-        return data.make_synthetic(p.shape, p.classes, p.train_size, p.test_size, p.noise, p.seed)
-
-
-DATASETS: tuple[DatasetType, ...] = (
-    Torchvision("mnist", "MNIST", (1, 28, 28), 10, "handwritten digits, 60k/10k (torchvision)"),
-    Torchvision("fashion_mnist", "FashionMNIST", (1, 28, 28), 10,
-                "Zalando clothing pictures, 60k/10k (torchvision)"),
-    Torchvision("cifar10", "CIFAR10", (3, 32, 32), 10, "small colour photos, 50k/10k (torchvision)"),
-    ImageFolder(), Digits(), Synthetic(),
-)
+        return make_synthetic(p.shape, p.classes, p.train_size, p.test_size, p.noise, p.seed)
 
 
 @hookimpl
-def register_datasets(register):  # type: ignore[no-untyped-def]
-    for ds in DATASETS:
-        register(ds)
+def register_datasets(register: Register) -> None:
+    register(Digits())
+    register(Synthetic())

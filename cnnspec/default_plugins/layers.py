@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from ..hookspecs import hookimpl
+from ..hookspecs import Register, hookimpl
 from ..registry import LayerType, NoParams, Params, Shape, ShapeError, WeightInitParams
 from ..shapes import check_given, conv_out, expect_chw, expect_flat, fmt, pair, pool_out
-from ..types import ConvPadding, NonNegFloat, Pad2, PosInt, Probability, Size2, Int
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+from ..types import ConvPadding, Int, NonNegFloat, Pad2, PosInt, Probability, Size2
 
 
 class Conv2dParams(WeightInitParams):
@@ -81,7 +85,7 @@ class Conv2d(LayerType[Conv2dParams]):
         kh, kw = pair(p.kernel_size)
         return p.out_channels * (shape[0] // p.groups) * kh * kw + (p.out_channels if p.bias else 0)
 
-    def build(self, p: Conv2dParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: Conv2dParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         return nn.Conv2d(
@@ -129,7 +133,7 @@ class MaxPool2d(LayerType[MaxPool2dParams]):
     def output_shape(self, p: MaxPool2dParams, shape: Shape) -> Shape:
         return _pool_shape(self.name, p, shape, pair(p.dilation))
 
-    def build(self, p: MaxPool2dParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: MaxPool2dParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         return nn.MaxPool2d(
@@ -151,7 +155,7 @@ class AvgPool2d(LayerType[AvgPool2dParams]):
     def output_shape(self, p: AvgPool2dParams, shape: Shape) -> Shape:
         return _pool_shape(self.name, p, shape, (1, 1))
 
-    def build(self, p: AvgPool2dParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: AvgPool2dParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         return nn.AvgPool2d(
@@ -180,7 +184,7 @@ class AdaptiveAvgPool2d(_Adaptive):
     name = "adaptiveavgpool2d"
     description = "pools to a fixed output size by averaging (torch.nn.AdaptiveAvgPool2d)"
 
-    def build(self, p: AdaptiveParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: AdaptiveParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         return nn.AdaptiveAvgPool2d(p.output_size)
@@ -190,7 +194,7 @@ class AdaptiveMaxPool2d(_Adaptive):
     name = "adaptivemaxpool2d"
     description = "pools to a fixed output size by maxima (torch.nn.AdaptiveMaxPool2d)"
 
-    def build(self, p: AdaptiveParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: AdaptiveParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         return nn.AdaptiveMaxPool2d(p.output_size)
@@ -210,9 +214,9 @@ class _BatchNorm(LayerType[BatchNormParams]):
     Params = BatchNormParams
 
     def __init__(self, name: str, image: bool) -> None:
-        self.name = name  # type: ignore[misc]
+        self.name = name
         self.image = image
-        self.description = f"batch normalisation (torch.nn.BatchNorm{'2' if image else '1'}d)"  # type: ignore[misc]
+        self.description = f"batch normalisation (torch.nn.BatchNorm{'2' if image else '1'}d)"
 
     def output_shape(self, p: BatchNormParams, shape: Shape) -> Shape:
         if self.image:
@@ -225,7 +229,7 @@ class _BatchNorm(LayerType[BatchNormParams]):
     def num_params(self, p: BatchNormParams, shape: Shape) -> int:
         return 2 * shape[0] if p.affine else 0
 
-    def build(self, p: BatchNormParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: BatchNormParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         cls = nn.BatchNorm2d if self.image else nn.BatchNorm1d
@@ -245,7 +249,7 @@ class Dropout(LayerType[DropoutParams]):
     def output_shape(self, p: DropoutParams, shape: Shape) -> Shape:
         return shape
 
-    def build(self, p: DropoutParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: DropoutParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         return nn.Dropout(p.p)
@@ -260,7 +264,7 @@ class Dropout2d(LayerType[DropoutParams]):
         expect_chw(self.name, shape)
         return shape
 
-    def build(self, p: DropoutParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: DropoutParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         return nn.Dropout2d(p.p)
@@ -287,7 +291,7 @@ class Flatten(LayerType[FlattenParams]):
         merged = math.prod(shape[p.start_dim - 1 : end])
         return tuple(shape[: p.start_dim - 1]) + (merged,) + tuple(shape[end:])
 
-    def build(self, p: FlattenParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: FlattenParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         return nn.Flatten(p.start_dim, p.end_dim)
@@ -312,7 +316,7 @@ class Linear(LayerType[LinearParams]):
     def num_params(self, p: LinearParams, shape: Shape) -> int:
         return shape[0] * p.out_features + (p.out_features if p.bias else 0)
 
-    def build(self, p: LinearParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: LinearParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         return nn.Linear(shape[0], p.out_features, bias=p.bias)
@@ -325,7 +329,7 @@ class Identity(LayerType[NoParams]):
     def output_shape(self, p: NoParams, shape: Shape) -> Shape:
         return shape
 
-    def build(self, p: NoParams, shape: Shape):  # type: ignore[no-untyped-def]
+    def build(self, p: NoParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         return nn.Identity()
@@ -333,11 +337,12 @@ class Identity(LayerType[NoParams]):
 
 LAYERS: tuple[LayerType, ...] = (
     Conv2d(), MaxPool2d(), AvgPool2d(), AdaptiveAvgPool2d(), AdaptiveMaxPool2d(),
-    _BatchNorm("batchnorm2d", image=True), _BatchNorm("batchnorm1d", image=False), Dropout(), Dropout2d(), Flatten(), Linear(), Identity(),
+    _BatchNorm("batchnorm2d", image=True), _BatchNorm("batchnorm1d", image=False),
+    Dropout(), Dropout2d(), Flatten(), Linear(), Identity(),
 )
 
 
 @hookimpl
-def register_layers(register):  # type: ignore[no-untyped-def]
+def register_layers(register: Register) -> None:
     for layer in LAYERS:
         register(layer)

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..hookspecs import hookimpl
+from ..hookspecs import Register, hookimpl
 from ..registry import LossType, NoParams, Params
 
 
@@ -36,6 +36,6 @@ class NLL(LossType[NoParams]):
 
 
 @hookimpl
-def register_losses(register):  # type: ignore[no-untyped-def]
+def register_losses(register: Register) -> None:
     register(CrossEntropy())
     register(NLL())

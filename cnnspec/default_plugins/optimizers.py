@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from ..hookspecs import hookimpl
+from ..hookspecs import Register, hookimpl
 from ..registry import OptimizerType, Params
 from ..types import NonNegFloat, PosFloat, Probability
 
@@ -21,7 +21,7 @@ class SGDParams(Params):
     nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0, dampening 0)")
 
     @model_validator(mode="after")
-    def _nesterov(self) -> "SGDParams":
+    def _nesterov(self) -> SGDParams:
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov needs momentum > 0 and dampening 0")
         return self
@@ -59,10 +59,10 @@ class TorchOptimizer(OptimizerType[Params]):
     """A torch.optim class whose keyword arguments are the params' fields."""
 
     def __init__(self, name: str, cls: str, params: type[Params]) -> None:
-        self.name = name  # type: ignore[misc]
+        self.name = name
         self.cls = cls
-        self.Params = params  # type: ignore[misc]
-        self.description = f"torch.optim.{cls}"  # type: ignore[misc]
+        self.Params = params
+        self.description = f"torch.optim.{cls}"
 
     def build(self, p: Params, parameters: Any) -> Any:
         import torch
@@ -80,6 +80,6 @@ OPTIMIZERS = (
 
 
 @hookimpl
-def register_optimizers(register):  # type: ignore[no-untyped-def]
+def register_optimizers(register: Register) -> None:
     for opt in OPTIMIZERS:
         register(opt)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..hookspecs import hookimpl
+from ..hookspecs import Register, hookimpl
 from ..registry import Params, SchedulerType
 from ..types import NonNegFloat, PosFloat, PosInt
 
@@ -98,6 +98,6 @@ class OneCycle(SchedulerType[OneCycleParams]):
 
 
 @hookimpl
-def register_schedulers(register):  # type: ignore[no-untyped-def]
+def register_schedulers(register: Register) -> None:
     for s in (Step(), MultiStep(), Exponential(), Cosine(), OneCycle()):
         register(s)

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
-from cnnspec.hookspecs import hookimpl
+from cnnspec.hookspecs import Register, hookimpl
 from cnnspec.registry import DatasetType, LayerType, OptimizerType, Params, Shape, ShapeError
 from cnnspec.types import PosFloat, PosInt
 
@@ -67,7 +67,7 @@ class SignSGD(OptimizerType[SignSGDParams]):
                 super().__init__(params, {"lr": p.lr})
 
             @torch.no_grad()
-            def step(self, closure: Any = None) -> None:
+            def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure support
                 for group in self.param_groups:
                     for w in group["params"]:
                         if w.grad is not None:
@@ -117,15 +117,15 @@ class Stripes(DatasetType[StripesParams]):
 
 
 @hookimpl
-def register_layers(register):  # type: ignore[no-untyped-def]
+def register_layers(register: Register) -> None:
     register(ChannelScale())
 
 
 @hookimpl
-def register_optimizers(register):  # type: ignore[no-untyped-def]
+def register_optimizers(register: Register) -> None:
     register(SignSGD())
 
 
 @hookimpl
-def register_datasets(register):  # type: ignore[no-untyped-def]
+def register_datasets(register: Register) -> None:
     register(Stripes())

@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, JsonValue, field_validator
 
-from cnnspec.hookspecs import hookimpl
+from cnnspec.hookspecs import Register, hookimpl
 from cnnspec.registry import LayerType, NoParams, Params, Shape, ShapeError
 from cnnspec.shapes import expect_chw, expect_flat, fmt, pair
 from cnnspec.types import PosInt, Probability, Size2
@@ -23,8 +23,8 @@ INITIALIZERS = (
     "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
     "orthogonal", "random_normal", "random_uniform", "zeros", "ones",
 )
-Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
-Initializer = Literal[INITIALIZERS]  # type: ignore[valid-type]
+Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]  # the names come from one tuple, shared with modules
+Initializer = Literal[INITIALIZERS]  # type: ignore[valid-type]  # as for Activation
 
 
 def _lower(v: Any) -> Any:
@@ -46,7 +46,7 @@ def tf_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, in
 
 
 # TensorFlow 1 code writes 'SAME'; the schema lists the spellings that validation accepts
-_PADDING_SCHEMA = {"enum": ["valid", "same", "VALID", "SAME", "Valid", "Same"]}
+_PADDING_SCHEMA: dict[str, JsonValue] = {"enum": ["valid", "same", "VALID", "SAME", "Valid", "Same"]}
 
 
 class _Keras(Params):
@@ -76,8 +76,9 @@ def _spatial(name: str, shape: Shape, k: tuple[int, int], s: tuple[int, int],
     _, h, w = expect_chw(name, shape)
     oh, ow = (tf_out(h, k[0], s[0], d[0], padding), tf_out(w, k[1], s[1], d[1], padding))
     if oh < 1 or ow < 1:
+        key = "kernel_size" if name == "Conv2D" else "pool_size"
         raise ShapeError(f"window {fmt(k)} does not fit the input {h} x {w} with padding "
-                         f"'{padding}': output would be {oh} x {ow}", "kernel_size" if name == "Conv2D" else "pool_size")
+                         f"'{padding}': output would be {oh} x {ow}", key)
     return oh, ow
 
 
@@ -256,6 +257,6 @@ LAYERS = (Conv2D(), MaxPool2D(), MaxPooling2D(), AveragePooling2D(), AvgPool2D()
 
 
 @hookimpl
-def register_layers(register):  # type: ignore[no-untyped-def]
+def register_layers(register: Register) -> None:
     for layer in LAYERS:
         register(layer)

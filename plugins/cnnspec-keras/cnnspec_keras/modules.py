@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from cnnspec.shapes import pair
 
 from . import tf_pads
 
-_ACT = {
+_ACT: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "elu": nn.ELU, "selu": nn.SELU, "silu": nn.SiLU,
     "swish": nn.SiLU, "mish": nn.Mish, "sigmoid": nn.Sigmoid, "hard_sigmoid": nn.Hardsigmoid,
     "tanh": nn.Tanh, "softplus": nn.Softplus, "softsign": nn.Softsign,
@@ -77,7 +78,8 @@ class Padded(nn.Module):
         return self.inner(x)
 
 
-def _same(shape: tuple[int, ...], k: tuple[int, int], s: tuple[int, int], d: tuple[int, int]) -> tuple[int, int, int, int]:
+def _same(shape: tuple[int, ...], k: tuple[int, int], s: tuple[int, int],
+          d: tuple[int, int]) -> tuple[int, int, int, int]:
     top, bottom = tf_pads(shape[1], k[0], s[0], d[0])
     left, right = tf_pads(shape[2], k[1], s[1], d[1])
     return (left, right, top, bottom)
@@ -113,6 +115,7 @@ class AvgPoolSame(nn.Module):
         self.pads, self.k, self.s = pads, k, s
         ones = F.pad(torch.ones(1, 1, shape[1], shape[2]), pads)
         # fraction of each window that is real input; a buffer, so it follows .to(device)
+        self.coverage: torch.Tensor
         self.register_buffer("coverage", F.avg_pool2d(ones, k, s), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
