@@ -240,7 +240,7 @@ def test_ctrl_c_then_the_same_command_continues_without_repeating(tmp_path, writ
     spec = write(TINY_SWEEP % 2)
     out = tmp_path / "sweep"
     # long enough trials that Ctrl-C lands in trial 1's training, not after it
-    cmd = sweep_cmd(spec, "--set", "train.epochs=150", "--output", str(out), "--quiet")
+    cmd = sweep_cmd(spec, "--set", "train.epochs=25", "--output", str(out), "--quiet")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # trial 0 finished and trial 1 is training: interrupt now
