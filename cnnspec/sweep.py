@@ -413,6 +413,8 @@ class Sweeper:
                                     start_new_session=True,  # Ctrl-C reaches this process, which stops them
                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         self.jobs[trial.number] = Job(trial, values, slot, run_dir, log, proc, time.monotonic())
+        if self.stop:  # Ctrl-C came while it was starting
+            self._signal(self.jobs[trial.number], signal.SIGINT)
         self.report.trial_started(trial.number, values, self.gpus[slot % len(self.gpus)] if self.gpus else None)
 
     def _signal(self, job: Job, sig: int) -> None:
