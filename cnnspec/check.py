@@ -77,7 +77,12 @@ def check_file(path: str, registry: Registry | None = None, plugins: Sequence[st
     except SpecError as e:
         return CheckResult(path, problems=e.problems)
     apply(located, list(overrides))
-    return check(located, registry, plugins)
+    result = check(located, registry, plugins)
+    if isinstance(located.data, dict) and isinstance(located.data.get("sweep"), dict):
+        from .sweepspace import with_sweep_problems  # the sweep section, checked like the rest
+
+        result = with_sweep_problems(located, result)
+    return result
 
 
 def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:

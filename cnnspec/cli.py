@@ -55,6 +55,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: from the output's suffix (.svg, .mmd, .dot), else svg")
     _plugin_option(g)
     g.set_defaults(func=cmd_graph)
+    sw = sub.add_parser("sweep", help="search the spec's sweep: space with Optuna, one run per trial")
+    sw.add_argument("spec", metavar="SPEC", help="spec file with a sweep: section")
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a value of the spec or its sweep section (repeatable)")
+    sw.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="trials at once on this machine (1)")
+    sw.add_argument("--storage", metavar="URL",
+                    help="Optuna storage shared by every worker, e.g. postgresql://USER@HOST/DB (default: "
+                         "a SQLite file in the sweep folder)")
+    sw.add_argument("--study", metavar="NAME", help="study name in the storage (default NAME-HASH of spec and space)")
+    sw.add_argument("--device", type=_device, help="override train.device for every trial")
+    sw.add_argument("--output", metavar="DIR", help="sweep folder (default runs/NAME-sweep-TIMESTAMP); "
+                    "an existing one of the same sweep is continued")
+    sw.add_argument("--quiet", action="store_true", help="print only the sweep folder")
+    _plugin_option(sw)
+    sw.set_defaults(func=cmd_sweep)
 
     pl = sub.add_parser("plugins", help="list plugins and what each registers")
     _plugin_option(pl)
@@ -192,6 +207,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     from .runner import run_command
 
     run_command(args)
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .sweep import sweep_command
+
+    sweep_command(args)
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:

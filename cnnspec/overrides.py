@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from .errors import KeyPath, OverrideError
 from .yamlpos import Located
 
-__all__ = ["OverrideError", "apply", "parse"]
+__all__ = ["OverrideError", "apply", "parse", "set_path"]
 
 
 def parse(arg: str) -> tuple[KeyPath, Any]:
@@ -47,34 +47,45 @@ def _default_component(path: KeyPath) -> str | None:
     return None
 
 
+def set_path(data: Any, path: KeyPath, value: Any) -> None:
+    """Set ``path`` in plain spec data to ``value``, as --set does: missing mappings are made
+    (an omitted optimizer or loss gets its default type), a bare component name becomes
+    ``{type: NAME}``, lists are indexed by number. Raises OverrideError naming the first part
+    of the path that is not in the spec."""
+    if not isinstance(data, dict):
+        raise OverrideError("the spec is not a mapping")
+    cur: Any = data
+    for i, part in enumerate(path[:-1]):
+        nxt = path[i + 1]
+        if isinstance(cur, dict) and isinstance(part, str):
+            if part not in cur or cur[part] is None:
+                default = _default_component(path[: i + 1])  # an omitted optimizer or loss
+                cur[part] = {"type": default} if default and nxt != "type" else {}
+            elif isinstance(cur[part], str):  # `loss: x` -> {type: x}
+                cur[part] = {"type": cur[part]}
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+            if isinstance(cur[part], str):
+                cur[part] = {"type": cur[part]}
+            cur = cur[part]
+        else:
+            raise OverrideError(f"'{'.'.join(map(str, path[:i + 1]))}' is not in the spec")
+    last = path[-1]
+    if isinstance(cur, dict) and isinstance(last, str):
+        cur[last] = value
+    elif isinstance(cur, list) and isinstance(last, int) and last < len(cur):
+        cur[last] = value
+    else:
+        raise OverrideError(f"'{'.'.join(map(str, path))}' is not in the spec")
+
+
 def apply(located: Located, args: list[str]) -> Located:
     """Set each override in place; creates missing mappings, indexes lists by number."""
     for arg in args:
         path, value = parse(arg)
-        if not isinstance(located.data, dict):
-            raise OverrideError(f"--set {arg!r}: the spec is not a mapping")
-        cur: Any = located.data
-        for i, part in enumerate(path[:-1]):
-            nxt = path[i + 1]
-            if isinstance(cur, dict) and isinstance(part, str):
-                if part not in cur or cur[part] is None:
-                    default = _default_component(path[: i + 1])  # an omitted optimizer or loss
-                    cur[part] = {"type": default} if default and nxt != "type" else {}
-                elif isinstance(cur[part], str):  # `loss: x` -> {type: x}
-                    cur[part] = {"type": cur[part]}
-                cur = cur[part]
-            elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
-                if isinstance(cur[part], str):
-                    cur[part] = {"type": cur[part]}
-                cur = cur[part]
-            else:
-                raise OverrideError(f"--set {arg!r}: '{'.'.join(map(str, path[:i + 1]))}' is not in the spec")
-        last = path[-1]
-        if isinstance(cur, dict) and isinstance(last, str):
-            cur[last] = value
-        elif isinstance(cur, list) and isinstance(last, int) and last < len(cur):
-            cur[last] = value
-        else:
-            raise OverrideError(f"--set {arg!r}: '{'.'.join(map(str, path))}' is not in the spec")
+        try:
+            set_path(located.data, path, value)
+        except OverrideError as e:
+            raise OverrideError(f"--set {arg!r}: {e}") from None
         located.overridden[path] = arg
     return located

@@ -131,6 +131,10 @@ class SpecFile(Section):
     blocks: dict[str, Any] | None = Field(
         None, description="named, parameterised blocks of layers, used as {block: NAME, ...arguments}"
     )
+    sweep: dict[str, Any] | None = Field(
+        None, exclude=True,
+        description="a hyperparameter search for `cnnspec sweep` (checked by cnnspec.sweepspace; `run` ignores it)",
+    )
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ PACKAGE = ROOT / "cnnspec"
 LAYERS = [
     {"errors", "types"},
     {"registry", "hookspecs", "yamlpos", "shapes"},
-    {"spec", "plugins", "overrides", "check", "blocks", "report", "schema", "graph"},
-    {"build", "data", "distributed", "progress", "rundir", "host", "plot", "default_plugins"},
+    {"spec", "plugins", "overrides", "check", "blocks", "report", "schema", "graph", "sweepspace"},
+    {"build", "data", "distributed", "progress", "rundir", "host", "plot", "default_plugins", "sweepreport"},
     {"train", "trained"},
-    {"runner", "tools"},
+    {"runner", "tools", "sweep"},
     {"cli", "__main__", "__init__"},  # the command line, and the package's public facade
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

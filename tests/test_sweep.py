@@ -1,0 +1,295 @@
+"""`cnnspec sweep`: the sweep section checked like the spec, impossible trials reported without
+training, parallel and distributed workers (SQLite, PostgreSQL), resume after Ctrl-C, seeds.
+
+Trials are real `cnnspec run` child processes on tiny data; each costs a few seconds of
+start-up (torch), so the sweeps here are a handful of trials of one or two epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+optuna = pytest.importorskip("optuna", reason="cnnspec sweep needs the 'sweep' extra (optuna)")
+
+TINY = """\
+name: tiny
+input: [1, 8, 8]
+layers:
+  - {type: conv2d, out_channels: 4, kernel_size: 3, padding: 1}
+  - relu
+  - {type: maxpool2d, kernel_size: 2}
+  - flatten
+  - {type: linear, out_features: 3}
+data:
+  dataset: {type: synthetic, classes: 3, train_size: 120, test_size: 30}
+  batch_size: 20
+  val_split: 0.25
+train:
+  epochs: 1
+  seed: 1
+  device: cpu
+  optimizer: {type: sgd, lr: 0.05}
+"""
+
+TINY_SWEEP = TINY + """\
+sweep:
+  trials: %d
+  sampler: random
+  seed: 3
+  space:
+    train.optimizer.lr: {log_uniform: [0.001, 0.5]}
+    layers.0.out_channels: [2, 4, 8]
+"""
+
+# every draw is impossible (a kernel of 11 or more on the 8x8 input padded to 10x10): no training
+NEVER_FITS = TINY + """\
+sweep:
+  trials: 6
+  seed: %d
+  space:
+    layers.0.kernel_size: {int: [11, 40]}
+    train.optimizer.lr: {log_uniform: [1.0e-4, 1.0e-1]}
+"""
+
+
+def results(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())
+
+
+def trial_dirs(folder: Path) -> set[str]:
+    return {p.name for p in (folder / "trials").iterdir() if p.is_dir()} if (folder / "trials").exists() else set()
+
+
+def sweep_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cnnspec", "sweep", *args]
+
+
+# -- the sweep section, checked by validate (no torch, no optuna) ---------------------------------
+
+
+def test_sweep_section_errors_are_located_with_suggestions(cli, write):
+    path = write(TINY + """\
+sweep:
+  trials: 4
+  metrc: val_accuracy
+  space:
+    train.optimizer.lrr: {log_uniform: [1.0e-4, 1.0e-2]}
+    layers.0.out_channels: {uniform: [2, 16]}
+    layers.0.kernel_size: [3, big]
+    layers.7.p: [0.1, 0.2]
+    data.augment: [[], [{type: random_crop, padding: 2}]]
+    layers.4: [{type: linear, out_features: 3}, {type: linaer, out_features: 3}]
+    train.epochs: 3
+    train.seed: {uniform: [1, 0]}
+""")
+    res = cli("validate", path)
+    assert res.code == 1
+    lines = res.out.splitlines()
+    expect = [
+        ":20:3: error: sweep: unknown key 'metrc' (did you mean 'metric'?)",
+        ":22:5: error: sweep.space.train.optimizer.lrr: train.optimizer sgd: unknown key 'lrr' (did you mean 'lr'?)",
+        ":23:38: error: sweep.space.layers.0.out_channels: layers[0] conv2d: out_channels: must be an integer",
+        ":24:31: error: sweep.space.layers.0.kernel_size: layers[0] conv2d: kernel_size: must be an integer or a list",
+        ":25:5: error: sweep.space.layers.7.p: layers has 5 items (0 to 4), no 7",
+        ":26:5: error: sweep.space.data.augment: data: unknown key 'augment'",
+        ":27:49: error: sweep.space.layers.4: layers[4]: unknown layer type 'linaer' (did you mean 'linear'?)",
+        ":28:19: error: sweep.space.train.epochs: expected a list of choices or {uniform|log_uniform|int|log_int",
+        ":29:27: error: sweep.space.train.seed: low must be below high, got [1, 0]",
+    ]
+    for want in expect:
+        assert any(want in ln for ln in lines), (want, res.out)
+    assert lines[-1].endswith(f": {len(expect)} errors"), res.out
+
+
+def test_valid_sweep_validates_without_torch_or_optuna(write):
+    path = write(TINY_SWEEP % 4)
+    code = (f"import sys; from cnnspec.cli import main; rc = main(['validate', {path!r}]); "
+            "assert rc == 0, rc; bad = [m for m in ('torch', 'optuna') if m in sys.modules]; "
+            "assert not bad, bad")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_impossible_values_are_not_a_sweep_error_and_grid_needs_steps(cli, write):
+    ok = write(TINY + "sweep:\n  space:\n    layers.2.kernel_size: [2, 9]\n", "ok.yaml")
+    assert cli("validate", ok).code == 0  # 9 cannot fit, but that is one trial's problem
+    grid = write(TINY + "sweep:\n  sampler: grid\n  space:\n    train.optimizer.lr: {uniform: [0.01, 0.1]}\n",
+                 "grid.yaml")
+    res = cli("validate", grid)
+    assert res.code == 1 and "the grid sampler needs a list of choices" in res.out
+    noval = write(TINY.replace("  val_split: 0.25\n", "") + "sweep:\n  space:\n    train.seed: [1, 2]\n", "nv.yaml")
+    res = cli("validate", noval)
+    assert res.code == 1 and "sweep.metric: val_accuracy needs a validation split" in res.out
+
+
+def test_sweep_needs_a_sweep_section(cli, write):
+    res = cli("sweep", write(TINY))
+    assert res.code == 1 and "no 'sweep' section" in res.err
+
+
+# -- trials ---------------------------------------------------------------------------------------
+
+
+def test_quickstart_sweep_reports_impossible_trials_and_best_spec_reproduces(cli, write, tmp_path):
+    """The issue's first acceptance test, on the quick-start spec (scikit-learn digits, offline)."""
+    text = (ROOT / "specs" / "quickstart.yaml").read_text() + """\
+sweep:
+  sampler: grid
+  metric: val_accuracy
+  pruner_startup_trials: 1            # the second trained trial is pruned if worse after an epoch
+  space:
+    layers.4.kernel_size: [2, 9]        # 9: the pool window is larger than the 8x8 feature map
+    layers.6: [{type: dropout, p: 0.25}, identity]   # a whole layer as the value
+"""
+    spec = write(text, "quickstart_sweep.yaml")
+    out = tmp_path / "sweep"
+    res = cli("sweep", spec, "--set", "train.epochs=2", "--output", str(out))
+    assert res.code == 0, res.text
+    doc = results(out)
+    rows = {r["trial"]: r for r in doc["trials"]}
+    assert sorted(rows) == [0, 1, 2, 3] and doc["counts"]["invalid"] == 2
+    trained = []
+    for n, r in rows.items():
+        if r["params"]["layers.4.kernel_size"] == 9:
+            assert r["status"] == "invalid" and r["run_dir"] is None and r["epochs"] == 0
+            (err,) = r["errors"]
+            # located in the sweep section, where the 9 is written
+            line = text.splitlines().index(next(ln for ln in text.splitlines() if "[2, 9]" in ln)) + 1
+            assert err.startswith(f"{spec}:{line}:") and ": error: layers[4] maxpool2d: window 9 x 9" in err, err
+            assert err in res.out
+            assert f"{n:04d}" not in trial_dirs(out)  # nothing was trained
+        else:
+            lines = (out / "trials" / f"{n:04d}" / "metrics.jsonl").read_text().splitlines()
+            metrics = [json.loads(ln) for ln in lines]
+            trained.append((n, r, [m["val_accuracy"] for m in metrics]))
+    (n1, first, acc1), (n2, second, acc2) = sorted(trained, key=lambda t: t[0])
+    assert first["status"] == "complete" and first["epochs"] == 2 and first["value"] == max(acc1)
+    if acc2[0] < acc1[0]:  # the median rule after one epoch: worse than the only finished trial
+        assert second["status"] == "pruned" and second["last_value"] == acc2[0], (acc1, acc2, second)
+        assert doc["counts"]["pruned"] == 1
+    else:
+        assert second["status"] == "complete" and second["value"] == max(acc2), (acc1, acc2, second)
+    assert [first["params"]["layers.6"], second["params"]["layers.6"]] in (
+        [{"type": "dropout", "p": 0.25}, "identity"], ["identity", {"type": "dropout", "p": 0.25}])
+    assert (out / "results.csv").read_text().count("\n") == 5 and (out / "sweep.png").stat().st_size > 1000
+    best = doc["best"]
+    assert best["value"] == max(r["value"] for r in rows.values() if r["value"] is not None)
+    again = tmp_path / "again"
+    res = cli("run", str(out / "best.yaml"), "--quiet", "--output", str(again))
+    assert res.code == 0, res.text
+    metrics = [json.loads(ln) for ln in (again / "metrics.jsonl").read_text().splitlines()]
+    assert max(m["val_accuracy"] for m in metrics) == best["value"]
+
+
+def test_sqlite_sweep_with_two_jobs_runs_every_trial_once_in_parallel(cli, write, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # two "GPUs": each child gets one (CPU trials here)
+    out = tmp_path / "sweep"
+    res = cli("sweep", write(TINY_SWEEP % 4), "-j", "2", "--output", str(out), "--quiet")
+    assert res.code == 0, res.text
+    assert res.out.strip() == str(out)
+    doc = results(out)
+    assert [r["trial"] for r in doc["trials"]] == [0, 1, 2, 3]
+    assert all(r["status"] == "complete" and r["epochs"] == 1 for r in doc["trials"])
+    assert trial_dirs(out) == {"0000", "0001", "0002", "0003"}
+    assert len(list((out / "trials").glob("*.log"))) == 4  # four children started, no more
+    spans = sorted((datetime.fromisoformat(r["started"]), datetime.fromisoformat(r["finished"])) for r in doc["trials"])
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans  # two trained at the same time
+    assert {r["gpu"] for r in doc["trials"][:2]} == {"5", "7"}
+    study = optuna.load_study(study_name=doc["study"], storage=f"sqlite:///{out / 'sweep.db'}")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 4
+
+
+def test_two_workers_share_one_postgresql_study(tmp_path, write):
+    url = os.environ.get("CNNSPEC_TEST_POSTGRES")
+    if not url:
+        pytest.skip("set CNNSPEC_TEST_POSTGRES=postgresql://USER@HOST:PORT/DB (.ci/run starts a local server)")
+    spec = write(TINY_SWEEP % 4)
+    study = f"test-{uuid.uuid4().hex[:10]}"
+    outs = [tmp_path / "w1", tmp_path / "w2"]
+    procs = [subprocess.Popen(sweep_cmd(spec, "--storage", url, "--study", study, "--output", str(o), "--quiet"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for o in outs]
+    for p in procs:
+        out, err = p.communicate(timeout=400)
+        assert p.returncode == 0, out + err
+    mine = [trial_dirs(o) for o in outs]
+    assert mine[0] and mine[1] and not mine[0] & mine[1], mine  # both worked, never on the same trial
+    assert mine[0] | mine[1] == {"0000", "0001", "0002", "0003"}
+    for o in outs:  # each worker's results cover the whole sweep
+        doc = results(o)
+        assert [r["trial"] for r in doc["trials"]] == [0, 1, 2, 3]
+        assert all(r["status"] == "complete" for r in doc["trials"])
+        assert sum(1 for _ in (o / "trials").glob("*.log")) == len(trial_dirs(o))
+    trials = optuna.load_study(study_name=study, storage=url).trials
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(t.number for t in done) == [0, 1, 2, 3]
+    assert all(t.user_attrs.get("cnnspec_status") == "surplus" for t in trials if t not in done)
+
+
+def test_ctrl_c_then_the_same_command_continues_without_repeating(tmp_path, write):
+    spec = write(TINY_SWEEP % 2)
+    out = tmp_path / "sweep"
+    # long enough trials that Ctrl-C lands in trial 1's training, not after it
+    cmd = sweep_cmd(spec, "--set", "train.epochs=25", "--output", str(out), "--quiet")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # trial 0 finished and trial 1 is training: interrupt now
+        if (out / "trials" / "0001" / "metrics.jsonl").exists():
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    first = (out / "trials" / "0000" / "metrics.jsonl").read_bytes()
+    first_mtime = (out / "trials" / "0000" / "metrics.jsonl").stat().st_mtime_ns
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command again to continue" in err
+    doc = results(out)
+    assert [(r["trial"], r["status"]) for r in doc["trials"]] == [(0, "complete")]
+    assert trial_dirs(out) == {"0000"}  # the stopped trial left nothing behind
+
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = results(out)
+    assert [(r["trial"], r["status"]) for r in doc["trials"]] == [(0, "complete"), (2, "complete")]
+    assert (out / "trials" / "0000" / "metrics.jsonl").read_bytes() == first  # not trained again
+    assert (out / "trials" / "0000" / "metrics.jsonl").stat().st_mtime_ns == first_mtime
+    trials = optuna.load_study(study_name=doc["study"], storage=f"sqlite:///{out / 'sweep.db'}").trials
+    assert trials[1].state.name == "FAIL" and trials[1].user_attrs["cnnspec_status"] == "interrupted"
+    assert trials[2].params == trials[1].params  # the stopped trial's values were run again
+    assert trials[0].params != trials[1].params
+
+
+def test_a_fixed_seed_draws_the_same_trials(cli, write, tmp_path):
+    def draw(seed: int, name: str) -> list[dict]:
+        out = tmp_path / name
+        res = cli("sweep", write(NEVER_FITS % seed, f"{name}.yaml"), "--output", str(out))
+        assert res.code == 0, res.text
+        doc = results(out)
+        assert doc["counts"]["invalid"] == 6 and not trial_dirs(out)  # all impossible: nothing trained
+        assert not (out / "best.yaml").exists() and "no trial completed" in res.out
+        return [r["params"] for r in doc["trials"]]
+
+    a, b, c = draw(5, "a"), draw(5, "b"), draw(6, "c")
+    assert a == b
+    assert a != c
+    assert len({json.dumps(p, sort_keys=True) for p in a}) == 6
+
+
+def test_output_folder_of_another_sweep_is_refused(cli, write, tmp_path):
+    out = tmp_path / "s"
+    assert cli("sweep", write(NEVER_FITS % 1, "one.yaml"), "--output", str(out), "--quiet").code == 0
+    res = cli("sweep", write(NEVER_FITS % 2, "two.yaml"), "--output", str(out))
+    assert res.code == 2 and "holds another sweep" in res.err
+    res = cli("sweep", write(NEVER_FITS % 1, "one.yaml"), "--output", str(out))  # the same: already done
+    assert res.code == 0 and "continuing sweep (6 of 6 trials done)" in res.out
