@@ -17,19 +17,23 @@ __all__ = ["Problem", "Spec", "SpecError", "build_model", "check_file", "load_sp
 __version__ = "0.1.0"
 
 
-def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Any:
+def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = (),
+               trust: bool = False) -> Any:
     """Check a spec file and return a ``cnnspec.check.CheckResult`` (never raises SpecError).
 
     ``plugins`` are extra plugin modules or .py files to load, like ``-p`` on the command line.
+    Plugin files the spec lists load only if trusted (``cnnspec trust``), or with ``trust=True``
+    (``--trust``): this call trusts them.
     """
     from .check import CheckResult, check
+    from .trust import Policy
     from .yamlpos import load_file
 
     try:
         located = load_file(path)
     except SpecError as e:
         return CheckResult(path, problems=e.problems)
-    return check(located, registry, plugins)
+    return check(located, registry, plugins, Policy(listed=trust, how=f"cnnspec trust {path}"))
 
 
 def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -14,6 +14,9 @@ from .registry import Kind, Registry
 from .shapes import ShapeTrace, fmt, trace
 from .spec import Component, DataSection, Spec, SpecFile, TrainSection
 from .yamlpos import Located
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trust import Policy
 
 # Models of nested sections, so an unknown key deep inside suggests a field of the right model.
 _SECTIONS: dict[str, type[BaseModel]] = {"data": DataSection, "train": TrainSection}
@@ -33,24 +36,32 @@ class CheckResult:
         return not self.problems
 
 
-def check(located: Located, registry: Registry | None = None, plugins: Sequence[str] = ()) -> CheckResult:
+def check(located: Located, registry: Registry | None = None, plugins: Sequence[str] = (),
+          policy: Policy | None = None) -> CheckResult:
     """Validate the whole document, collecting every independent problem.
 
     Without a ``registry``, the default one is used, extended by the spec's own ``plugins:``
     list and by ``plugins`` (from ``-p``; these raise PluginError instead of a located error).
+    A plugin file the spec lists is imported only if ``policy`` (default: the trust store)
+    trusts its bytes; otherwise its line is a located error and nothing is imported.
     """
     from .plugins import PluginError, default_registry, load_local_plugin, registry_with
+    from .trust import Policy
 
     data = located.data
     listed = data.get("plugins") if isinstance(data, dict) else None
     problems: list[Problem] = []
     if registry is None:
-        modules = [load_local_plugin(ref) for ref in plugins]
         base = Path(located.file).parent
+        modules = [load_local_plugin(ref) for ref in plugins]  # -p: the user named them
+        if policy is None:
+            policy = Policy(how=f"cnnspec trust {located.file}")
+        cli_files = {str(Path(ref).resolve()) for ref in plugins}
+        policy.files = policy.files | frozenset(cli_files)
         for i, ref in enumerate(listed if isinstance(listed, list) else []):
             if isinstance(ref, str):
                 try:
-                    modules.append(load_local_plugin(ref, base))
+                    modules.append(load_local_plugin(ref, base, policy))
                 except PluginError as e:
                     problems.append(located.problem(("plugins", i), f"plugins[{i}]: {e}"))
         try:
@@ -98,7 +109,7 @@ class _Checker:
 
         inp = data.get("input")
         # shapes need only a valid input and valid layers: other sections' problems are independent
-        if layers is not None and isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
+        if layers and isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
                 type(d) is int and d >= 1 for d in inp):
             result.trace = self.shapes(tuple(inp), layers)
             if result.trace.complete and dataset is not None:

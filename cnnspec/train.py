@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .build import build_model
 from .data import Batches
 from .distributed import SINGLE, World, all_sum, any_rank, shard
-from .errors import DeviceError, NonFiniteLoss, SetupError
+from .errors import CheckpointError, DeviceError, NonFiniteLoss, RunFolderError, SetupError
 from .plugins import call_plugin
 from .progress import Progress
 from .rundir import BEST, LAST, RunDir
@@ -156,8 +156,10 @@ class Trainer:
         c = self.ctx
         status, error, started = "failed", None, time.perf_counter()
         old_handler = _install_sigint(self)
+        set_up = False  # a resume that fails to restore its state writes nothing
         try:
             pos = self._setup()
+            set_up = True
             status = "completed"
             for epoch in range(pos.epoch, self.spec.train.epochs):
                 c.epoch = epoch + 1
@@ -184,9 +186,16 @@ class Trainer:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             summary = self.summary(status, time.perf_counter() - started, error)
-            if self.run_dir:
-                self.run_dir.write_summary(summary)
-            self._after_training(summary, failing=status in ("diverged", "failed"))
+            failing = status in ("diverged", "failed")
+            unwritten: RunFolderError | None = None
+            if self.run_dir and (set_up or self.resume_state is None):
+                try:
+                    self.run_dir.write_summary(summary)
+                except RunFolderError as e:  # a full disk: the error on its way up says more
+                    unwritten = e
+            self._after_training(summary, failing=failing or unwritten is not None)
+            if unwritten is not None and not failing:
+                raise unwritten
         return summary
 
     def _setup(self) -> Position:
@@ -210,15 +219,19 @@ class Trainer:
         if self.resume_state is None:
             return Position(0, 0, self.gen.get_state())
         state = self.resume_state
-        c.model.load_state_dict(state["model"])
-        c.optimizer.load_state_dict(state["optimizer"])
-        if c.scheduler is not None and state.get("scheduler") is not None:
-            c.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        try:
+            c.model.load_state_dict(state["model"])
+            c.optimizer.load_state_dict(state["optimizer"])
+            if c.scheduler is not None and state.get("scheduler") is not None:
+                c.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{LAST} does not fit this run: {type(e).__name__}: "
+                                  f"{str(e).strip().splitlines()[0][:300]}") from None
         if self.world.rank:  # the checkpoint holds rank 0's stream; the others branch off it
             torch.manual_seed(int(torch.randint(2**62, (1,))) + self.world.rank)
         c.metrics[:] = state["metrics"]
