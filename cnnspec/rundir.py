@@ -200,13 +200,16 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
-        found = re.search(r"unsupported (?:global|class|function)\W*([\w.]+)", text, re.IGNORECASE)
-        if found or "weights only load failed" in text.lower():
-            what = f" ({found.group(1)})" if found else ""
+        found = (re.search(r"GLOBAL\s+([\w.]+)", text)
+                 or re.search(r"unsupported (?:global|class|function)\W*([\w.]+)", text, re.IGNORECASE))
+        if found:
             raise CheckpointError(
-                f"{path}: refused: not a plain weights file: it holds Python code or objects{what}, "
-                "so it was not loaded and nothing in it ran") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint ({text.strip().splitlines()[0][:200]})") from None
+                f"{path}: refused: not a plain weights file: it holds Python code or objects "
+                f"({found.group(1)}), so it was not loaded and nothing in it ran") from None
+        # torch's message is a paragraph of advice; the line that says what is wrong is short
+        detail = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(
+            ("Weights only load failed", "Please file", "Check the documentation"))]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({(detail or ['unreadable'])[0][:200]})") from None
     except Exception as e:  # truncated zip, wrong file type, ...
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

@@ -182,6 +182,9 @@ class Trainer:
         except Exception as e:
             status, error = "failed", f"{type(e).__name__}: {e}"
             raise
+        except SystemExit as e:  # a plugin may not end the process, nor decide its status
+            status, error = "failed", f"SystemExit({e.code!r})"
+            raise RuntimeError(f"a plugin tried to end the process with SystemExit({e.code!r})") from None
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
