@@ -193,6 +193,20 @@ def _edited_run_spec(c: Case, command: str) -> list[str]:
     return [command, str(run), "--trust"] + (["x.png"] if command == "predict" else [])
 
 
+def _crafted_run_folder(c: Case, command: str) -> list[str]:
+    """A run folder made by somebody else, its spec and plugin record agreeing on their code."""
+    run = c.copy()
+    evil = c.evil()
+    text = (run / "spec.yaml").read_text().replace("plugins: []", f"plugins: [{evil}]")
+    (run / "spec.yaml").write_text(text)
+    digest = hashlib.sha256(evil.read_bytes()).hexdigest()
+    (run / "plugins.json").write_text(json.dumps({"plugins": [{"ref": str(evil), "sha256": digest}]}))
+    c.watched[-1:] = [run]
+    if command == "resume":
+        return ["run", "--resume", str(run), "--set", "train.epochs=3", "--quiet"]
+    return [command, str(run)] + (["x.png"] if command == "predict" else [])
+
+
 def _foreign_checkpoint(c: Case, command: str) -> list[str]:
     run = c.copy()
     own = torch.load(run / "last.pt", weights_only=True)["spec"]
@@ -267,6 +281,8 @@ CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
     "plugin-exit-0-registering": (lambda c: _exit0_plugin(c, "hook"), 1, "SystemExit"),
     # a run folder whose spec was edited to name code
     **{f"edited-run-spec-{cmd}": ((lambda c, cmd=cmd: _edited_run_spec(c, cmd)), 2, "not the ones the run was made with")
+       for cmd in ("eval", "predict", "export", "resume")},
+    **{f"crafted-run-folder-{cmd}": ((lambda c, cmd=cmd: _crafted_run_folder(c, cmd)), 1, "is not trusted")
        for cmd in ("eval", "predict", "export", "resume")},
     # checkpoints
     **{f"foreign-checkpoint-{cmd}": ((lambda c, cmd=cmd: _foreign_checkpoint(c, cmd)), 2, "does not fit")
@@ -438,3 +454,240 @@ def test_a_plugin_cannot_end_a_run_with_exit_status_0(tmp_path):
     code, text = cli("run", str(spec), "-p", str(plugin), "--quiet", "--output", str(tmp_path / "r"))
     assert code == 3 and "tried to end the process with SystemExit(0)" in text
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "failed"
+
+
+# -- run folders: read-only, full disk, stale files, parallel launches, locks ------------------
+
+
+def _mount(*args: str) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def read_only_copy(finished, tmp_path):
+    """A finished run seen through a read-only bind mount (real EROFS, even for root)."""
+    src = tmp_path / "src"
+    shutil.copytree(finished["run"], src)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if not (_mount("--bind", str(src), str(ro)) and _mount("-o", "remount,bind,ro", str(ro))):
+        subprocess.run(["umount", str(ro)], capture_output=True)
+        pytest.skip("cannot make a read-only bind mount here (needs root and mount); "
+                    "the read-only run folder checks did not run")
+    yield ro
+    subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_read_only_run_folder_on_resume_and_export(read_only_copy, tmp_path):
+    before = snapshot(read_only_copy)
+    code, text = cli("run", "--resume", str(read_only_copy), "--set", "train.epochs=3", "--quiet")
+    assert code == 2 and "Read-only file system" in text and len(text.splitlines()) == 1, text
+    code, text = cli("export", str(read_only_copy))
+    assert code == 2 and f"cannot write {read_only_copy}/model.torchscript.pt: Read-only file system" in text, text
+    assert len(text.splitlines()) == 1 and "Traceback" not in text
+    out = tmp_path / "exported"
+    out.mkdir()
+    code, text = cli("export", str(read_only_copy), "-o", str(out))  # -o DIR: the file goes inside
+    assert code == 0, text
+    assert (out / "model.torchscript.pt").stat().st_size > 1000
+    assert snapshot(read_only_copy) == before
+
+
+BIG = SPEC.replace("out_channels: 4", "out_channels: 128")  # last.pt with Adam's state: about 300 KB
+
+
+def test_disk_full_on_a_real_small_filesystem(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)):
+        pytest.skip("cannot mount a small tmpfs here (needs root); the simulated test below still runs")
+    try:
+        spec = tmp_path / "big.yaml"
+        spec.write_text(BIG)
+        code, text = cli("run", str(spec), "--quiet", "--output", str(disk / "r"))
+        assert code == 2, text
+        assert f"no space left on {disk / 'r'}" in text and "no checkpoint was saved yet" in text, text
+        assert len([ln for ln in text.splitlines() if "error:" in ln]) == 1 and "Traceback" not in text
+        assert not list((disk / "r").glob(".*.tmp")) and not (disk / "r" / "last.pt").exists()
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_disk_full_simulated_at_the_os_call(tmp_path, monkeypatch):
+    import errno
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC.replace("epochs: 2", "epochs: 3"))
+    real = os.fsync
+    calls = {"n": 0}
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] > 6:  # spec, plugins record, then epoch 1's checkpoint and metrics go through
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code, text = cli("run", str(spec), "--quiet", "--output", str(tmp_path / "r"))
+    assert code == 2, text
+    assert f"no space left on {tmp_path / 'r'}" in text
+    assert f"the last checkpoint is {tmp_path / 'r' / 'last.pt'}" in text and (tmp_path / "r" / "last.pt").is_file()
+    assert not list((tmp_path / "r").glob(".*.tmp"))
+
+
+def test_stale_temporaries_are_removed_on_resume(finished, tmp_path):
+    run = tmp_path / "r"
+    shutil.copytree(finished["run"], run)
+    stale = run / ".last.pt.k3j4h5.tmp"
+    stale.write_bytes(b"\0" * 100_000)  # what kill -9 during a save leaves
+    code, text = cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet")
+    assert code == 0, text
+    assert not stale.exists() and not (run / ".lock").exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(finished, tmp_path):
+    run = tmp_path / "r"
+    shutil.copytree(finished["run"], run)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / ".lock").write_text(f"{dead.pid}\n")
+    code, text = cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet")
+    assert code == 0, text
+    assert not (run / ".lock").exists()
+
+
+def _make_folder(args):
+    from cnnspec.rundir import new_run_dir
+
+    barrier, base = args
+    barrier.wait()
+    return str(new_run_dir("same", None, base))
+
+
+def test_parallel_launches_get_their_own_run_folders(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    n = 30
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(n)
+        with ctx.Pool(n) as pool:
+            made = pool.map(_make_folder, [(barrier, str(tmp_path / "runs"))] * n)
+    assert len(set(made)) == n
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(Path(p).name for p in made)
+
+
+# -- what was already right: verified ------------------------------------------------------------
+
+
+def test_a_resume_that_does_nothing_writes_nothing(finished, tmp_path):
+    run = tmp_path / "r"
+    shutil.copytree(finished["run"], run)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    before_hash = snapshot(run)
+    code, text = cli("run", "--resume", str(run), "--set", "train.epochs=1")
+    assert code == 0 and "already finished" in " ".join(text.split()), text
+    assert snapshot(run) == before_hash
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_summary_records_the_batch_that_ran(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC.replace("batch_size: 16", "batch_size: 100000").replace("epochs: 2", "epochs: 1"))
+    code, text = cli("run", str(spec), "--output", str(tmp_path / "r"))
+    assert code == 0, text
+    assert "batch 96 (data.batch_size 100000 is more than the 96 samples there are)" in " ".join(text.split())
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["batch_size"] == 96 and summary["effective_batch_size"] == 96
+
+
+def test_interrupt_before_the_first_checkpoint_names_no_checkpoint(tmp_path):
+    plugin = tmp_path / "stop.py"
+    plugin.write_text("from cnnspec.hookspecs import hookimpl\n@hookimpl\n"
+                      "def before_training(context):\n    raise KeyboardInterrupt\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    code, text = cli("run", str(spec), "-p", str(plugin), "--quiet", "--output", str(tmp_path / "r"))
+    assert code == 130, text
+    assert "no checkpoint was saved yet" in text and "last.pt" not in text
+
+
+# -- predict reads images by their real range and mode -----------------------------------------
+
+
+def test_predict_image_modes(tmp_path):
+    from PIL import Image
+
+    from cnnspec.tools import load_image
+
+    f = tmp_path / "f.tiff"
+    Image.fromarray(np.full((4, 4), 0.25, dtype=np.float32), mode="F").save(f)
+    assert torch.allclose(load_image(str(f), (1, 4, 4)), torch.full((1, 1, 4, 4), 0.25))  # was black
+
+    a = np.zeros((4, 4, 4), dtype=np.uint8)  # transparent everywhere, black opaque ink in one corner
+    a[:2, :2] = (0, 0, 0, 255)
+    Image.fromarray(a, mode="RGBA").save(tmp_path / "rgba.png")
+    x = load_image(str(tmp_path / "rgba.png"), (1, 4, 4))[0, 0]
+    assert float(x[0, 0]) == 0.0 and float(x[3, 3]) == 1.0  # the ink shows: laid on white
+
+    Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16)).save(tmp_path / "deep.png")
+    x = load_image(str(tmp_path / "deep.png"), (1, 4, 4))
+    assert torch.allclose(x, torch.full_like(x, 32768 / 65535), atol=1e-4)  # was clipped to 1.0
+
+    Image.fromarray(np.full((4, 4), np.nan, dtype=np.float32), mode="F").save(tmp_path / "nan.tiff")
+    from cnnspec.errors import ToolError
+
+    with pytest.raises(ToolError, match="NaN"):
+        load_image(str(tmp_path / "nan.tiff"), (1, 4, 4))
+
+
+def test_predict_accepts_a_16_bit_png(finished, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 1000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    code, text = cli("predict", str(finished["run"]), str(tmp_path / "deep.png"))
+    assert code == 0 and "deep.png:" in text, text
+
+
+def test_plot_skips_bad_metrics_lines_with_a_warning(finished, tmp_path):
+    run = tmp_path / "r"
+    shutil.copytree(finished["run"], run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write("{not json\n[1, 2]\n{\"epoch\": 3}\n")
+    code, text = cli("plot", str(run), "-o", str(tmp_path / "p.png"))
+    assert code == 0, text
+    assert f"cnnspec: warning: {run / 'metrics.jsonl'}:3: not a metrics row (not JSON); skipped" in text
+    assert f"{run / 'metrics.jsonl'}:4: not a metrics row" in text and f"{run / 'metrics.jsonl'}:5:" in text
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+# -- validate's memory and time on big hostile inputs -----------------------------------------
+
+# VmHWM (the peak resident size of this program; ru_maxrss would carry the forking parent's over exec)
+MEASURE = ("import re, sys, time\nfrom cnnspec.cli import main\nt = time.perf_counter()\n"
+           "code = main(['validate', sys.argv[1]])\n"
+           "hwm = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)) * 1024\n"
+           "print('RESULT', code, hwm, time.perf_counter() - t, file=sys.stderr)\n")
+
+BIG_INPUTS: dict[str, Callable[[Path], None]] = {
+    "block-list-10MB": lambda p: p.write_text("input: [1, 8, 8]\nlayers:\n" + "  - relu\n" * 1_100_000),
+    "flow-list-10MB": lambda p: p.write_text("input: [1, 8, 8]\nlayers: [" + "relu, " * 1_650_000 + "relu]\n"),
+    "deep-nesting-10MB": lambda p: p.write_text("input: " + "[" * 4_900_000 + "]" * 4_900_000 + "\n"),
+    "many-keys-10MB": lambda p: p.write_text("".join(f"k{i}: {i}\n" for i in range(600_000))),
+    "long-scalar-10MB": lambda p: p.write_text("name: " + "a" * 9_900_000 + "\ninput: [1, 8, 8]\nlayers: [relu]\n"),
+    "alias-bomb": lambda p: p.write_text("input: [1, 8, 8]\nlayers: [relu]\nx: " + alias_bomb(12) + "\n"),
+    "file-99MB": lambda p: p.write_bytes(b"# " + b"x" * 99_000_000 + b"\n"),
+}
+
+
+@pytest.mark.parametrize("name", list(BIG_INPUTS))
+def test_validate_memory_stays_under_1_GB_and_never_hangs(name, tmp_path):
+    path = tmp_path / "big.yaml"
+    BIG_INPUTS[name](path)
+    res = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True,
+                         env=ENV, timeout=120)
+    assert "Traceback" not in res.stderr, res.stderr[-2000:]
+    _, code, peak, seconds = res.stderr.strip().splitlines()[-1].split()
+    print(f"{name}: exit {code}, peak {int(peak) / 2**20:.0f} MiB, {float(seconds):.2f} s")
+    assert int(code) in (0, 1, 2)
+    assert int(peak) < 2**30, f"{name}: peak {int(peak) / 2**20:.0f} MiB"
