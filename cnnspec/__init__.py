@@ -26,14 +26,13 @@ def check_file(path: str, registry: Registry | None = None, plugins: Sequence[st
     (``--trust``): this call trusts them.
     """
     from .check import CheckResult, check
-    from .trust import Policy
     from .yamlpos import load_file
 
     try:
         located = load_file(path)
     except SpecError as e:
         return CheckResult(path, problems=e.problems)
-    return check(located, registry, plugins, Policy(listed=trust, how=f"cnnspec trust {path}"))
+    return check(located, registry, plugins, trust=trust)
 
 
 def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:

@@ -37,16 +37,16 @@ class CheckResult:
 
 
 def check(located: Located, registry: Registry | None = None, plugins: Sequence[str] = (),
-          policy: Policy | None = None) -> CheckResult:
+          policy: Policy | None = None, trust: bool = False) -> CheckResult:
     """Validate the whole document, collecting every independent problem.
 
     Without a ``registry``, the default one is used, extended by the spec's own ``plugins:``
     list and by ``plugins`` (from ``-p``; these raise PluginError instead of a located error).
-    A plugin file the spec lists is imported only if ``policy`` (default: the trust store)
-    trusts its bytes; otherwise its line is a located error and nothing is imported.
+    A plugin file the spec lists is imported only if ``policy`` (default: the trust store, and
+    every listed file when ``trust``) trusts its bytes; otherwise its line is a located error
+    and nothing is imported.
     """
     from .plugins import PluginError, default_registry, load_local_plugin, registry_with
-    from .trust import Policy
 
     data = located.data
     listed = data.get("plugins") if isinstance(data, dict) else None
@@ -54,11 +54,14 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
     if registry is None:
         base = Path(located.file).parent
         modules = [load_local_plugin(ref) for ref in plugins]  # -p: the user named them
-        if policy is None:
-            policy = Policy(how=f"cnnspec trust {located.file}")
-        cli_files = {str(Path(ref).resolve()) for ref in plugins}
-        policy.files = policy.files | frozenset(cli_files)
-        for i, ref in enumerate(listed if isinstance(listed, list) else []):
+        refs = listed if isinstance(listed, list) else []
+        if refs:
+            from .trust import Policy  # only when a spec names plugins: validate's start-up stays lean
+
+            if policy is None:
+                policy = Policy(listed=trust, how=f"cnnspec trust {located.file}")
+            policy.files = policy.files | frozenset(str(Path(ref).resolve()) for ref in plugins)
+        for i, ref in enumerate(refs):
             if isinstance(ref, str):
                 try:
                     modules.append(load_local_plugin(ref, base, policy))

@@ -25,7 +25,7 @@ def load_for_run(path: str, overrides: list[str], device: str | None, plugins: S
     With ``run_dir`` (--resume), the plugins must be those the run recorded, unchanged."""
     from .check import check
     from .overrides import apply
-    from .trust import Policy, run_policy
+    from .trust import run_policy
     from .yamlpos import load_file
 
     located = load_file(path)
@@ -33,9 +33,8 @@ def load_for_run(path: str, overrides: list[str], device: str | None, plugins: S
         overrides = [*overrides, f"train.device={device}"]
     apply(located, overrides)
     listed = located.data.get("plugins") if isinstance(located.data, dict) else None
-    policy = (run_policy(Path(run_dir), listed, trust, list(plugins)) if run_dir
-              else Policy(listed=trust, how=f"cnnspec trust {path}"))
-    result = check(located, plugins=plugins, policy=policy)
+    policy = run_policy(Path(run_dir), listed, trust, list(plugins)) if run_dir else None
+    result = check(located, plugins=plugins, policy=policy, trust=trust)
     if result.spec is None:
         raise SpecError(result.problems, path)
     if result.spec.data is None:
