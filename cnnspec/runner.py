@@ -142,8 +142,8 @@ def _claim(run: RunDir) -> None:
 def _fit(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any, trainer: Any, run: RunDir,
          batches: Any, device: Any, resumed: bool) -> None:
     """Train in ``run`` (locked by this process), report, and turn failures into errors."""
-    if resumed and world.main:
-        run.write_spec(_resolved(spec, args.plugins))  # a changed epoch count is recorded
+    if resumed and world.main:  # a changed epoch count is recorded, once the checkpoint is restored
+        trainer.on_setup = lambda: run.write_spec(_resolved(spec, args.plugins))
     trainer.attach(run if world.main else None)
 
     per = f"batch {trainer.batch_size}"

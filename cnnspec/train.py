@@ -122,6 +122,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None  # chosen on validation metrics only
         self.stop_requested = False
         self.resume_state: dict[str, Any] | None = None
+        self.on_setup: Callable[[], None] | None = None  # once the state is in place, before any step
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
@@ -160,6 +161,8 @@ class Trainer:
         try:
             pos = self._setup()
             set_up = True
+            if self.on_setup is not None:
+                self.on_setup()
             status = "completed"
             for epoch in range(pos.epoch, self.spec.train.epochs):
                 c.epoch = epoch + 1
