@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import Problem, SpecError
 from .spec import Spec
@@ -11,6 +11,7 @@ from .spec import Spec
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
+    from .check import CheckResult
     from .registry import Registry
 
 __all__ = ["Problem", "Spec", "SpecError", "build_model", "check_file", "load_spec", "loads_spec"]
@@ -18,29 +19,23 @@ __version__ = "0.1.0"
 
 
 def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = (),
-               trust: bool = False) -> Any:
+               trust: bool = False) -> CheckResult:
     """Check a spec file and return a ``cnnspec.check.CheckResult`` (never raises SpecError).
 
     ``plugins`` are extra plugin modules or .py files to load, like ``-p`` on the command line.
     Plugin files the spec lists load only if trusted (``cnnspec trust``), or with ``trust=True``
     (``--trust``): this call trusts them.
     """
-    from .check import CheckResult, check
-    from .yamlpos import load_file
+    from .check import check_file as _check_file
 
-    try:
-        located = load_file(path)
-    except SpecError as e:
-        return CheckResult(path, problems=e.problems)
-    return check(located, registry, plugins, trust=trust)
+    return _check_file(path, registry, plugins, trust)
 
 
 def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:
     """Load and validate a spec file; raise SpecError with every located problem."""
-    result = check_file(path, registry, plugins)
-    if result.spec is None:
-        raise SpecError(result.problems, path)
-    return result.spec
+    from .check import load_spec as _load_spec
+
+    return _load_spec(path, registry, plugins)
 
 
 def loads_spec(text: str, file: str = "<string>", registry: Registry | None = None) -> Spec:

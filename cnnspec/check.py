@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import KeyPath, Problem, did_you_mean, path_str
-from .registry import Kind, Registry
+from .errors import KeyPath, Problem, SpecError, did_you_mean, path_str
+from .registry import Kind, Registry, ShapeError
 from .shapes import ShapeTrace, fmt, trace
 from .spec import Component, DataSection, Spec, SpecFile, TrainSection
 from .yamlpos import Located
@@ -79,6 +79,27 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
     return c.run()
 
 
+def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = (),
+               trust: bool = False) -> CheckResult:
+    """Read and check a spec file; YAML problems come back as problems, never as SpecError.
+    ``trust``: the plugin files the spec lists are trusted for this call (``--trust``)."""
+    from .yamlpos import load_file
+
+    try:
+        located = load_file(path)
+    except SpecError as e:
+        return CheckResult(path, problems=e.problems)
+    return check(located, registry, plugins, trust=trust)
+
+
+def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:
+    """Read and check a spec file; raise SpecError with every located problem."""
+    result = check_file(path, registry, plugins)
+    if result.spec is None:
+        raise SpecError(result.problems, path)
+    return result.spec
+
+
 class _Checker:
     def __init__(self, located: Located, registry: Registry) -> None:
         self.loc = located
@@ -107,8 +128,13 @@ class _Checker:
         if train.get("scheduler") is not None:
             scheduler = self.component("scheduler", train["scheduler"], ("train", "scheduler"))
         dataset = None
-        if isinstance(data.get("data"), dict) and "dataset" in data["data"]:
-            dataset = self.component("dataset", data["data"]["dataset"], ("data", "dataset"))
+        section: dict[str, Any] = data["data"] if isinstance(data.get("data"), dict) else {}
+        if "dataset" in section:
+            dataset = self.component("dataset", section["dataset"], ("data", "dataset"))
+        augmentations = self.component_list("augmentation", section.get("augment"), ("data", "augment"))
+        callbacks = self.component_list("callback", train.get("callbacks"), ("train", "callbacks"))
+        if source is not None:
+            self.training_checks(source, loss, scheduler, callbacks or [])
 
         inp = data.get("input")
         # shapes need only a valid input and valid layers: other sections' problems are independent
@@ -117,13 +143,15 @@ class _Checker:
             result.trace = self.shapes(tuple(inp), layers)
             if result.trace.complete and dataset is not None:
                 self.dataset_fits(dataset, tuple(inp), result.trace)
+            self.augmentations_fit(augmentations or [], tuple(inp), loss)
         result.problems = sorted(self.problems)
         if not self.problems:
             assert source and layers is not None and optimizer and loss and result.trace
             result.spec = Spec(
                 file=self.loc.file, source=source, layers=layers, trace=result.trace,
                 optimizer=optimizer, scheduler=scheduler, loss=loss, dataset=dataset,
-                registry=self.reg, located=self.loc,
+                registry=self.reg, located=self.loc, augmentations=augmentations or [],
+                callbacks=callbacks or [],
             )
         return result
 
@@ -178,6 +206,48 @@ class _Checker:
             if comp is not None:
                 out.append(comp)
         return out if ok else None
+
+    def component_list(self, kind: Kind, raw: Any, path: KeyPath) -> list[Component] | None:
+        """A list of components (data.augment, train.callbacks); None if any is wrong."""
+        if not isinstance(raw, list):
+            return [] if raw is None else None  # not a list: the section's schema says so
+        out = [self.component(kind, item, path + (i,)) for i, item in enumerate(raw)]
+        return [c for c in out if c is not None] if all(c is not None for c in out) else None
+
+    def training_checks(self, source: SpecFile, loss: Component | None, scheduler: Component | None,
+                        callbacks: list[Component]) -> None:
+        """Every metric a scheduler or callback watches must exist, and not be a test metric."""
+        has_val = source.data is not None and source.data.val_split > 0
+        known = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"]
+        for comp in ([scheduler] if scheduler else []) + callbacks:
+            metric = comp.type.monitor(comp.params)
+            if metric is None:
+                continue
+            path = comp.path + ("monitor",) if comp.path + ("monitor",) in self.loc.values else comp.path
+            label = f"{path_str(comp.path)} {comp.name}"
+            if metric not in known:
+                self.fail(path, f"{label}: unknown metric '{metric}'{did_you_mean(metric, known)}; "
+                          f"known: {', '.join(known)}")
+            elif metric.startswith("test_"):
+                self.fail(path, f"{label}: watching '{metric}' would choose on the test set; watch "
+                          f"'val{metric[4:]}' and hold out a validation set with data.val_split")
+            elif metric.startswith("val_") and not has_val:
+                self.fail(path, f"{label}: '{metric}' needs a validation set: set data.val_split "
+                          "(for example 0.1)")
+
+    def augmentations_fit(self, augmentations: list[Component], inp: tuple[int, ...],
+                          loss: Component | None) -> None:
+        """Each augmentation's static rule on the input shape; mixing labels needs a soft-target loss."""
+        for comp in augmentations:
+            label = f"{path_str(comp.path)} {comp.name}"
+            try:
+                comp.type.check(comp.params, inp)
+            except ShapeError as e:
+                path = comp.path + (e.key,) if e.key and comp.path + (e.key,) in self.loc.keys else comp.path
+                self.fail(path, f"{label}: {e.message}", key=path != comp.path)
+            if comp.type.mixes_labels and loss is not None and not loss.type.soft_targets:
+                self.fail(comp.path, f"{label}: mixes labels into class probabilities, which the loss "
+                          f"'{loss.name}' cannot take; use cross_entropy")
 
     # -- shapes ---------------------------------------------------------------------------
 

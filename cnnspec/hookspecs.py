@@ -39,6 +39,16 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_augmentations(register: Register) -> None:
+    """Call ``register(...)`` for each cnnspec.registry.AugmentationType the plugin adds."""
+
+
+@hookspec
+def register_callbacks(register: Register) -> None:
+    """Call ``register(...)`` for each cnnspec.registry.CallbackType the plugin adds."""
+
+
+@hookspec
 def before_training(context: Any) -> None:
     """Before the first epoch: may replace ``context.model``, ``context.optimizer``, ``context.device``."""
 
@@ -60,4 +70,6 @@ REGISTER_HOOKS = {
     "register_schedulers": "scheduler",
     "register_losses": "loss",
     "register_datasets": "dataset",
+    "register_augmentations": "augmentation",
+    "register_callbacks": "callback",
 }

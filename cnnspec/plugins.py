@@ -37,6 +37,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "cnnspec.default_plugins.cifar",
     "cnnspec.default_plugins.image_folder",
     "cnnspec.default_plugins.datasets",
+    "cnnspec.default_plugins.augment",
+    "cnnspec.default_plugins.callbacks",
 )
 
 

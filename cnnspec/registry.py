@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Shape = tuple[int, ...]  # one sample's shape, batch dimension left out: (C, H, W) or (F,)
 
-Kind = Literal["layer", "optimizer", "scheduler", "loss", "dataset"]
-KINDS: tuple[Kind, ...] = ("layer", "optimizer", "scheduler", "loss", "dataset")
+Kind = Literal["layer", "optimizer", "scheduler", "loss", "dataset", "augmentation", "callback"]
+KINDS: tuple[Kind, ...] = ("layer", "optimizer", "scheduler", "loss", "dataset", "augmentation", "callback")
 
 
 class Params(BaseModel):
@@ -96,6 +96,10 @@ class SchedulerType(Generic[P]):
     description: str = ""
     interval: ClassVar[Literal["epoch", "batch"]] = "epoch"
 
+    def monitor(self, p: P) -> str | None:
+        """The metric (a metrics.jsonl key) whose value ``step(value)`` takes each epoch, if any."""
+        return None
+
     def build(self, p: P, optimizer: Any, epochs: int, steps_per_epoch: int) -> Any:
         raise NotImplementedError
 
@@ -106,6 +110,8 @@ class LossType(Generic[P]):
     name: str  # a class attribute, or set per instance when one class serves several names
     Params: type[Params] = NoParams
     description: str = ""
+    # True if the module also takes class probabilities (N x K floats) as targets (mixup, cutmix)
+    soft_targets: bool = False
 
     def build(self, p: P) -> torch.nn.Module:
         raise NotImplementedError
@@ -127,6 +133,62 @@ class DatasetType(Generic[P]):
 
     def load(self, p: P, root: str | None, download: bool) -> Any:
         """Return a ``cnnspec.data.Splits``; may import torch and read files."""
+        raise NotImplementedError
+
+
+class AugmentationType(Generic[P]):
+    """A training-data augmentation under ``data.augment``, applied to whole batches on the device.
+
+    ``check`` is its static rule (validate); ``build`` gives a callable
+    ``(x: N x C x H x W, y) -> (x, y)`` drawing from torch's global random state (which
+    checkpoints save, so a resumed run draws the same); ``y`` is N class indices, or N x K
+    class probabilities after an augmentation that ``mixes_labels``.
+    """
+
+    name: str
+    Params: type[Params] = NoParams
+    description: str = ""
+    mixes_labels: bool = False  # its targets become class probabilities: the loss must take them
+
+    def check(self, p: P, shape: Shape) -> None:
+        """Raise ShapeError if the augmentation cannot apply to samples of ``shape``."""
+
+    def build(self, p: P, shape: Shape, num_classes: int) -> Any:
+        raise NotImplementedError
+
+
+class Callback:
+    """Something a spec's ``train.callbacks`` adds to the loop; every method is optional.
+
+    ``context`` is the run's ``cnnspec.train.Context``. State returned by ``state_dict``
+    (tensors and plain data) is saved in every resumable checkpoint and given back to
+    ``load_state_dict`` on ``--resume``.
+    """
+
+    # (metric, "min" | "max") if this callback decides which epoch is "best" (best.pt)
+    best_metric: tuple[str, str] | None = None
+
+    def on_train_begin(self, context: Any) -> None: ...
+    def on_epoch_end(self, context: Any, metrics: dict[str, Any]) -> bool | None:
+        """After each epoch's evaluation; return True to stop training."""
+    def on_train_end(self, context: Any, summary: dict[str, Any]) -> None: ...
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class CallbackType(Generic[P]):
+    """A callback a spec can name under ``train.callbacks``."""
+
+    name: str
+    Params: type[Params] = NoParams
+    description: str = ""
+
+    def monitor(self, p: P) -> str | None:
+        """The metric it watches, so validate can check that the run will have it."""
+        return None
+
+    def build(self, p: P) -> Callback:
         raise NotImplementedError
 
 

@@ -41,8 +41,8 @@ def _component(reg: Registry, kind: Kind, defs: dict[str, Any]) -> dict[str, Any
     return {"anyOf": options}
 
 
-def _section(model: Any, components: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    s = model.model_json_schema()
+def _section(model: Any, components: dict[str, dict[str, Any]], defs: dict[str, Any]) -> dict[str, Any]:
+    s = _params_schema(model, f"{model.__name__}_", defs)  # nested sections' $defs go to the root
     s.pop("title", None)
     s["additionalProperties"] = False
     for key, schema in components.items():
@@ -60,13 +60,16 @@ def json_schema(reg: Registry) -> dict[str, Any]:
         "type": "array", "minItems": 1, "description": props["layers"].get("description"),
         "items": _component(reg, "layer", defs),
     }
-    props["data"] = {"anyOf": [_section(DataSection, {"dataset": _component(reg, "dataset", defs)}),
-                               {"type": "null"}], "description": "the dataset and batching"}
+    props["data"] = {"anyOf": [_section(DataSection, {
+        "dataset": _component(reg, "dataset", defs),
+        "augment": {"type": "array", "items": _component(reg, "augmentation", defs)},
+    }, defs), {"type": "null"}], "description": "the dataset and batching"}
     props["train"] = _section(TrainSection, {
         "optimizer": _component(reg, "optimizer", defs),
         "scheduler": {"anyOf": [_component(reg, "scheduler", defs), {"type": "null"}]},
         "loss": _component(reg, "loss", defs),
-    })
+        "callbacks": {"type": "array", "items": _component(reg, "callback", defs)},
+    }, defs)
     props["train"]["description"] = "the training loop"
     root.pop("$defs", None)
     return {

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import KeyPath, Problem
 from .registry import Params, Registry, Shape
 from .shapes import ShapeTrace
-from .types import PosInt
+from .types import PosFloat, PosInt
 from .yamlpos import Located
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
@@ -42,6 +42,43 @@ class DataSection(Section):
     normalize: bool = Field(
         False, description="standardise each channel with the training split's mean and std"
     )
+    augment: list[Ref] = Field(
+        default_factory=list,
+        description="augmentations of the training batches, in order: NAME or {type: NAME, ...parameters}",
+    )
+
+
+class WarmupSection(Section):
+    """``train.warmup``: a linear rise of the learning rate at the start of training."""
+
+    epochs: PosInt | None = Field(None, description="warm up over this many epochs")
+    steps: PosInt | None = Field(None, description="or over this many optimizer steps")
+    start_factor: float = Field(0.1, gt=0.0, le=1.0, description="the first step's fraction of the rate")
+
+    @model_validator(mode="after")
+    def _one_length(self) -> WarmupSection:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give exactly one of 'epochs' and 'steps'")
+        return self
+
+
+class GradClipSection(Section):
+    """``train.grad_clip``: clip the gradients before each optimizer step."""
+
+    norm: PosFloat | None = Field(None, description="clip the total 2-norm of all gradients to this")
+    value: PosFloat | None = Field(None, description="or clip every gradient element to [-value, value]")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GradClipSection:
+        if (self.norm is None) == (self.value is None):
+            raise ValueError("give exactly one of 'norm' and 'value'")
+        return self
+
+
+class EmaSection(Section):
+    """``train.ema``: evaluate and save an exponential moving average of the weights."""
+
+    decay: float = Field(0.999, gt=0.0, lt=1.0, description="weight of the old average at each step")
 
 
 class TrainSection(Section):
@@ -59,6 +96,12 @@ class TrainSection(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32, or bf16 / fp16 mixed precision (autocast; fp16 on CUDA only)"
     )
+    callbacks: list[Ref] = Field(
+        default_factory=list, description="callbacks, in order: NAME or {type: NAME, ...parameters}"
+    )
+    warmup: WarmupSection | None = Field(None, description="linear learning-rate warm-up, composed with the scheduler")
+    grad_clip: GradClipSection | None = Field(None, description="gradient clipping by norm or by value")
+    ema: EmaSection | None = Field(None, description="exponential moving average of the weights")
 
     @field_validator("device")
     @classmethod
@@ -113,6 +156,8 @@ class Spec:
     dataset: Component | None
     registry: Registry = field(repr=False)
     located: Located = field(repr=False, compare=False)  # positions and --set notes, for later errors
+    augmentations: list[Component] = field(default_factory=list)
+    callbacks: list[Component] = field(default_factory=list)
 
     def problem(self, path: KeyPath, message: str) -> Problem:
         """A problem located in the spec's file, as validate would report it."""
@@ -144,6 +189,8 @@ class Spec:
         out["train"]["optimizer"] = self.optimizer.to_dict()
         out["train"]["loss"] = self.loss.to_dict()
         out["train"]["scheduler"] = self.scheduler.to_dict() if self.scheduler else None
+        out["train"]["callbacks"] = [c.to_dict() for c in self.callbacks]
         if out.get("data") is not None and self.dataset is not None:
             out["data"]["dataset"] = self.dataset.to_dict()
+            out["data"]["augment"] = [c.to_dict() for c in self.augmentations]
         return out

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from .distributed import SINGLE, World, all_sum, any_rank, shard
 from .errors import CheckpointError, DeviceError, NonFiniteLoss, RunFolderError, SetupError
 from .plugins import call_plugin
 from .progress import Progress
+from .registry import Callback
 from .rundir import BEST, LAST, RunDir
 from .spec import Spec
 
@@ -78,6 +80,21 @@ class Position:
         return {"epoch": self.epoch, "step": self.step, "gen": self.gen, "sums": self.sums}
 
 
+class Pipeline:
+    """The spec's augmentations in order, applied to each training batch."""
+
+    def __init__(self, ops: list[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]]) -> None:
+        self.ops = ops
+
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        for op in self.ops:
+            x, y = op(x, y)
+        return x, y
+
+
 class Trainer:
     """Trains one spec on prepared Batches, writing the run folder as it goes."""
 
@@ -114,6 +131,16 @@ class Trainer:
                                            f"at least 2 samples per batch while training, but batches here hold "
                                            f"{self.batch_size}")], spec.file)
         loss_fn = call_plugin(reg, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params)
+        classes = len(data.classes)
+        self.augment = Pipeline([call_plugin(reg, "augmentation", a.name, a.type.build, a.params, spec.input_shape,
+                                             classes) for a in spec.augmentations])
+        self.callbacks: list[Callback] = [call_plugin(reg, "callback", cb.name, cb.type.build, cb.params)
+                                          for cb in spec.callbacks]
+        # which epoch is "best": a callback may say (early stopping's metric), else validation accuracy
+        self.best_metric = next((cb.best_metric for cb in self.callbacks if cb.best_metric), ("val_accuracy", "max"))
+        warm = spec.train.warmup
+        self.warmup_steps = 0 if warm is None else warm.steps or (warm.epochs or 0) * self.steps_per_epoch
+        self.ema: torch.optim.swa_utils.AveragedModel | None = None  # made in fit(), after the hooks
         self.gen = torch.Generator().manual_seed(self.seed)  # shuffling only
         self.ctx = Context(spec, model, opt, self._scheduler(opt), loss_fn.to(device), device, None,
                            epoch_indices=lambda: self.epoch_indices(self.gen.get_state()),
@@ -170,9 +197,10 @@ class Trainer:
                 if row is None:
                     status = "interrupted"
                     break
+                stops = [cb.on_epoch_end(c, row) for cb in self.callbacks]  # every one sees every epoch
                 pos = Position(epoch + 1, 0, self.gen.get_state())
-                self._save(LAST, pos)
-                stops = self.pm.hook.after_epoch(context=c, metrics=row)
+                self._save(LAST, pos)  # after the callbacks: their state is part of the checkpoint
+                stops += self.pm.hook.after_epoch(context=c, metrics=row)
                 if any_rank(any(stops), c.device, self.world):
                     status = "stopped early"
                     break
@@ -193,15 +221,8 @@ class Trainer:
                 signal.signal(signal.SIGINT, old_handler)
             summary = self.summary(status, time.perf_counter() - started, error)
             failing = status in ("diverged", "failed")
-            unwritten: RunFolderError | None = None
-            if self.run_dir and (set_up or self.resume_state is None):
-                try:
-                    self.run_dir.write_summary(summary)
-                except RunFolderError as e:  # a full disk: the error on its way up says more
-                    unwritten = e
-            self._after_training(summary, failing=failing or unwritten is not None)
-            if unwritten is not None and not failing:
-                raise unwritten
+            # a resume that failed to restore its state writes nothing: the folder stays as it was
+            self._after_training(summary, failing=failing, write=set_up or self.resume_state is None)
         return summary
 
     def _setup(self) -> Position:
@@ -222,11 +243,23 @@ class Trainer:
 
             ids = [c.device.index] if c.device.type == "cuda" else None
             self.forward = DistributedDataParallel(c.model, device_ids=ids)
+        if self.spec.train.ema is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(c.model, multi_avg_fn=get_ema_multi_avg_fn(self.spec.train.ema.decay),
+                                     use_buffers=True)
+        for cb in self.callbacks:
+            cb.on_train_begin(c)
         if self.resume_state is None:
             return Position(0, 0, self.gen.get_state())
         state = self.resume_state
         try:
-            c.model.load_state_dict(state["model"])
+            c.model.load_state_dict(state.get("train_model") or state["model"])
+            if self.ema is not None:
+                self.ema.module.load_state_dict(state["model"])
+                self.ema.n_averaged.fill_(int(state.get("ema_steps", 0)))
+            for cb, cb_state in zip(self.callbacks, state.get("callbacks") or []):
+                cb.load_state_dict(cb_state)
             c.optimizer.load_state_dict(state["optimizer"])
             if c.scheduler is not None and state.get("scheduler") is not None:
                 c.scheduler.load_state_dict(state["scheduler"])
@@ -235,7 +268,7 @@ class Trainer:
             torch.set_rng_state(state["rng"]["torch"])
             if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{LAST} does not fit this run: {type(e).__name__}: "
                                   f"{str(e).strip().splitlines()[0][:300]}") from None
         if self.world.rank:  # the checkpoint holds rank 0's stream; the others branch off it
@@ -245,13 +278,30 @@ class Trainer:
         self.seed = state["seed"]
         return Position(**state["position"])
 
-    def _after_training(self, summary: dict[str, Any], failing: bool) -> None:
-        """The after_training hooks; while a failure is on its way up, theirs must not hide it."""
+    def _after_training(self, summary: dict[str, Any], failing: bool, write: bool = True) -> None:
+        """Callbacks' and hooks' ends of training, and the summary written between them; while a
+        failure is on its way up, theirs must not hide it (nor a summary that a full disk kept
+        from being written)."""
+        unwritten: RunFolderError | None = None
         try:
-            self.pm.hook.after_training(context=self.ctx, summary=summary)
+            for cb in self.callbacks:
+                cb.on_train_end(self.ctx, summary)
         except Exception:
             if not failing:
                 raise
+        finally:
+            if self.run_dir and write:
+                try:
+                    self.run_dir.write_summary(summary)
+                except RunFolderError as e:  # a full disk: the error on its way up says more
+                    unwritten = e
+        try:
+            self.pm.hook.after_training(context=self.ctx, summary=summary)
+        except Exception:
+            if not (failing or unwritten):
+                raise
+        if unwritten is not None and not failing:
+            raise unwritten
 
     # -- one epoch --------------------------------------------------------------------------
 
@@ -275,7 +325,8 @@ class Trainer:
         loss_sum = torch.tensor(sums["loss"], dtype=torch.float64, device=c.device)
         correct = torch.tensor(sums["correct"], dtype=torch.long, device=c.device)
         seen = sums["seen"]
-        lr = c.optimizer.param_groups[0]["lr"]  # reported: the rate this epoch starts with
+        # reported: the rate this epoch's first step uses (warm-up included)
+        lr = c.optimizer.param_groups[0]["lr"] * self.warmup_factor(pos.epoch * steps)
         c.model.train()
         self.progress.start_epoch(pos.epoch + 1, self.spec.train.epochs, steps, pos.step)
         t0 = time.perf_counter()
@@ -287,7 +338,7 @@ class Trainer:
                 self.progress.interrupted(pos.epoch + 1, step)
                 return None
             idx = mine[step * bs:(step + 1) * bs]
-            loss, hits = self._step(x.index_select(0, idx), y.index_select(0, idx))
+            loss, hits = self._step(x.index_select(0, idx), y.index_select(0, idx), pos.epoch * steps + step)
             loss_sum += loss.double() * len(idx)
             correct += hits
             seen += len(idx)
@@ -300,24 +351,60 @@ class Trainer:
         sums = self._reduced(sums, loss_sum, correct, seen, time.perf_counter() - t0)
         if not math.isfinite(sums["loss"]):
             raise NonFiniteLoss(f"the training loss became non-finite during epoch {pos.epoch + 1}")
-        if self.spec.scheduler and self.spec.scheduler.type.interval == "epoch":
-            c.scheduler.step()
         return self._end_epoch(pos.epoch, sums, lr)
 
-    def _step(self, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+    def _step(self, xb: Tensor, yb: Tensor, global_step: int) -> tuple[Tensor, Tensor]:
         """One optimisation step on a batch; returns the (detached) loss and correct predictions."""
-        c = self.ctx
+        c, train = self.ctx, self.spec.train
+        target = yb
+        if self.augment:
+            xb, target = self.augment(xb, yb)  # target: class probabilities after mixup or cutmix
         xb = xb.contiguous(memory_format=self.memory_format)
         with self._autocast():
             out = self.forward(xb)
-            loss = c.loss_fn(out, yb)
+            loss = c.loss_fn(out, target)
         c.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # scale() and step() pass through when disabled
-        self.scaler.step(c.optimizer)
+        if train.grad_clip is not None:
+            self.scaler.unscale_(c.optimizer)  # clip the true gradients, not the scaled ones
+            if train.grad_clip.norm is not None:
+                nn.utils.clip_grad_norm_(c.model.parameters(), train.grad_clip.norm)
+            else:
+                nn.utils.clip_grad_value_(c.model.parameters(), train.grad_clip.value or 0.0)
+        with self._warmup(global_step):
+            self.scaler.step(c.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(c.model)
         if self.spec.scheduler and self.spec.scheduler.type.interval == "batch":
             c.scheduler.step()
         return loss.detach(), (out.detach().argmax(1) == yb).sum()
+
+    def warmup_factor(self, global_step: int) -> float:
+        """The warm-up's multiplier of the learning rate at an optimizer step (0-based)."""
+        warm = self.spec.train.warmup
+        if warm is None or global_step >= self.warmup_steps:
+            return 1.0
+        return warm.start_factor + (1 - warm.start_factor) * global_step / self.warmup_steps
+
+    @contextmanager
+    def _warmup(self, global_step: int) -> Iterator[None]:
+        """During warm-up, the optimizer steps with the scheduler's rate times a factor rising
+        linearly from start_factor (first step) to 1 (step ``warmup_steps``); the scheduler's
+        own rates are put back after, so any scheduler composes with it."""
+        factor = self.warmup_factor(global_step)
+        if factor == 1.0:
+            yield
+            return
+        groups = self.ctx.optimizer.param_groups
+        rates = [g["lr"] for g in groups]
+        for g, lr in zip(groups, rates):
+            g["lr"] = lr * factor
+        try:
+            yield
+        finally:
+            for g, lr in zip(groups, rates):
+                g["lr"] = lr
 
     def _stop_now(self, check: bool) -> bool:
         """Whether Ctrl-C was pressed (on any rank: ranks agree only at check steps)."""
@@ -341,9 +428,20 @@ class Trainer:
         row["eval_seconds"] = time.perf_counter() - t1
         row["samples_per_second"] = sums["seen"] / sums["seconds"] if sums["seconds"] else 0.0
         self.metrics.append(row)
-        # "best" is chosen on validation data only: choosing on test would leak the test set
-        if "val_accuracy" in row and (self.best is None or row["val_accuracy"] > self.best["value"]):
-            self.best = {"epoch": epoch + 1, "metric": "val_accuracy", "value": row["val_accuracy"]}
+        sched = self.spec.scheduler
+        if sched is not None and sched.type.interval == "epoch":  # after evaluation: it may watch a metric
+            watched = sched.type.monitor(sched.params)
+            if watched:
+                self.ctx.scheduler.step(row[watched])
+            else:
+                self.ctx.scheduler.step()
+        # "best" is chosen on validation data only (validate refuses test metrics): choosing on
+        # the test set would make it part of training
+        metric, mode = self.best_metric
+        value = row.get(metric)
+        if value is not None and (self.best is None or (value < self.best["value"] if mode == "min"
+                                                         else value > self.best["value"])):
+            self.best = {"epoch": epoch + 1, "metric": metric, "value": value}
             self._save(BEST, None)
         if self.run_dir:
             self.run_dir.write_metrics(self.metrics)
@@ -360,8 +458,9 @@ class Trainer:
     def evaluate(self, x: Tensor, y: Tensor) -> tuple[float, float]:
         """Mean loss and accuracy over (x, y), in eval mode, in batches of eval_batch_size."""
         c, world = self.ctx, self.world
-        was_training = c.model.training
-        c.model.eval()
+        model = self.eval_model
+        was_training = model.training
+        model.eval()
         n = len(x)
         if world.distributed:  # each rank a contiguous slice; the sums below make it whole again
             lo, hi = n * world.rank // world.size, n * (world.rank + 1) // world.size
@@ -372,12 +471,17 @@ class Trainer:
         for i in range(0, len(x), step):
             xb, yb = x[i:i + step].contiguous(memory_format=self.memory_format), y[i:i + step]
             with self._autocast():
-                out = c.model(xb)
+                out = model(xb)
                 loss += c.loss_fn(out, yb).double() * len(yb)
             correct += (out.argmax(1) == yb).sum()
-        c.model.train(was_training)
+        model.train(was_training)
         total, hits = all_sum([loss.item(), correct.item()], c.device, world)
         return total / n, hits / n
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is evaluated and saved: the moving average of the weights with ``train.ema``."""
+        return self.ema.module if self.ema is not None else self.ctx.model
 
     def _autocast(self) -> Any:
         dtype = self.autocast_dtype
@@ -389,8 +493,11 @@ class Trainer:
         if self.run_dir is None:
             return
         c = self.ctx
+        def cpu(module: nn.Module) -> dict[str, Tensor]:
+            return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
         state: dict[str, Any] = {
-            "model": {k: v.detach().cpu() for k, v in c.model.state_dict().items()},
+            "model": cpu(self.eval_model),  # what eval, predict and export load
             "spec": self.spec.to_dict(),
             "classes": self.data.classes,
             "normalization": {"mean": self.data.mean, "std": self.data.std},
@@ -399,7 +506,11 @@ class Trainer:
             "seed": self.seed,
         }
         if pos is not None:  # a resumable checkpoint: everything the loop needs to continue
+            if self.ema is not None:
+                state["train_model"] = cpu(c.model)
+                state["ema_steps"] = int(self.ema.n_averaged)
             state.update({
+                "callbacks": [cb.state_dict() for cb in self.callbacks],
                 "optimizer": c.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "scheduler": c.scheduler.state_dict() if c.scheduler is not None else None,

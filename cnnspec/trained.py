@@ -55,7 +55,7 @@ def load_run(path: str | Path, which: str = "best", trust: bool = False) -> Trai
     """Load RUN_DIR's spec and the ``best`` or ``last`` weights (weights_only).
 
     The run's plugin files load only if trusted (or ``trust``: --trust) and unchanged since the run."""
-    from . import build_model
+    from .build import build_model
     from .check import check
     from .errors import CheckpointError, SpecError
     from .rundir import weights_mismatch

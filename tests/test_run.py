@@ -256,7 +256,7 @@ def test_before_training_may_replace_model_and_optimizer(cli, write, tmp_path, p
 
 
 def test_set_reaches_bare_and_omitted_components(cli, write, tmp_path):
-    spec = small_spec(write).replace("small", "small")
+    spec = small_spec(write)
     res = cli("run", spec, "--quiet", "--output", str(tmp_path / "r"), "--set", "train.epochs=1",
               "--set", "train.loss.label_smoothing=0.1", "--set", "train.optimizer.type=adam",
               "--set", "train.optimizer.momentum=", "--set", "train.scheduler=null")

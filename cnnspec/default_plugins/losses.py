@@ -18,6 +18,7 @@ class CrossEntropy(LossType[CrossEntropyParams]):
     name = "cross_entropy"
     Params = CrossEntropyParams
     description = "softmax cross entropy on logits (torch.nn.CrossEntropyLoss)"
+    soft_targets = True  # torch's loss also takes class probabilities (mixup, cutmix)
 
     def build(self, p: CrossEntropyParams) -> Any:
         from torch import nn
