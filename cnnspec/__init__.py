@@ -28,7 +28,7 @@ def check_file(path: str, registry: Registry | None = None, plugins: Sequence[st
     """
     from .check import check_file as _check_file
 
-    return _check_file(path, registry, plugins, trust)
+    return _check_file(path, registry, plugins, trust=trust)
 
 
 def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:

@@ -80,15 +80,18 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
 
 
 def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = (),
-               trust: bool = False) -> CheckResult:
-    """Read and check a spec file; YAML problems come back as problems, never as SpecError.
-    ``trust``: the plugin files the spec lists are trusted for this call (``--trust``)."""
+               overrides: Sequence[str] = (), trust: bool = False) -> CheckResult:
+    """Read a spec file, apply ``--set`` overrides, check it; YAML problems come back as
+    problems, never as SpecError (a malformed override raises OverrideError). ``trust``: the
+    plugin files the spec lists are trusted for this call (``--trust``)."""
+    from .overrides import apply
     from .yamlpos import load_file
 
     try:
         located = load_file(path)
     except SpecError as e:
         return CheckResult(path, problems=e.problems)
+    apply(located, list(overrides))
     return check(located, registry, plugins, trust=trust)
 
 

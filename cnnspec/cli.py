@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check specs: schema and shapes, without torch")
     v.add_argument("specs", nargs="+", metavar="SPEC", help="spec files")
     v.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value as `run` would, e.g. train.epochs=1 (repeatable)")
+    v.add_argument("--resolved", action="store_true",
+                   help="print the spec that would run (defaults filled in, overrides applied) as YAML")
     _plugin_option(v)
     v.set_defaults(func=cmd_validate)
 
@@ -151,15 +155,16 @@ def _report(e: CnnspecError) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> ExitCode:
-    from . import check_file
+    from .check import check_file
     from .errors import UnreadableSpec
     from .report import print_problems, print_table, result_json
+    from .rundir import spec_text
 
     status = ExitCode.OK
     docs = []
     for path in args.specs:
         try:
-            result = check_file(path, plugins=args.plugins, trust=args.trust)
+            result = check_file(path, plugins=args.plugins, overrides=args.overrides, trust=args.trust)
         except UnreadableSpec as e:  # one unreadable file among several: report it, check the rest
             status = ExitCode.USAGE
             if args.format == "json":
@@ -173,6 +178,11 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
             status = ExitCode.INVALID
         if args.format == "json":
             docs.append(result_json(result))
+        elif result.valid and args.resolved:
+            assert result.spec is not None
+            if len(args.specs) > 1:
+                print(f"--- # {path}")
+            sys.stdout.write(spec_text(result.spec.resolved(args.plugins)))
         elif result.valid:
             assert result.trace is not None
             print_table(path, result.trace, sys.stdout)

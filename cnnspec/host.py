@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 
 def keep_freed_memory() -> bool:
@@ -24,3 +25,51 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, 1 << 28) and libc.mallopt(m_trim_threshold, 1 << 30))
     except (OSError, AttributeError):
         return False
+
+
+def cpu_model() -> str:
+    """The processor's model name as the OS reports it (AMD and Intel differ by a quarter here)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name(device: Any) -> str:
+    """What a torch device is in words: the GPU's name, or the CPU model and its core count."""
+    import os
+
+    import torch
+
+    if device.type == "cuda":
+        return str(torch.cuda.get_device_name(device))
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def versions(plugin_sources: dict[str, str]) -> dict[str, Any]:
+    """Versions of what ran: Python, torch, torchvision, cnnspec, and every non-built-in plugin."""
+    import platform
+
+    import torch
+
+    from . import __version__
+
+    try:
+        import torchvision
+
+        vision = str(torchvision.__version__)
+    except ImportError:  # pragma: no cover - installed with the torch extra
+        vision = "not installed"
+    return {
+        "python": platform.python_version(), "torch": str(torch.__version__), "torchvision": vision,
+        "cnnspec": __version__,
+        "plugins": {name: src for name, src in plugin_sources.items() if src != "built-in"},
+    }

@@ -94,6 +94,12 @@ def new_run_dir(name: str, output: str | None, base: str = "runs") -> Path:
             n += 1
 
 
+def spec_text(spec: dict[str, Any]) -> str:
+    """A resolved spec as the YAML a run folder holds (and ``validate --resolved`` prints)."""
+    return "# resolved spec of this run: every default filled in\n" + yaml.safe_dump(
+        spec, sort_keys=False, default_flow_style=None)
+
+
 class RunDir:
     """Reads and writes the files of one run folder."""
 
@@ -101,9 +107,7 @@ class RunDir:
         self.path = Path(path)
 
     def write_spec(self, spec: dict[str, Any]) -> None:
-        text = "# resolved spec of this run: every default filled in\n" + yaml.safe_dump(
-            spec, sort_keys=False, default_flow_style=None
-        )
+        text = spec_text(spec)
         atomic_write(self.path / SPEC_FILE, lambda f: f.write(text))
 
     def write_plugins(self, record: list[dict[str, Any]]) -> None:

@@ -142,8 +142,10 @@ def _claim(run: RunDir) -> None:
 def _fit(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any, trainer: Any, run: RunDir,
          batches: Any, device: Any, resumed: bool) -> None:
     """Train in ``run`` (locked by this process), report, and turn failures into errors."""
+    import torch
+
     if resumed and world.main:  # a changed epoch count is recorded, once the checkpoint is restored
-        trainer.on_setup = lambda: run.write_spec(_resolved(spec, args.plugins))
+        trainer.on_setup = lambda: run.write_spec(spec.resolved(args.plugins))
     trainer.attach(run if world.main else None)
 
     per = f"batch {trainer.batch_size}"
@@ -153,8 +155,9 @@ def _fit(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any, t
         lr = spec.optimizer.params.model_dump().get("lr", "?")
         per = (f"batch {trainer.batch_size} per process x {world.size} processes = "
                f"{trainer.batch_size * world.size} per step (lr {lr}, not scaled)")
+    fast = ", ".join(["channels-last"] * (trainer.memory_format == torch.channels_last) + [spec.train.precision])
     progress.message(
-        f"training {spec.name}: {spec.trace.total_params:,} params on {device}, "
+        f"training {spec.name}: {spec.trace.total_params:,} params on {device} ({fast}), "
         f"{len(batches.train[0]):,} training samples, {per} -> {run.path}"
     )
     main = world.main
@@ -204,7 +207,7 @@ def _new_run_dir(spec: Spec, args: argparse.Namespace, world: Any) -> RunDir:
         try:
             run = RunDir(new_run_dir(spec.name, args.output))
             run.lock()
-            resolved = _resolved(spec, args.plugins)
+            resolved = spec.resolved(args.plugins)
             run.write_spec(resolved)
             run.write_plugins(run_record(resolved["plugins"]))
             made = (True, str(run.path))
@@ -236,22 +239,3 @@ def _finish(progress: Progress, run: RunDir, rows: list[dict[str, Any]], name: s
         plot_runs([(name, rows)], run.path / CURVES_FILE)
     except Exception as e:  # e.g. matplotlib missing: the metrics are in metrics.jsonl anyway
         print(f"cnnspec: warning: could not draw {CURVES_FILE}: {type(e).__name__}: {e}", file=sys.stderr)
-
-
-def _resolved(spec: Spec, cli_plugins: Sequence[str] = ()) -> dict[str, Any]:
-    """The spec for the run folder: defaults filled in, paths absolute, ``-p`` plugins recorded,
-    so that ``--resume`` works from anywhere."""
-    from .plugins import is_plugin_file
-
-    out = spec.to_dict()
-    if out.get("data") and out["data"].get("root"):
-        out["data"]["root"] = str(Path(out["data"]["root"]).expanduser().resolve())
-
-    def absolute(ref: str, base: Path) -> str:
-        return str((base / ref).resolve()) if is_plugin_file(ref) else ref
-
-    base = Path(spec.file).parent
-    plugins = [absolute(p, base) for p in out.get("plugins", [])]
-    plugins += [absolute(p, Path.cwd()) for p in cli_plugins if absolute(p, Path.cwd()) not in plugins]
-    out["plugins"] = plugins
-    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -193,4 +194,21 @@ class Spec:
         if out.get("data") is not None and self.dataset is not None:
             out["data"]["dataset"] = self.dataset.to_dict()
             out["data"]["augment"] = [c.to_dict() for c in self.augmentations]
+        return out
+
+    def resolved(self, cli_plugins: Sequence[str] = ()) -> dict[str, Any]:
+        """The spec a run folder records: defaults filled in, overrides applied, paths absolute,
+        ``-p`` plugins listed, so that ``--resume`` works from anywhere."""
+        from .plugins import is_plugin_file
+
+        out = self.to_dict()
+        if out.get("data") and out["data"].get("root"):
+            out["data"]["root"] = str(Path(out["data"]["root"]).expanduser().resolve())
+
+        def absolute(ref: str, base: Path) -> str:
+            return str((base / ref).resolve()) if is_plugin_file(ref) else ref
+
+        plugins = [absolute(p, Path(self.file).parent) for p in out.get("plugins", [])]
+        plugins += [absolute(p, Path.cwd()) for p in cli_plugins if absolute(p, Path.cwd()) not in plugins]
+        out["plugins"] = plugins
         return out

@@ -17,6 +17,7 @@ from .build import build_model
 from .data import Batches
 from .distributed import SINGLE, World, all_sum, any_rank, shard
 from .errors import CheckpointError, DeviceError, NonFiniteLoss, RunFolderError, SetupError
+from .host import device_name, versions
 from .plugins import call_plugin
 from .progress import Progress
 from .registry import Callback
@@ -536,6 +537,10 @@ class Trainer:
             "processes": self.world.size,
             "effective_batch_size": self.batch_size * self.world.size,
             "seconds_this_session": seconds,
+            "device_name": device_name(self.ctx.device),
+            "fast_paths": {"channels_last": self.memory_format == torch.channels_last,
+                           "precision": self.spec.train.precision},
+            "versions": versions(getattr(self.pm, "sources", {})),
         }
         if error is not None:
             out["error"] = error
