@@ -693,3 +693,13 @@ def test_validate_memory_stays_under_1_GB_and_never_hangs(name, tmp_path):
     print(f"{name}: exit {code}, peak {int(peak) / 2**20:.0f} MiB, {float(seconds):.2f} s")
     assert int(code) in (0, 1, 2)
     assert int(peak) < 2**30, f"{name}: peak {int(peak) / 2**20:.0f} MiB"
+
+
+def test_python_dash_m_does_not_import_from_the_current_folder(tmp_path):
+    # pluggy is first imported after `python -m` hands over to cnnspec: a pluggy.py here shadowed it
+    (tmp_path / "pluggy.py").write_text(f"open({str(tmp_path / 'MARKER')!r}, 'w')\n")
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    res = subprocess.run([sys.executable, "-m", "cnnspec", "validate", "spec.yaml"], capture_output=True,
+                         text=True, env=ENV, cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "MARKER").exists()
