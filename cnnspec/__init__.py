@@ -18,14 +18,17 @@ __all__ = ["Problem", "Spec", "SpecError", "build_model", "check_file", "load_sp
 __version__ = "0.1.0"
 
 
-def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> CheckResult:
+def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = (),
+               trust: bool = False) -> CheckResult:
     """Check a spec file and return a ``cnnspec.check.CheckResult`` (never raises SpecError).
 
     ``plugins`` are extra plugin modules or .py files to load, like ``-p`` on the command line.
+    Plugin files the spec lists load only if trusted (``cnnspec trust``), or with ``trust=True``
+    (``--trust``): this call trusts them.
     """
     from .check import check_file as _check_file
 
-    return _check_file(path, registry, plugins)
+    return _check_file(path, registry, plugins, trust=trust)
 
 
 def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:

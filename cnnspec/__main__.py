@@ -1,7 +1,13 @@
 """``python -m cnnspec`` runs the command line."""
 
+import os
 import sys
 
-from .cli import main
+# `python -m` puts the current folder first on sys.path; a spec's repository checked out there
+# must not shadow the modules imported from here on (pluggy, rich, torch, a plugin's name).
+if sys.path and sys.path[0] in ("", os.getcwd()):
+    del sys.path[0]
+
+from .cli import main  # noqa: E402
 
 sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -14,6 +14,9 @@ from .registry import Kind, Registry, ShapeError
 from .shapes import MAX_LAYERS, MAX_REPEAT, ShapeTrace, fmt, trace
 from .spec import Component, DataSection, Spec, SpecFile, TrainSection
 from .yamlpos import Located
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trust import Policy
 
 # Models of nested sections, so an unknown key deep inside suggests a field of the right model.
 _SECTIONS: dict[str, type[BaseModel]] = {"data": DataSection, "train": TrainSection}
@@ -33,11 +36,15 @@ class CheckResult:
         return not self.problems
 
 
-def check(located: Located, registry: Registry | None = None, plugins: Sequence[str] = ()) -> CheckResult:
+def check(located: Located, registry: Registry | None = None, plugins: Sequence[str] = (),
+          policy: Policy | None = None, trust: bool = False) -> CheckResult:
     """Validate the whole document, collecting every independent problem.
 
     Without a ``registry``, the default one is used, extended by the spec's own ``plugins:``
     list and by ``plugins`` (from ``-p``; these raise PluginError instead of a located error).
+    A plugin file the spec lists is imported only if ``policy`` (default: the trust store, and
+    every listed file when ``trust``) trusts its bytes; otherwise its line is a located error
+    and nothing is imported.
     """
     from .plugins import PluginError, default_registry, load_local_plugin, registry_with
 
@@ -45,12 +52,19 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
     listed = data.get("plugins") if isinstance(data, dict) else None
     problems: list[Problem] = []
     if registry is None:
-        modules = [load_local_plugin(ref) for ref in plugins]
         base = Path(located.file).parent
-        for i, ref in enumerate(listed if isinstance(listed, list) else []):
+        modules = [load_local_plugin(ref) for ref in plugins]  # -p: the user named them
+        refs = listed if isinstance(listed, list) else []
+        if refs:
+            from .trust import Policy  # only when a spec names plugins: validate's start-up stays lean
+
+            if policy is None:
+                policy = Policy(listed=trust, how=f"cnnspec trust {located.file}")
+            policy.files = policy.files | frozenset(str(Path(ref).resolve()) for ref in plugins)
+        for i, ref in enumerate(refs):
             if isinstance(ref, str):
                 try:
-                    modules.append(load_local_plugin(ref, base))
+                    modules.append(load_local_plugin(ref, base, policy))
                 except PluginError as e:
                     problems.append(located.problem(("plugins", i), f"plugins[{i}]: {e}"))
         try:
@@ -66,9 +80,10 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
 
 
 def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = (),
-               overrides: Sequence[str] = ()) -> CheckResult:
+               overrides: Sequence[str] = (), trust: bool = False) -> CheckResult:
     """Read a spec file, apply ``--set`` overrides, check it; YAML problems come back as
-    problems, never as SpecError (a malformed override raises OverrideError)."""
+    problems, never as SpecError (a malformed override raises OverrideError). ``trust``: the
+    plugin files the spec lists are trusted for this call (``--trust``)."""
     from .overrides import apply
     from .yamlpos import load_file
 
@@ -77,7 +92,7 @@ def check_file(path: str, registry: Registry | None = None, plugins: Sequence[st
     except SpecError as e:
         return CheckResult(path, problems=e.problems)
     apply(located, list(overrides))
-    result = check(located, registry, plugins)
+    result = check(located, registry, plugins, trust=trust)
     if isinstance(located.data, dict) and isinstance(located.data.get("sweep"), dict):
         from .sweepspace import with_sweep_problems  # the sweep section, checked like the rest
 
@@ -154,7 +169,7 @@ class _Checker:
 
         inp = data.get("input")
         # shapes need only a valid input and valid layers: other sections' problems are independent
-        if layers is not None and isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
+        if layers and isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
                 type(d) is int and d >= 1 for d in inp):
             result.trace = self.shapes(tuple(inp), layers)
             if result.trace.complete and dataset is not None:

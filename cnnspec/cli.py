@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from .errors import CnnspecError, ExitCode, UsageError
+from .errors import CnnspecError, ExitCode, PluginError, UsageError
 
 CHECKPOINT_HELP = ("best: the epoch with the best validation accuracy (runs with data.val_split > 0), "
                    "else the last epoch; last: the last epoch")
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=cmd_sweep)
 
     pl = sub.add_parser("plugins", help="list plugins and what each registers")
-    _plugin_option(pl)
+    _plugin_option(pl, trust=False)
     pl.set_defaults(func=cmd_plugins)
 
     ev = sub.add_parser("eval", help="test-split metrics and confusion matrix of a finished run")
@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", choices=("best", "last"), default="best", help=CHECKPOINT_HELP)
     ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:N, mps")
     ev.add_argument("--format", choices=("text", "json"), default="text")
+    _trust_option(ev)
     ev.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="top classes with probabilities for image files")
@@ -90,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="invert the images first (dark ink on white paper, for MNIST-like models)")
     pr.add_argument("--checkpoint", choices=("best", "last"), default="best", help=CHECKPOINT_HELP)
     pr.add_argument("--format", choices=("text", "json"), default="text")
+    _trust_option(pr)
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser("export", help="write the trained model as TorchScript or ONNX")
@@ -97,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
     ex.add_argument("--output", "-o", metavar="FILE", help="default RUN_DIR/model.<format>")
     ex.add_argument("--checkpoint", choices=("best", "last"), default="best", help=CHECKPOINT_HELP)
+    _trust_option(ex)
     ex.set_defaults(func=cmd_export)
 
     pt = sub.add_parser("plot", help="compare the training curves of runs in one PNG")
@@ -106,8 +109,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("schema", help="print the JSON Schema of spec files (for editors)")
     sc.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
-    _plugin_option(sc)
+    _plugin_option(sc, trust=False)
     sc.set_defaults(func=cmd_schema)
+
+    tr = sub.add_parser("trust", help="trust the plugin files a spec or run folder names (by SHA-256)")
+    tr.add_argument("targets", nargs="+", metavar="SPEC", help="spec files, run folders or .py files")
+    tr.set_defaults(func=cmd_trust)
     return p
 
 
@@ -121,9 +128,16 @@ def _device(value: str) -> str:
     return value
 
 
-def _plugin_option(p: argparse.ArgumentParser) -> None:
+def _plugin_option(p: argparse.ArgumentParser, trust: bool = True) -> None:
     p.add_argument("-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
                    help="load a plugin module or .py file for this command (repeatable)")
+    if trust:
+        _trust_option(p)
+
+
+def _trust_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust", action="store_true",
+                   help="trust the plugin files the spec (or run folder) names, for this call only")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,14 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     its traceback.
     """
     try:
-        args = _parser().parse_args(argv)
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as e:  # --help, --version
+            return int(e.code or 0)
         return int(args.func(args) or ExitCode.OK)
-    except SystemExit as e:  # --help, --version
-        return int(e.code or 0)
+    except SystemExit as e:  # a plugin may not decide how cnnspec ends
+        return _report(PluginError(f"code run by this command (a plugin?) tried to end the process "
+                                   f"with SystemExit({e.code!r}); refused"))
     except CnnspecError as e:
-        for line in e.lines():
-            print(line, file=sys.stderr)
-        return int(e.exit_code)
+        return _report(e)
     except KeyboardInterrupt:  # outside training (which saves first), e.g. while loading data
         print("cnnspec: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
@@ -155,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.USAGE)
 
 
+def _report(e: CnnspecError) -> int:
+    for line in e.lines():
+        print(line, file=sys.stderr)
+    return int(e.exit_code)
+
+
 def cmd_validate(args: argparse.Namespace) -> ExitCode:
     from .check import check_file
     from .errors import UnreadableSpec
@@ -165,7 +187,7 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
     docs = []
     for path in args.specs:
         try:
-            result = check_file(path, plugins=args.plugins, overrides=args.overrides)
+            result = check_file(path, plugins=args.plugins, overrides=args.overrides, trust=args.trust)
         except UnreadableSpec as e:  # one unreadable file among several: report it, check the rest
             status = ExitCode.USAGE
             if args.format == "json":
@@ -255,7 +277,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .tools import evaluate, load_run
     from .train import resolve_device
 
-    result = evaluate(load_run(args.run_dir, args.checkpoint), resolve_device(args.device))
+    result = evaluate(load_run(args.run_dir, args.checkpoint, args.trust), resolve_device(args.device))
     if args.format == "json":
         print(json.dumps(result))
         return
@@ -275,7 +297,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from .tools import load_run, predict
 
-    results = predict(load_run(args.run_dir, args.checkpoint), args.images, max(1, args.top), args.invert)
+    results = predict(load_run(args.run_dir, args.checkpoint, args.trust), args.images, max(1, args.top), args.invert)
     if args.format == "json":
         print(json.dumps(results))
         return
@@ -287,7 +309,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .tools import export, load_run
 
-    path = export(load_run(args.run_dir, args.checkpoint), args.format, args.output)
+    path = export(load_run(args.run_dir, args.checkpoint, args.trust), args.format, args.output)
     print(f"wrote {path} ({args.format}; input: images scaled to [0, 1], any batch size)")
 
 
@@ -295,3 +317,10 @@ def cmd_plot(args: argparse.Namespace) -> None:
     from .tools import plot
 
     print(f"wrote {plot(args.run_dirs, args.output)}")
+
+
+def cmd_trust(args: argparse.Namespace) -> None:
+    from .trust import trust_targets
+
+    for line in trust_targets(args.targets):
+        print(line)

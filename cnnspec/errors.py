@@ -121,6 +121,10 @@ class RunFolderError(CnnspecError):
     """A run folder cannot be made, resumed or written (exists, not empty, no space...)."""
 
 
+class DiskFull(RunFolderError):
+    """The disk (or quota) filled up while writing the run folder."""
+
+
 class SetupError(SpecError):
     """The spec cannot train as written, found while setting up (located like validate's errors)."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
 from .errors import KeyPath, OverrideError
@@ -13,20 +12,40 @@ from .yamlpos import Located
 __all__ = ["OverrideError", "apply", "parse", "set_path"]
 
 
+MAX_KEY_PARTS = 20  # a spec nests a few levels; a longer key path names nothing
+
+
+def _shown(arg: str, limit: int = 80) -> str:
+    """The argument as quoted in a message, cut short: a huge --set must not make a huge line."""
+    return repr(arg if len(arg) <= limit else arg[:limit] + "...")
+
+
 def parse(arg: str) -> tuple[KeyPath, Any]:
-    """``train.optimizer.lr=3e-4`` -> (("train", "optimizer", "lr"), 0.0003); values are YAML."""
+    """``train.optimizer.lr=3e-4`` -> (("train", "optimizer", "lr"), 0.0003); values are YAML,
+    read as safely as spec files (no tags, no alias bombs, no deep nesting, no huge numbers)."""
+    from .errors import SpecError
+    from .yamlpos import load
+
     key, sep, raw = arg.partition("=")
     if not sep or not key.strip():
-        raise OverrideError(f"--set {arg!r}: expected KEY.PATH=VALUE, e.g. train.epochs=1")
+        raise OverrideError(f"--set {_shown(arg)}: expected KEY.PATH=VALUE, e.g. train.epochs=1")
+    parts = key.strip().split(".")
+    if len(parts) > MAX_KEY_PARTS:
+        raise OverrideError(f"--set {_shown(arg)}: the key has {len(parts)} parts; no spec key is that deep")
     path: list[str | int] = []
-    for part in key.strip().split("."):
+    for part in parts:
         if not part:
-            raise OverrideError(f"--set {arg!r}: empty key in '{key}'")
-        path.append(int(part) if part.isdigit() else part)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise OverrideError(f"--set {arg!r}: the value is not valid YAML ({e})") from None
+            raise OverrideError(f"--set {_shown(arg)}: empty key in {_shown(key)}")
+        path.append(int(part) if part.isdigit() and len(part) < 10 else part)
+    value: Any = ""
+    if raw.strip():
+        try:
+            value = load(raw, "--set").data
+        except SpecError as e:
+            first = e.problems[0].message if e.problems else "invalid"
+            if first.startswith("the file is empty"):
+                first = "the value is empty (only a comment?)"
+            raise OverrideError(f"--set {_shown(arg)}: the value is not valid YAML ({first[:200]})") from None
     if isinstance(value, str):  # YAML 1.1 reads 3e-4 as text; users mean a number
         try:
             value = float(value) if any(c in value for c in "eE.") and not value.isalpha() else value
@@ -86,6 +105,6 @@ def apply(located: Located, args: list[str]) -> Located:
         try:
             set_path(located.data, path, value)
         except OverrideError as e:
-            raise OverrideError(f"--set {arg!r}: {e}") from None
-        located.overridden[path] = arg
+            raise OverrideError(f"--set {_shown(arg)}: {e}") from None
+        located.overridden[path] = arg if len(arg) <= 80 else arg[:80] + "..."
     return located

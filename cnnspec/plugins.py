@@ -12,13 +12,16 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, did_you_mean
 from .registry import DuplicateName, Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trust import Policy
 
 ENTRY_POINT_GROUP = "cnnspec"
 # Set to 1 to ignore installed third-party plugins (reproducible runs, tests).
@@ -132,7 +135,7 @@ def _load_entrypoints(pm: PluginManager) -> None:
             continue
         try:
             plugin = EntryPoint(name, value, ENTRY_POINT_GROUP).load()
-        except Exception as e:  # a broken third-party plugin must not look like our bug
+        except (Exception, SystemExit) as e:  # a broken third-party plugin must not look like our bug
             raise PluginError(
                 f"plugin '{name}' (from {source}) failed to import {value}: {type(e).__name__}: {e}"
             ) from e
@@ -155,7 +158,7 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
                 impl.function(*[{"register": register}[a] for a in impl.argnames])
             except DuplicateName as e:
                 raise PluginError(str(e)) from None
-            except Exception as e:
+            except (Exception, SystemExit) as e:
                 raise PluginError(
                     f"plugin '{owner}' raised in {hook_name}: {type(e).__name__}: {e}"
                 ) from e
@@ -172,7 +175,7 @@ def call_plugin(registry: Registry | None, kind: str, name: str, fn: Any, *args:
         return fn(*args)
     except passthrough:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         if os.environ.get("CNNSPEC_DEBUG"):
             raise
         owner = registry.owner(kind, name) if registry else "?"
@@ -187,27 +190,22 @@ def is_plugin_file(ref: str) -> bool:
     return ref.endswith(".py") or "/" in ref or os.sep in ref
 
 
-def load_local_plugin(ref: str, base: str | Path = ".") -> ModuleType:
-    """Import a plugin for one spec or run: a module name, or a ``.py`` file relative to ``base``."""
+def load_local_plugin(ref: str, base: str | Path = ".", policy: Policy | None = None) -> ModuleType:
+    """Import a plugin for one spec or run: a module name, or a ``.py`` file relative to ``base``.
+
+    A file runs only if ``policy`` trusts its bytes (``None``: the user named it with -p); a
+    module name is imported from the installed environment, never from the current folder.
+    """
+    from .trust import load_plugin_file, without_current_folder
+
     if is_plugin_file(ref):
-        path = (Path(base) / ref).resolve()
-        if not path.is_file():
-            raise PluginError(f"plugin file {ref!r} not found (looked at {path})")
-        name = f"cnnspec_local_{path.stem}_{abs(hash(str(path))) % 10**8}"
-        if name in sys.modules:
-            return sys.modules[name]
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as e:
-            del sys.modules[name]
-            raise PluginError(f"plugin {ref!r} failed to import: {type(e).__name__}: {e}") from e
-        return module
+        return load_plugin_file(ref, (Path(base) / ref).resolve(), policy)
     try:
-        return importlib.import_module(ref)
+        with without_current_folder():
+            return importlib.import_module(ref)
+    except SystemExit as e:
+        raise PluginError(f"plugin {ref!r} tried to end the process while importing "
+                          f"(SystemExit({e.code!r})); refused") from None
     except Exception as e:
         raise PluginError(f"plugin {ref!r} failed to import: {type(e).__name__}: {e}") from e
 

@@ -18,17 +18,23 @@ from .rundir import LAST, SPEC_FILE, RunDir
 from .spec import Spec
 
 
-def load_for_run(path: str, overrides: list[str], device: str | None, plugins: Sequence[str] = ()) -> Spec:
-    """Load, override and check a spec for running; raises SpecError, UnreadableSpec, OverrideError."""
+def load_for_run(path: str, overrides: list[str], device: str | None, plugins: Sequence[str] = (),
+                 trust: bool = False, run_dir: str | None = None) -> Spec:
+    """Load, override and check a spec for running; raises SpecError, UnreadableSpec, OverrideError.
+
+    With ``run_dir`` (--resume), the plugins must be those the run recorded, unchanged."""
     from .check import check
     from .overrides import apply
+    from .trust import run_policy
     from .yamlpos import load_file
 
     located = load_file(path)
     if device:
         overrides = [*overrides, f"train.device={device}"]
     apply(located, overrides)
-    result = check(located, plugins=plugins)
+    listed = located.data.get("plugins") if isinstance(located.data, dict) else None
+    policy = run_policy(Path(run_dir), listed, trust, list(plugins)) if run_dir else None
+    result = check(located, plugins=plugins, policy=policy, trust=trust)
     if result.spec is None:
         raise SpecError(result.problems, path)
     if result.spec.data is None:
@@ -46,7 +52,7 @@ def run_command(args: argparse.Namespace) -> None:
         raise CnnspecError("give either a SPEC file or --resume RUN_DIR")
     keep_freed_memory()  # before anything is allocated; a no-op off glibc
     path = str(Path(args.resume) / SPEC_FILE) if args.resume else args.spec
-    spec = load_for_run(path, args.overrides, args.device, args.plugins)
+    spec = load_for_run(path, args.overrides, args.device, args.plugins, args.trust, args.resume)
     world = distributed.init(resolve_device(spec.train.device))
     progress: Progress = RichProgress() if world.main and not args.quiet else QuietProgress()
     clean = False  # ranks wait for each other before leaving unless one failed
@@ -78,9 +84,12 @@ def _resume_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 def _resume_state(run_dir: str, spec: Spec) -> dict[str, Any]:
     """The last checkpoint of ``run_dir``, if it is resumable with ``spec``."""
+    from .rundir import resumable_problem
+
     state = RunDir(run_dir).load_checkpoint(LAST)
-    if not isinstance(state.get("position"), dict) or not isinstance(state.get("spec"), dict):
-        raise CheckpointError(f"{run_dir}: {LAST} is not a resumable checkpoint")
+    why = resumable_problem(state)
+    if why:
+        raise CheckpointError(f"{run_dir}: {LAST} is not a resumable checkpoint: {why}")
     changed = _resume_changes(state["spec"], spec.to_dict())
     if changed:
         raise CnnspecError("--resume can change only train.epochs, train.device, data.root and "
@@ -89,8 +98,6 @@ def _resume_state(run_dir: str, spec: Spec) -> dict[str, Any]:
 
 
 def _train(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any) -> None:
-    import torch
-
     from . import distributed
     from .data import prepare_data
     from .plugins import default_plugin_manager
@@ -107,11 +114,38 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any)
         if state["position"]["epoch"] >= spec.train.epochs:  # nothing to do, so nothing is written
             progress.message(f"{args.resume}: already finished ({spec.train.epochs} epochs)")
             return
+        from .rundir import weights_mismatch
+
+        why = weights_mismatch(trainer.ctx.model, state["model"])
+        if why:  # checked before anything is written: a failed resume leaves the folder as it was
+            raise CheckpointError(f"{run.path / LAST} does not fit the run's spec: {why}")
         if world.main:
-            run.write_spec(spec.resolved(args.plugins))  # a changed epoch count is recorded
+            _claim(run)
+            run.clean_stale_temporaries()  # a process killed mid-save left them
         trainer.restore(state)
     else:
         run = _new_run_dir(spec, args, world)
+    try:
+        _fit(spec, args, progress, world, trainer, run, batches, device, resumed=state is not None)
+    finally:
+        if world.main:
+            run.unlock()
+
+
+def _claim(run: RunDir) -> None:
+    """Take the run folder's lock (RunFolderError if another live process holds it)."""
+    if not run.path.is_dir():
+        raise RunFolderError(f"{run.path}: not a run folder")
+    run.lock()
+
+
+def _fit(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any, trainer: Any, run: RunDir,
+         batches: Any, device: Any, resumed: bool) -> None:
+    """Train in ``run`` (locked by this process), report, and turn failures into errors."""
+    import torch
+
+    if resumed and world.main:  # a changed epoch count is recorded, once the checkpoint is restored
+        trainer.on_setup = lambda: run.write_spec(spec.resolved(args.plugins))
     trainer.attach(run if world.main else None)
 
     per = f"batch {trainer.batch_size}"
@@ -132,6 +166,11 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any)
     except KeyboardInterrupt:  # a second Ctrl-C: stop now; last.pt is the previous epoch's end
         note = _checkpoint_note(run, f" (continue with --resume {run.path})")
         raise Interrupted(f"interrupted; {note}" if main else None) from None
+    except RunFolderError as e:  # a full disk, a folder that became read-only: not the training's fault
+        _finish(progress, run, trainer.metrics, spec.name, main)
+        raise type(e)(f"{e}; {_checkpoint_note(run)}" if main else None) from None
+    except CheckpointError:  # a resumed state that does not fit: nothing was trained or written
+        raise
     except NonFiniteLoss as e:
         _finish(progress, run, trainer.metrics, spec.name, main)
         note = (f"The last good checkpoint is {run.path / LAST} (end of epoch {len(trainer.metrics)})."
@@ -161,14 +200,20 @@ def _new_run_dir(spec: Spec, args: argparse.Namespace, world: Any) -> RunDir:
     """Rank 0 makes the run folder and writes the resolved spec; every rank learns where it is."""
     from . import distributed
     from .rundir import new_run_dir
+    from .trust import run_record
 
     made: tuple[bool, str] = (False, "")
     if world.main:
         try:
             run = RunDir(new_run_dir(spec.name, args.output))
-            run.write_spec(spec.resolved(args.plugins))
+            run.lock()
+            resolved = spec.resolved(args.plugins)
+            run.write_spec(resolved)
+            run.write_plugins(run_record(resolved["plugins"]))
             made = (True, str(run.path))
         except OSError as e:  # FileExistsError included
+            made = (False, str(e))
+        except CnnspecError as e:
             made = (False, str(e))
     ok, text = distributed.broadcast(made, world)
     if not ok:

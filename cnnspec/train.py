@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .build import build_model
 from .data import Batches
 from .distributed import SINGLE, World, all_sum, any_rank, shard
-from .errors import DeviceError, NonFiniteLoss, SetupError
+from .errors import CheckpointError, DeviceError, NonFiniteLoss, RunFolderError, SetupError
 from .host import device_name, versions
 from .plugins import call_plugin
 from .progress import Progress
@@ -150,6 +150,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None  # chosen on validation metrics only
         self.stop_requested = False
         self.resume_state: dict[str, Any] | None = None
+        self.on_setup: Callable[[], None] | None = None  # once the state is in place, before any step
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
@@ -184,8 +185,12 @@ class Trainer:
         c = self.ctx
         status, error, started = "failed", None, time.perf_counter()
         old_handler = _install_sigint(self)
+        set_up = False  # a resume that fails to restore its state writes nothing
         try:
             pos = self._setup()
+            set_up = True
+            if self.on_setup is not None:
+                self.on_setup()
             status = "completed"
             for epoch in range(pos.epoch, self.spec.train.epochs):
                 c.epoch = epoch + 1
@@ -209,11 +214,16 @@ class Trainer:
         except Exception as e:
             status, error = "failed", f"{type(e).__name__}: {e}"
             raise
+        except SystemExit as e:  # a plugin may not end the process, nor decide its status
+            status, error = "failed", f"SystemExit({e.code!r})"
+            raise RuntimeError(f"a plugin tried to end the process with SystemExit({e.code!r})") from None
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             summary = self.summary(status, time.perf_counter() - started, error)
-            self._after_training(summary, failing=status in ("diverged", "failed"))
+            failing = status in ("diverged", "failed")
+            # a resume that failed to restore its state writes nothing: the folder stays as it was
+            self._after_training(summary, failing=failing, write=set_up or self.resume_state is None)
         return summary
 
     def _setup(self) -> Position:
@@ -244,20 +254,24 @@ class Trainer:
         if self.resume_state is None:
             return Position(0, 0, self.gen.get_state())
         state = self.resume_state
-        c.model.load_state_dict(state.get("train_model") or state["model"])
-        if self.ema is not None:
-            self.ema.module.load_state_dict(state["model"])
-            self.ema.n_averaged.fill_(int(state.get("ema_steps", 0)))
-        for cb, cb_state in zip(self.callbacks, state.get("callbacks") or []):
-            cb.load_state_dict(cb_state)
-        c.optimizer.load_state_dict(state["optimizer"])
-        if c.scheduler is not None and state.get("scheduler") is not None:
-            c.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        try:
+            c.model.load_state_dict(state.get("train_model") or state["model"])
+            if self.ema is not None:
+                self.ema.module.load_state_dict(state["model"])
+                self.ema.n_averaged.fill_(int(state.get("ema_steps", 0)))
+            for cb, cb_state in zip(self.callbacks, state.get("callbacks") or []):
+                cb.load_state_dict(cb_state)
+            c.optimizer.load_state_dict(state["optimizer"])
+            if c.scheduler is not None and state.get("scheduler") is not None:
+                c.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{LAST} does not fit this run: {type(e).__name__}: "
+                                  f"{str(e).strip().splitlines()[0][:300]}") from None
         if self.world.rank:  # the checkpoint holds rank 0's stream; the others branch off it
             torch.manual_seed(int(torch.randint(2**62, (1,))) + self.world.rank)
         c.metrics[:] = state["metrics"]
@@ -265,9 +279,11 @@ class Trainer:
         self.seed = state["seed"]
         return Position(**state["position"])
 
-    def _after_training(self, summary: dict[str, Any], failing: bool) -> None:
+    def _after_training(self, summary: dict[str, Any], failing: bool, write: bool = True) -> None:
         """Callbacks' and hooks' ends of training, and the summary written between them; while a
-        failure is on its way up, theirs must not hide it."""
+        failure is on its way up, theirs must not hide it (nor a summary that a full disk kept
+        from being written)."""
+        unwritten: RunFolderError | None = None
         try:
             for cb in self.callbacks:
                 cb.on_train_end(self.ctx, summary)
@@ -275,13 +291,18 @@ class Trainer:
             if not failing:
                 raise
         finally:
-            if self.run_dir:
-                self.run_dir.write_summary(summary)
+            if self.run_dir and write:
+                try:
+                    self.run_dir.write_summary(summary)
+                except RunFolderError as e:  # a full disk: the error on its way up says more
+                    unwritten = e
         try:
             self.pm.hook.after_training(context=self.ctx, summary=summary)
         except Exception:
-            if not failing:
+            if not (failing or unwritten):
                 raise
+        if unwritten is not None and not failing:
+            raise unwritten
 
     # -- one epoch --------------------------------------------------------------------------
 

@@ -51,17 +51,32 @@ class _Scaled(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def load_run(path: str | Path, which: str = "best") -> Trained:
-    """Load RUN_DIR's spec and the ``best`` or ``last`` weights (weights_only)."""
+def load_run(path: str | Path, which: str = "best", trust: bool = False) -> Trained:
+    """Load RUN_DIR's spec and the ``best`` or ``last`` weights (weights_only).
+
+    The run's plugin files load only if trusted (or ``trust``: --trust) and unchanged since the run."""
     from .build import build_model
-    from .check import load_spec
+    from .check import check
+    from .errors import CheckpointError, SpecError
+    from .rundir import weights_mismatch
+    from .trust import run_policy
+    from .yamlpos import load_file
 
     run = RunDir(path)
-    spec = load_spec(str(run.path / SPEC_FILE))
+    spec_file = str(run.path / SPEC_FILE)
+    located = load_file(spec_file)
+    listed = located.data.get("plugins") if isinstance(located.data, dict) else None
+    result = check(located, policy=run_policy(run.path, listed, trust))
+    if result.spec is None:
+        raise SpecError(result.problems, spec_file)
+    spec = result.spec
     # "best" is chosen on validation data; a run without a validation split has only its last
     name = BEST if which == "best" and (spec.data is None or spec.data.val_split > 0) else LAST
     state: dict[str, Any] = run.load_checkpoint(name)
     model = build_model(spec)
+    why = weights_mismatch(model, state.get("model"))
+    if why:
+        raise CheckpointError(f"{run.path / name} does not fit the run's spec.yaml: {why}")
     model.load_state_dict(state["model"])
     model.eval()
     norm = state.get("normalization") or {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -17,6 +16,8 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
 
 MAX_NODES = 100_000  # a spec has hundreds of nodes; aliases that expand past this are a bomb
 MAX_BYTES = 10_000_000
+MAX_INT_DIGITS = 100  # sizes and seeds have a few digits; Python refuses to parse over 4,300
+MAX_DEPTH = 100  # a spec nests four or five levels; the composer and checker recurse per level
 
 _MAP = "tag:yaml.org,2002:map"
 _MERGE = "tag:yaml.org,2002:merge"
@@ -62,20 +63,37 @@ class Located:
 
 
 def read_text(file: str) -> str:
-    """Read a spec file as UTF-8; unreadable files raise UnreadableSpec, bad bytes SpecError."""
-    p = Path(file)
+    """Read a spec file as UTF-8; unreadable files raise UnreadableSpec, bad bytes SpecError.
+
+    Only regular files are read (not /dev/zero, a FIFO or a socket: opening never blocks), and
+    never more than MAX_BYTES + 1 bytes, whatever the file claims its size is.
+    """
+    import os
+    import stat
+
     try:
-        if p.is_dir():
-            raise UnreadableSpec(f"{file}: is a directory, not a spec file")
-        if p.stat().st_size > MAX_BYTES:
-            raise UnreadableSpec(f"{file}: larger than {MAX_BYTES} bytes; not a spec file")
-        raw = p.read_bytes()
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise UnreadableSpec(f"{file}: no such file") from None
+    except IsADirectoryError:
+        raise UnreadableSpec(f"{file}: is a directory, not a spec file") from None
     except PermissionError:
         raise UnreadableSpec(f"{file}: permission denied") from None
     except OSError as e:
         raise UnreadableSpec(f"{file}: cannot read ({e.strerror or e})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            if stat.S_ISDIR(mode):
+                raise UnreadableSpec(f"{file}: is a directory, not a spec file")
+            raise UnreadableSpec(f"{file}: not a regular file (a device, pipe or socket); give a spec file")
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise UnreadableSpec(f"{file}: cannot read ({e.strerror or e})") from None
+    if len(raw) > MAX_BYTES:
+        raise UnreadableSpec(f"{file}: larger than {MAX_BYTES} bytes; not a spec file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -95,6 +113,7 @@ def load(text: str, file: str = "<string>") -> Located:
             [Problem(1, 1, "the file is empty; a spec needs at least 'input' and 'layers'", (), file)],
             file,
         )
+    _count_events(text, file)
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -120,6 +139,36 @@ def load(text: str, file: str = "<string>") -> Located:
     if node is None:
         raise SpecError([Problem(1, 1, "the file holds no YAML document", (), file)], file)
     return _Converter(loader, file).run(node)
+
+
+def _count_events(text: str, file: str) -> None:
+    """Refuse a document with more than MAX_NODES nodes or nested deeper than MAX_DEPTH before
+    composing it: the composed node graph costs hundreds of bytes a node, the event stream
+    nothing. Syntax errors are left for the composer to report with its context."""
+    loader = _Loader(text)
+    count = depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _refused(event, f"the YAML is nested more than {MAX_DEPTH} levels deep; refused", file)
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+            if isinstance(event, yaml.NodeEvent):
+                count += 1
+                if count > MAX_NODES:
+                    raise _refused(event, f"the document has more than {MAX_NODES} nodes; refused", file)
+    except yaml.YAMLError:
+        pass
+    finally:
+        loader.dispose()
+
+
+def _refused(event: Any, message: str, file: str) -> SpecError:
+    mark = event.start_mark
+    return SpecError([Problem(mark.line + 1, mark.column + 1, message, (), file)], file)
 
 
 def load_file(file: str) -> Located:
@@ -212,10 +261,17 @@ class _Converter:
         if node.tag not in _SCALARS:
             self._fail(node, path, f"unsupported YAML tag {node.tag!r}")
             return None
+        if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_DIGITS:
+            self._fail(node, path, f"the integer has {len(node.value)} digits; more than {MAX_INT_DIGITS} is "
+                                   "not a sensible value")
+            return None
         try:
             return self.loader.construct_object(node)
         except yaml.YAMLError as e:
             self._fail(node, path, f"YAML value: {getattr(e, 'problem', e)}")
+            return None
+        except ValueError as e:  # Python's own limits on converting numbers
+            self._fail(node, path, f"YAML value: {str(e).splitlines()[0]}")
             return None
 
 

@@ -25,6 +25,12 @@ class Result:
         return self.out + self.err
 
 
+@pytest.fixture(autouse=True)
+def _own_trust_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test trusts plugin files in a store of its own, never the user's."""
+    monkeypatch.setenv("CNNSPEC_TRUST_FILE", str(tmp_path_factory.mktemp("trust") / "trusted.json"))
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     """Run ``cnnspec ARGS`` through main(argv); check it never shows a traceback."""

@@ -79,7 +79,7 @@ def test_warmup_rises_linearly_then_hands_over_to_the_schedule(cli, write, tmp_p
                  "batch_size: 8}\n"
                  "train: {epochs: 3, device: cpu, optimizer: recording_sgd, "
                  "warmup: {steps: 4, start_factor: 0.25}, scheduler: {type: step, step_size: 1, gamma: 0.5}}\n")
-    res = cli("run", spec, "--quiet", "--output", str(tmp_path / "r"))
+    res = cli("run", spec, "--trust", "--quiet", "--output", str(tmp_path / "r"))
     assert res.code == 0, res.err
     lrs = [json.loads(ln) for ln in log.read_text().splitlines()]
     # 3 steps an epoch; warm-up factor 0.25, 0.4375, 0.625, 0.8125 on steps 0-3, then the schedule's own

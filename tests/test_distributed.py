@@ -99,9 +99,10 @@ def test_two_gloo_processes(setup, cli, monkeypatch):
         acc = (model(data.test_x).argmax(1) == data.test_y).sum().item() / len(data.test_y)
     assert rows[-1]["test_accuracy"] == acc
 
-    # The distributed checkpoint resumes in a single process (the probe plugin comes along).
+    # The distributed checkpoint resumes in a single process (the probe plugin comes along:
+    # -p trusted it for one call, so the resume trusts it again with --trust).
     monkeypatch.setenv("CNNSPEC_PROBE_DIR", str(tmp))
-    res = cli("run", "--resume", str(run), "--quiet", "--set", "train.epochs=3")
+    res = cli("run", "--resume", str(run), "--quiet", "--set", "train.epochs=3", "--trust")
     assert res.code == 0, res.err
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
 

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "cnnspec"
 LAYERS = [
     {"errors", "types"},
     {"registry", "hookspecs", "yamlpos", "shapes"},
-    {"spec", "plugins", "overrides", "check", "blocks", "report", "schema", "graph", "sweepspace"},
+    {"spec", "plugins", "overrides", "check", "blocks", "report", "schema", "graph", "sweepspace", "trust"},
     {"build", "data", "distributed", "progress", "rundir", "host", "plot", "default_plugins", "sweepreport"},
     {"train", "trained"},
     {"runner", "tools", "sweep"},

@@ -30,7 +30,15 @@ def spec_with_layer_plugin(write, tmp_path, source: str, layer: str) -> tuple[st
         "data:\n  dataset: {type: synthetic, shape: [1, 4, 4], classes: 2, train_size: 16, test_size: 4}\n"
         "  batch_size: 8\ntrain: {epochs: 1, device: cpu}\n"
     )
+    trust_file(path)
     return spec, str(path)
+
+
+def trust_file(path) -> None:
+    """Trust a plugin file the way `cnnspec trust` does (the test's own store, see conftest)."""
+    from cnnspec.trust import add_to_store, file_hash
+
+    add_to_store({str(path.resolve()): file_hash(path)})
 
 
 def test_every_user_error_is_a_cnnspec_error_with_its_exit_code():

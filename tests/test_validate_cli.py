@@ -260,7 +260,7 @@ def test_a_shape_rule_that_crashes_is_a_located_error(cli, write, tmp_path):
         "class L(LayerType):\n    name = 'bad'\n    def output_shape(self, p, shape):\n        return 3\n"
         "@hookimpl\ndef register_layers(register):\n    register(L())\n")
     path = write("plugins: [badrule.py]\ninput: [1, 8, 8]\nlayers: [bad]\n")
-    res = cli("validate", path)
+    res = cli("validate", "--trust", path)
     assert res.code == 1
     assert f"{path}:3:10: error: layers[0] bad: the shape rule of 'bad' failed: TypeError" in res.out
 

@@ -1,0 +1,257 @@
+"""Which plugin code may run: a store of trusted files (path -> SHA-256), and loading them.
+
+Installed plugins (entry points, and module names importable from the Python environment) are
+trusted by being installed. A ``.py`` file named by a spec or a run folder runs only when the
+user trusted exactly its bytes (``cnnspec trust``, recorded here), or for one call (``--trust``,
+or naming it with ``-p``). The bytes that are hashed are the bytes that are executed.
+
+Light on purpose: ``validate`` imports this, and must stay free of heavy modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .errors import PluginError
+
+TRUST_FILE_ENV = "CNNSPEC_TRUST_FILE"  # where the store lives, if not the default
+MAX_PLUGIN_BYTES = 5_000_000
+LOADED: dict[str, str] = {}  # path -> SHA-256 of the bytes this process executed
+
+
+class UntrustedPlugin(PluginError):
+    """A plugin file that the user has not trusted (or that changed since); nothing was imported."""
+
+
+def store_path() -> Path:
+    """``$CNNSPEC_TRUST_FILE``, else ``$XDG_CONFIG_HOME/cnnspec/trusted.json`` (~/.config by default)."""
+    explicit = os.environ.get(TRUST_FILE_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "cnnspec" / "trusted.json"
+
+
+def read_store() -> dict[str, str]:
+    """Trusted files: absolute path -> SHA-256 hex. A missing or broken store trusts nothing."""
+    try:
+        doc = json.loads(store_path().read_text(encoding="utf-8"))
+        files = doc.get("files", {}) if isinstance(doc, dict) else {}
+        return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def add_to_store(entries: Mapping[str, str]) -> Path:
+    """Record files as trusted (path -> SHA-256); written atomically. Returns the store's path."""
+    path = store_path()
+    files = read_store()
+    files.update(entries)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_plugin_file(path: Path, ref: str = "") -> bytes:
+    """The bytes of a plugin file: a regular ``.py`` file of sane size, else PluginError."""
+    import stat
+
+    ref = ref or str(path)
+    if path.suffix != ".py":
+        raise PluginError(f"plugin file {ref!r} is not a .py file (looked at {path})")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise PluginError(f"plugin file {ref!r} not found (looked at {path})") from None
+    except OSError as e:
+        raise PluginError(f"plugin file {ref!r} cannot be read ({e.strerror or e}; looked at {path})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PluginError(f"plugin file {ref!r} is not a regular file (looked at {path})")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_PLUGIN_BYTES + 1)
+    if len(data) > MAX_PLUGIN_BYTES:
+        raise PluginError(f"plugin file {ref!r} is larger than {MAX_PLUGIN_BYTES} bytes")
+    return data
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a plugin file (PluginError when it is not a readable .py file)."""
+    return sha256(read_plugin_file(Path(path)))
+
+
+@dataclass
+class Policy:
+    """What this call trusts beyond the store.
+
+    ``listed``: every file the spec names (``--trust``). ``files``: these exact paths (``-p``).
+    ``pinned``: a run folder's record (path -> SHA-256); a file must still have that hash.
+    ``how``: the command that would trust the spec, for the message.
+    """
+
+    listed: bool = False
+    files: frozenset[str] = frozenset()
+    pinned: Mapping[str, str] | None = None
+    how: str = ""
+    store: dict[str, str] | None = field(default=None, repr=False)
+
+    def check(self, path: Path, digest: str, ref: str) -> None:
+        key = str(path)
+        if self.pinned is not None and self.pinned.get(key) != digest:
+            was = self.pinned.get(key)
+            raise UntrustedPlugin(
+                f"plugin file {ref!r} changed since the run was made (sha256 {digest[:12]}, the run "
+                f"recorded {(was or 'nothing')[:12]}); nothing was imported")
+        if self.listed or key in self.files:
+            return
+        if self.store is None:
+            self.store = read_store()
+        known = self.store.get(key)
+        if known == digest:
+            return
+        what = "changed since it was trusted" if known else "is not trusted"
+        how = self.how or "cnnspec trust SPEC"
+        raise UntrustedPlugin(
+            f"plugin file {ref!r} {what} (sha256 {digest[:12]}); nothing was imported. "
+            f"Read it, then trust it with `{how}`, or pass --trust for this call")
+
+
+def load_plugin_file(ref: str, path: Path, policy: Policy | None) -> ModuleType:
+    """Import a plugin file if ``policy`` trusts its bytes (None: trusted, e.g. named with -p)."""
+    data = read_plugin_file(path, ref)
+    digest = sha256(data)
+    if policy is not None:
+        policy.check(path, digest, ref)
+    name = f"cnnspec_local_{path.stem}_{digest[:16]}"
+    LOADED[str(path)] = digest
+    if name in sys.modules:
+        return sys.modules[name]
+    module = ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module
+    try:
+        code = compile(data, str(path), "exec")
+        exec(code, module.__dict__)
+    except (Exception, SystemExit) as e:
+        del sys.modules[name]
+        if isinstance(e, SystemExit):
+            raise PluginError(f"plugin {ref!r} tried to end the process while importing "
+                              f"(SystemExit({e.code!r})); refused") from None
+        raise PluginError(f"plugin {ref!r} failed to import: {type(e).__name__}: {e}") from e
+    return module
+
+
+@contextmanager
+def without_current_folder() -> Iterator[None]:
+    """Import module names from the installed environment only, never from the current folder
+    (``python -m`` puts it first on sys.path, where a spec's repository could shadow a name)."""
+    here = {"", ".", os.getcwd()}
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if p not in here]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def run_record(refs: list[str]) -> list[dict[str, Any]]:
+    """What a run folder records of its plugins: each reference, and a file's SHA-256."""
+    from .plugins import is_plugin_file
+
+    out: list[dict[str, Any]] = []
+    for ref in refs:
+        if is_plugin_file(ref):
+            out.append({"ref": ref, "sha256": LOADED.get(ref) or file_hash(ref)})
+        else:
+            out.append({"ref": ref})
+    return out
+
+
+RUN_PLUGINS_FILE = "plugins.json"
+
+
+def run_policy(run_dir: Path, listed: Any, trust: bool = False, cli: tuple[str, ...] | list[str] = ()) -> Policy:
+    """The policy for loading a run folder's plugins: the list its spec names now must be the
+    list the run was made with, and each file must still have the recorded SHA-256 (and be
+    trusted, like any file a spec names). Raises RunFolderError when the record disagrees."""
+    from .errors import RunFolderError
+
+    refs = [r for r in listed if isinstance(r, str)] if isinstance(listed, list) else []
+    record = run_dir / RUN_PLUGINS_FILE
+    policy = Policy(listed=trust, files=frozenset(str(Path(p).resolve()) for p in cli),
+                    how=f"cnnspec trust {run_dir}")
+    try:
+        doc: Any = json.loads(record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        doc = None
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{record}: unreadable ({e}); refused") from None
+    if doc is None:
+        if refs:
+            raise RunFolderError(f"{run_dir}: its spec lists plugins, but the run folder has no "
+                                 f"{RUN_PLUGINS_FILE} recording them; refused")
+        policy.pinned = {}
+        return policy
+    entries = doc.get("plugins") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("ref"), str) and isinstance(e.get("sha256", ""), str)
+            for e in entries):
+        raise RunFolderError(f"{record}: not a plugin record; refused")
+    recorded = [e["ref"] for e in entries]
+    if recorded != refs:
+        raise RunFolderError(f"{run_dir}: the plugins its spec.yaml lists ({', '.join(refs) or 'none'}) are "
+                             f"not the ones the run was made with ({', '.join(recorded) or 'none'}); refused")
+    policy.pinned = {str(Path(e["ref"]).resolve()): e["sha256"] for e in entries if "sha256" in e}
+    return policy
+
+
+def trust_targets(targets: list[str]) -> list[str]:
+    """``cnnspec trust``: record the SHA-256 of every plugin file the targets name.
+
+    A target is a spec file, a run folder (its spec.yaml) or a ``.py`` file. Nothing is
+    imported. Returns one line per file, for the user to read."""
+    from .errors import CnnspecError
+    from .plugins import is_plugin_file
+    from .yamlpos import load_file
+
+    found: dict[str, str] = {}
+    lines: list[str] = []
+    for target in targets:
+        path = Path(target)
+        if path.suffix == ".py":
+            files = [path.resolve()]
+        else:
+            spec = path / "spec.yaml" if path.is_dir() else path
+            data = load_file(str(spec)).data
+            listed = data.get("plugins") if isinstance(data, dict) else None
+            refs = [r for r in listed if isinstance(r, str)] if isinstance(listed, list) else []
+            files = [(spec.parent / r).resolve() for r in refs if is_plugin_file(r)]
+            if not files:
+                lines.append(f"{target}: names no plugin files; nothing to trust")
+        for f in files:
+            digest = sha256(read_plugin_file(f))
+            found[str(f)] = digest
+            lines.append(f"trusted {f} (sha256 {digest})")
+    if found:
+        try:
+            store = add_to_store(found)
+        except OSError as e:
+            raise CnnspecError(f"cannot write the trust store {store_path()}: {e.strerror or e}") from None
+        lines.append(f"recorded in {store}; a file that changes is untrusted again")
+    return lines

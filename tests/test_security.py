@@ -1,0 +1,705 @@
+"""Hostile inputs (issue 9): nothing runs unless trusted, and no input gives a traceback.
+
+The corpus test runs every hostile input through the command line and checks, for each: the
+exit status, one located or one-line message, no traceback, no file of a finished run changed,
+and that the marker a hostile plugin or pickle would write does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnspec.cli import main
+from conftest import ROOT
+
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+SPEC = ("name: tiny\ninput: [1, 8, 8]\nlayers:\n  - {type: conv2d, out_channels: 4, kernel_size: 3, padding: 1}\n"
+        "  - relu\n  - flatten\n  - {type: linear, out_features: 3}\n"
+        "data:\n  dataset: {type: synthetic, classes: 3, train_size: 96, test_size: 24}\n  batch_size: 16\n"
+        "train: {epochs: 2, seed: 3, device: cpu}\n")
+OTHER = SPEC.replace("out_channels: 4", "out_channels: 6")
+
+
+def marker_plugin(marker: Path) -> str:
+    """A plugin that leaves a marker file when its code runs, and registers a layer 'double'."""
+    return (f"open({str(marker)!r}, 'w').write('plugin code ran')\n"
+            "from cnnspec.hookspecs import hookimpl\nfrom cnnspec.registry import LayerType, NoParams\n"
+            "class Double(LayerType[NoParams]):\n    name = 'double'\n"
+            "    def output_shape(self, p, shape):\n        return shape\n"
+            "    def build(self, p, shape):\n        import torch\n        class M(torch.nn.Module):\n"
+            "            def forward(self, x):\n                return 2 * x\n        return M()\n"
+            "@hookimpl\ndef register_layers(register):\n    register(Double())\n")
+
+
+class Payload:
+    """A pickle that would create the marker file when unpickled (builtins.open)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cli(*args: str, timeout: int = 120) -> tuple[int, str]:
+    """``cnnspec ARGS`` in-process, with a deadline (a hang fails the test instead of blocking it)."""
+    import contextlib
+    import io
+
+    def hang(signum, frame):
+        raise TimeoutError(f"cnnspec {' '.join(a[:40] for a in args)} hung")
+
+    out, err = io.StringIO(), io.StringIO()
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(timeout)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    return code, out.getvalue() + err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> dict[str, Path]:
+    """Two finished runs of different models (checkpoints of one do not fit the other)."""
+    base = tmp_path_factory.mktemp("finished")
+    runs = {}
+    for name, text in (("run", SPEC), ("other", OTHER)):
+        (base / f"{name}.yaml").write_text(text)
+        code, out = cli("run", str(base / f"{name}.yaml"), "--quiet", "--output", str(base / name))
+        assert code == 0, out
+        runs[name] = base / name
+    runs["spec"] = base / "run.yaml"
+    return runs
+
+
+@dataclass
+class Case:
+    tmp: Path
+    runs: dict[str, Path]
+    marker: Path
+    watched: list[Path] = field(default_factory=list)
+
+    def write(self, text: str | bytes, name: str = "spec.yaml") -> str:
+        p = self.tmp / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(text) if isinstance(text, bytes) else p.write_text(text)
+        return str(p)
+
+    def evil(self, name: str = "evil.py") -> Path:
+        p = self.tmp / name
+        p.write_text(marker_plugin(self.marker))
+        return p
+
+    def copy(self, which: str = "run", name: str = "copy") -> Path:
+        """A copy of a finished run, watched like the original: no failed command may change it."""
+        dst = self.tmp / name
+        shutil.copytree(self.runs[which], dst)
+        self.watched.append(dst)
+        return dst
+
+    def edit_checkpoint(self, run: Path, name: str, change: Callable[[dict], object]) -> None:
+        state = torch.load(run / name, weights_only=True)
+        change(state)
+        torch.save(state, run / name)
+
+
+def alias_bomb(levels: int = 9) -> str:
+    parts = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]
+    parts += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+def idx(folder: Path, n_train: int, n_test: int, dims: tuple[int, ...] | None = None) -> None:
+    folder.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        head = dims if dims and prefix == "train" else (n, 28, 28)
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+            np.array([2051, *head], dtype=">i4").tobytes() + bytes(n * 784))
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], dtype=">i4").tobytes() + bytes(n))
+
+
+MNIST = ("input: [1, 28, 28]\nlayers: [flatten, {type: linear, out_features: 10}]\n"
+         "data: {dataset: mnist, root: %s, download: false}\ntrain: {epochs: 1, device: cpu}\n")
+CIFAR = ("input: [3, 32, 32]\nlayers: [flatten, {type: linear, out_features: 10}]\n"
+         "data: {dataset: cifar10, root: %s, download: false}\ntrain: {epochs: 1, device: cpu}\n")
+
+
+def _cifar(c: Case) -> list[str]:
+    d = c.tmp / "cifar" / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    good = {b"data": np.zeros((2, 3072), dtype=np.uint8), b"labels": [0, 1]}
+    for name in [f"data_batch_{i}" for i in range(2, 6)] + ["test_batch"]:
+        (d / name).write_bytes(pickle.dumps(good))
+    (d / "data_batch_1").write_bytes(pickle.dumps({b"data": Payload(c.marker), b"labels": [0]}))
+    return ["run", c.write(CIFAR % (c.tmp / "cifar")), "--quiet", "--output", str(c.tmp / "out")]
+
+
+def _bomb_png(c: Case) -> list[str]:
+    from PIL import Image
+
+    Image.new("1", (12_000, 12_000)).save(c.tmp / "bomb.png")  # 144 megapixels in a few KB
+    return ["predict", str(c.runs["run"]), str(c.tmp / "bomb.png")]
+
+
+def _float_tiff(c: Case) -> list[str]:
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 300.0, dtype=np.float32), mode="F").save(c.tmp / "f.tiff")
+    return ["predict", str(c.runs["run"]), str(c.tmp / "f.tiff")]
+
+
+def _pickled_checkpoint(c: Case, command: str) -> list[str]:
+    run = c.copy()
+    c.edit_checkpoint(run, "last.pt", lambda s: s.update(evil=Payload(c.marker)))
+    c.watched[-1:] = []  # the tampering itself changed it; watch it from here on
+    c.watched.append(run)
+    if command == "resume":
+        return ["run", "--resume", str(run), "--set", "train.epochs=3", "--quiet"]
+    return [command, str(run), "--checkpoint", "last"]
+
+
+def _edited_run_spec(c: Case, command: str) -> list[str]:
+    run = c.copy()
+    evil = c.evil()
+    text = (run / "spec.yaml").read_text().replace("plugins: []", f"plugins: [{evil}]")
+    assert str(evil) in text
+    (run / "spec.yaml").write_text(text)
+    c.watched[-1:] = [run]
+    if command == "resume":
+        return ["run", "--resume", str(run), "--set", "train.epochs=3", "--trust", "--quiet"]
+    return [command, str(run), "--trust"] + (["x.png"] if command == "predict" else [])
+
+
+def _crafted_run_folder(c: Case, command: str) -> list[str]:
+    """A run folder made by somebody else, its spec and plugin record agreeing on their code."""
+    run = c.copy()
+    evil = c.evil()
+    text = (run / "spec.yaml").read_text().replace("plugins: []", f"plugins: [{evil}]")
+    (run / "spec.yaml").write_text(text)
+    digest = hashlib.sha256(evil.read_bytes()).hexdigest()
+    (run / "plugins.json").write_text(json.dumps({"plugins": [{"ref": str(evil), "sha256": digest}]}))
+    c.watched[-1:] = [run]
+    if command == "resume":
+        return ["run", "--resume", str(run), "--set", "train.epochs=3", "--quiet"]
+    return [command, str(run)] + (["x.png"] if command == "predict" else [])
+
+
+def _foreign_checkpoint(c: Case, command: str) -> list[str]:
+    run = c.copy()
+    own = torch.load(run / "last.pt", weights_only=True)["spec"]
+    shutil.copy(c.runs["other"] / "last.pt", run / "last.pt")
+    if command == "resume":  # the same spec written in it, other weights: only the weights tell
+        c.edit_checkpoint(run, "last.pt", lambda s: s.update(spec=own))
+    c.watched[-1:] = [run]
+    if command == "resume":
+        return ["run", "--resume", str(run), "--set", "train.epochs=3", "--quiet"]
+    return [command, str(run), "--checkpoint", "last"] + (["x.png"] if command == "predict" else [])
+
+
+def _broken_resumable(c: Case, change: Callable[[dict], object]) -> list[str]:
+    run = c.copy()
+    c.edit_checkpoint(run, "last.pt", change)
+    c.watched[-1:] = [run]
+    return ["run", "--resume", str(run), "--set", "train.epochs=3", "--quiet"]
+
+
+def _locked(c: Case) -> list[str]:
+    run = c.copy()
+    (run / ".lock").write_text(f"{os.getppid()}\n")  # a live process that is not this one
+    c.watched[-1:] = [run]
+    return ["run", "--resume", str(run), "--set", "train.epochs=3", "--quiet"]
+
+
+def _fifo(c: Case) -> list[str]:
+    os.mkfifo(c.tmp / "fifo.yaml")  # nobody writes: opening it for reading blocks, unless refused
+    return ["validate", str(c.tmp / "fifo.yaml")]
+
+
+def _exit0_plugin(c: Case, where: str) -> list[str]:
+    code = "raise SystemExit(0)\n" if where == "import" else (
+        "from cnnspec.hookspecs import hookimpl\n@hookimpl\ndef register_layers(register):\n    raise SystemExit(0)\n")
+    (c.tmp / "quit.py").write_text(code)
+    return ["validate", "--trust", c.write("plugins: [quit.py]\ninput: [1, 8, 8]\nlayers: [relu]\n")]
+
+
+CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
+    # --set values are read as safely as files
+    "set-alias-bomb": (lambda c: ["run", str(c.runs["spec"]), "--set", "train.optimizer=" + alias_bomb()],
+                       2, "more than 100000 nodes"),
+    "set-deep-nesting": (lambda c: ["run", str(c.runs["spec"]), "--set", "train.seed=" + "[" * 5000 + "]" * 5000],
+                         2, "nested more than"),
+    "set-huge-int": (lambda c: ["run", str(c.runs["spec"]), "--set", "train.seed=" + "9" * 100_000], 2, "digits"),
+    "file-huge-int": (lambda c: ["validate", c.write(SPEC.replace("seed: 3", "seed: " + "7" * 5000))], 1,
+                      "the integer has 5000 digits"),
+    "file-deep-nesting": (lambda c: ["validate", c.write("input: " + "[" * 5000 + "]" * 5000 + "\nlayers: [relu]\n")],
+                          1, "nested more than"),
+    # spec paths that are not regular files
+    "dev-zero": (lambda c: ["validate", "/dev/zero"], 2, "not a regular file"),
+    "dev-urandom": (lambda c: ["run", "/dev/urandom"], 2, "not a regular file"),
+    "fifo": (_fifo, 2, "not a regular file"),
+    # shapes and plugins lists
+    "layers-empty-with-data": (lambda c: ["validate", c.write(SPEC.split("layers:")[0] + "layers: []\ndata:"
+                                                              + SPEC.split("data:")[1])], 1, "layers: needs at least 1"),
+    "set-layers-empty": (lambda c: ["run", str(c.runs["spec"]), "--set", "layers=[]", "--quiet"], 1,
+                         "layers: needs at least 1"),
+    "plugin-not-py": (lambda c: ["validate", "--trust", c.write("plugins: [sub/notes.txt]\ninput: [1, 8, 8]\n"
+                                                                "layers: [relu]\n")] if c.write(
+        marker_plugin(c.marker), "sub/notes.txt") else [], 1, "is not a .py file"),
+    # untrusted code named by a spec
+    "untrusted-validate": (lambda c: ["validate", c.write(f"plugins: [{c.evil().name}]\n" + SPEC)], 1,
+                           "is not trusted"),
+    "untrusted-run": (lambda c: ["run", c.write(f"plugins: [{c.evil().name}]\n" + SPEC), "--quiet"], 1,
+                      "is not trusted"),
+    "untrusted-dotdot": (lambda c: ["validate", c.write(f"plugins: [../{c.evil().name}]\n" + SPEC, "sub/s.yaml")],
+                         1, "is not trusted"),
+    "untrusted-absolute": (lambda c: ["validate", c.write(f"plugins: [{c.evil()}]\n" + SPEC)], 1,
+                           "is not trusted"),
+    "plugin-exit-0-at-import": (lambda c: _exit0_plugin(c, "import"), 1, "tried to end the process"),
+    "plugin-exit-0-registering": (lambda c: _exit0_plugin(c, "hook"), 1, "SystemExit"),
+    # a run folder whose spec was edited to name code
+    **{f"edited-run-spec-{cmd}": ((lambda c, cmd=cmd: _edited_run_spec(c, cmd)), 2, "not the ones the run was made with")
+       for cmd in ("eval", "predict", "export", "resume")},
+    **{f"crafted-run-folder-{cmd}": ((lambda c, cmd=cmd: _crafted_run_folder(c, cmd)), 1, "is not trusted")
+       for cmd in ("eval", "predict", "export", "resume")},
+    # checkpoints
+    **{f"foreign-checkpoint-{cmd}": ((lambda c, cmd=cmd: _foreign_checkpoint(c, cmd)), 2, "does not fit")
+       for cmd in ("eval", "predict", "export", "resume")},
+    "checkpoint-without-spec": (lambda c: _broken_resumable(c, lambda s: s.pop("spec")), 2,
+                                "not a resumable checkpoint: 'spec' is missing"),
+    "checkpoint-bad-position": (lambda c: _broken_resumable(c, lambda s: s.update(position={"epoch": "x"})), 2,
+                                "not a resumable checkpoint"),
+    "checkpoint-optimizer-mismatch": (lambda c: _broken_resumable(c, lambda s: s["optimizer"].update(param_groups=[])),
+                                      2, "last.pt does not fit this run: ValueError"),
+    "checkpoint-position-wrong-keys": (lambda c: _broken_resumable(
+        c, lambda s: s["position"].update(extra=1)), 2, "not a resumable checkpoint"),
+    **{f"pickle-payload-{cmd}": ((lambda c, cmd=cmd: _pickled_checkpoint(c, cmd)), 2,
+                                 "holds Python code or objects (io.open), so it was not loaded")
+       for cmd in ("eval", "export", "resume")},
+    "cifar-pickle-payload": (_cifar, 2, "it names io.open, which is code, not data"),
+    # predict images
+    "predict-decompression-bomb": (_bomb_png, 2, "refused"),
+    "predict-float-tiff-out-of-range": (_float_tiff, 2, "float image with values from 300 to 300"),
+    # plot
+    "plot-only-garbage": (lambda c: ["plot", str(c.write("{not json\n[1, 2]\n", "g/metrics.jsonl") and c.tmp / "g"),
+                                     "-o", str(c.tmp / "p.png")], 2, "no metrics.jsonl with epochs"),
+    # data
+    "idx-zero-train-samples": (lambda c: (idx(c.tmp / "m", 0, 5), ["run", c.write(MNIST % (c.tmp / "m")), "--output",
+                                                                 str(c.tmp / "out"), "--quiet"])[1], 2, "train-images-idx3-ubyte holds no samples"),
+    "idx-zero-test-samples": (lambda c: (idx(c.tmp / "m", 5, 0), ["run", c.write(MNIST % (c.tmp / "m")), "--output",
+                                                                str(c.tmp / "out"), "--quiet"])[1], 2, "t10k-images-idx3-ubyte holds no samples"),
+    "idx-header-overflow": (lambda c: (idx(c.tmp / "m", 5, 5, dims=(2**31 - 1, 2**31 - 1, 2**31 - 1)),
+                                       ["run", c.write(MNIST % (c.tmp / "m")), "--output", str(c.tmp / "out"),
+                                        "--quiet"])[1], 2, "truncated or corrupt"),
+    # another process is writing the run
+    "resume-while-locked": (_locked, 2, "another cnnspec process"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_corpus(name, finished, tmp_path):
+    build, code, needle = CASES[name]
+    case = Case(tmp_path, finished, tmp_path / "MARKER")
+    argv = build(case)
+    originals = {p: snapshot(p) for p in (finished["run"], finished["other"])}
+    watched = {p: snapshot(p) for p in case.watched}
+    status, text = cli(*argv)
+    assert status == code, text
+    assert "Traceback" not in text, text
+    errors = [ln for ln in text.splitlines() if "error:" in ln]
+    assert len(errors) == 1, text
+    assert needle in errors[0], text
+    assert len(errors[0]) < 1000, errors[0][:2000]
+    assert not case.marker.exists(), "hostile code ran"
+    for folder, before in {**originals, **watched}.items():
+        assert snapshot(folder) == before, f"{folder} changed"
+    if code == 2 and argv[0] == "run" and "--output" in argv:
+        assert not (tmp_path / "out").exists(), "a run folder was made for a run that could not start"
+
+
+# -- the trust model ---------------------------------------------------------------------------
+
+
+def test_validate_imports_nothing_untrusted_then_trust_then_change(tmp_path):
+    marker = tmp_path / "MARKER"
+    plugin = tmp_path / "evil.py"
+    plugin.write_text(marker_plugin(marker))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("plugins: [evil.py]\ninput: [1, 8, 8]\nlayers: [double, flatten, {type: linear, out_features: 2}]\n")
+    env = {k: v for k, v in ENV.items() if k != "CNNSPEC_TRUST_FILE"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")  # the default store: $XDG_CONFIG_HOME/cnnspec
+
+    def cnnspec(*args):
+        return subprocess.run([sys.executable, "-m", "cnnspec", *args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+
+    res = cnnspec("validate", str(spec))
+    assert res.returncode == 1 and not marker.exists()
+    assert (f"{spec}:1:11: error: plugins[0]: plugin file 'evil.py' is not trusted (sha256 "
+            in res.stdout), res.stdout
+    assert f"nothing was imported. Read it, then trust it with `cnnspec trust {spec}`" in res.stdout
+    assert "Traceback" not in res.stdout + res.stderr
+
+    res = cnnspec("trust", str(spec))
+    assert res.returncode == 0 and not marker.exists()
+    digest = hashlib.sha256(plugin.read_bytes()).hexdigest()
+    assert f"trusted {plugin} (sha256 {digest})" in res.stdout
+    store = json.loads((tmp_path / "config" / "cnnspec" / "trusted.json").read_text())
+    assert store["files"] == {str(plugin): digest}
+
+    res = cnnspec("validate", str(spec))
+    assert res.returncode == 0 and marker.exists() and "double" in res.stdout
+    marker.unlink()
+
+    plugin.write_text(plugin.read_text() + "# one more line\n")
+    res = cnnspec("validate", str(spec))
+    assert res.returncode == 1 and not marker.exists()
+    assert "plugin file 'evil.py' changed since it was trusted" in res.stdout
+
+    res = cnnspec("validate", "--trust", str(spec))  # this call only
+    assert res.returncode == 0 and marker.exists()
+    marker.unlink()
+    assert cnnspec("validate", str(spec)).returncode == 1 and not marker.exists()
+
+
+def test_a_module_name_is_not_imported_from_the_current_folder(tmp_path):
+    marker = tmp_path / "MARKER"
+    (tmp_path / "evilmod.py").write_text(marker_plugin(marker))
+    (tmp_path / "spec.yaml").write_text("plugins: [evilmod]\ninput: [1, 8, 8]\nlayers: [relu]\n")
+    res = subprocess.run([sys.executable, "-m", "cnnspec", "validate", "spec.yaml"], capture_output=True,
+                         text=True, env=ENV, cwd=tmp_path, timeout=120)
+    assert res.returncode == 1 and not marker.exists()
+    assert "plugin 'evilmod' failed to import: ModuleNotFoundError" in res.stdout
+    # an installed module name loads as before
+    (tmp_path / "ok.yaml").write_text("plugins: [cnnspec_example]\ninput: [1, 8, 8]\nlayers: [relu]\n")
+    res = subprocess.run([sys.executable, "-m", "cnnspec", "validate", "ok.yaml"], capture_output=True,
+                         text=True, env=ENV, cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_dash_p_trusts_the_file_for_one_call(tmp_path):
+    marker = tmp_path / "MARKER"
+    plugin = tmp_path / "evil.py"
+    plugin.write_text(marker_plugin(marker))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("plugins: [evil.py]\ninput: [1, 8, 8]\nlayers: [double]\n")
+    code, text = cli("validate", "-p", str(plugin), str(spec))
+    assert code == 0 and marker.exists(), text
+
+
+def test_run_folder_records_plugin_hashes_and_refuses_a_changed_file(tmp_path):
+    marker = tmp_path / "MARKER"
+    plugin = tmp_path / "plug.py"
+    plugin.write_text(marker_plugin(marker))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"plugins: [plug.py]\n{SPEC}".replace("  - relu\n", "  - relu\n  - double\n"))
+    run = tmp_path / "r"
+    assert cli("trust", str(spec))[0] == 0
+    code, text = cli("run", str(spec), "--quiet", "--output", str(run))
+    assert code == 0, text
+    record = json.loads((run / "plugins.json").read_text())
+    assert record == {"plugins": [{"ref": str(plugin), "sha256": hashlib.sha256(plugin.read_bytes()).hexdigest()}]}
+    assert cli("eval", str(run))[0] == 0  # trusted and unchanged
+
+    plugin.write_text(plugin.read_text() + "# changed\n")
+    assert cli("trust", str(spec))[0] == 0  # even trusted again, it is not the code the run was made with
+    before = snapshot(run)
+    marker.unlink()
+    for argv in (["eval", str(run)], ["export", str(run)], ["predict", str(run), "x.png"],
+                 ["run", "--resume", str(run), "--set", "train.epochs=3", "--quiet"]):
+        code, text = cli(*argv)
+        assert code == 1 and "changed since the run was made" in text and "Traceback" not in text, text
+        assert not marker.exists()
+    assert snapshot(run) == before
+
+
+def test_a_resume_from_another_folder_needs_trust_of_the_run_plugins(tmp_path):
+    plugin = tmp_path / "plug.py"
+    plugin.write_text(marker_plugin(tmp_path / "MARKER"))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"plugins: [plug.py]\n{SPEC}".replace("  - relu\n", "  - relu\n  - double\n"))
+    run = tmp_path / "r"
+    assert cli("run", str(spec), "--trust", "--quiet", "--output", str(run))[0] == 0
+    code, text = cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet")
+    assert code == 1 and "is not trusted" in text and f"cnnspec trust {run}" in text
+    assert cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet", "--trust")[0] == 0
+
+
+def test_a_plugin_cannot_end_a_run_with_exit_status_0(tmp_path):
+    plugin = tmp_path / "quit.py"
+    plugin.write_text("from cnnspec.hookspecs import hookimpl\n@hookimpl\n"
+                      "def after_epoch(context, metrics):\n    raise SystemExit(0)\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    code, text = cli("run", str(spec), "-p", str(plugin), "--quiet", "--output", str(tmp_path / "r"))
+    assert code == 3 and "tried to end the process with SystemExit(0)" in text
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "failed"
+
+
+# -- run folders: read-only, full disk, stale files, parallel launches, locks ------------------
+
+
+def _mount(*args: str) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def read_only_copy(finished, tmp_path):
+    """A finished run seen through a read-only bind mount (real EROFS, even for root)."""
+    src = tmp_path / "src"
+    shutil.copytree(finished["run"], src)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if not (_mount("--bind", str(src), str(ro)) and _mount("-o", "remount,bind,ro", str(ro))):
+        subprocess.run(["umount", str(ro)], capture_output=True)
+        pytest.skip("cannot make a read-only bind mount here (needs root and mount); "
+                    "the read-only run folder checks did not run")
+    yield ro
+    subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_read_only_run_folder_on_resume_and_export(read_only_copy, tmp_path):
+    before = snapshot(read_only_copy)
+    code, text = cli("run", "--resume", str(read_only_copy), "--set", "train.epochs=3", "--quiet")
+    assert code == 2 and "Read-only file system" in text and len(text.splitlines()) == 1, text
+    code, text = cli("export", str(read_only_copy))
+    assert code == 2 and f"cannot write {read_only_copy}/model.torchscript.pt: Read-only file system" in text, text
+    assert len(text.splitlines()) == 1 and "Traceback" not in text
+    out = tmp_path / "exported"
+    out.mkdir()
+    code, text = cli("export", str(read_only_copy), "-o", str(out))  # -o DIR: the file goes inside
+    assert code == 0, text
+    assert (out / "model.torchscript.pt").stat().st_size > 1000
+    assert snapshot(read_only_copy) == before
+
+
+BIG = SPEC.replace("out_channels: 4", "out_channels: 128")  # last.pt with Adam's state: about 300 KB
+
+
+def test_disk_full_on_a_real_small_filesystem(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=160k", "tmpfs", str(disk)):
+        pytest.skip("cannot mount a small tmpfs here (needs root); the simulated test below still runs")
+    try:
+        spec = tmp_path / "big.yaml"
+        spec.write_text(BIG)
+        code, text = cli("run", str(spec), "--quiet", "--output", str(disk / "r"))
+        assert code == 2, text
+        assert f"no space left on {disk / 'r'}" in text and "no checkpoint was saved yet" in text, text
+        assert len([ln for ln in text.splitlines() if "error:" in ln]) == 1 and "Traceback" not in text
+        assert not list((disk / "r").glob(".*.tmp")) and not (disk / "r" / "last.pt").exists()
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_disk_full_simulated_at_the_os_call(tmp_path, monkeypatch):
+    import errno
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC.replace("epochs: 2", "epochs: 3"))
+    real = os.fsync
+    calls = {"n": 0}
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] > 6:  # spec, plugins record, then epoch 1's checkpoint and metrics go through
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code, text = cli("run", str(spec), "--quiet", "--output", str(tmp_path / "r"))
+    assert code == 2, text
+    assert f"no space left on {tmp_path / 'r'}" in text
+    assert f"the last checkpoint is {tmp_path / 'r' / 'last.pt'}" in text and (tmp_path / "r" / "last.pt").is_file()
+    assert not list((tmp_path / "r").glob(".*.tmp"))
+
+
+def test_stale_temporaries_are_removed_on_resume(finished, tmp_path):
+    run = tmp_path / "r"
+    shutil.copytree(finished["run"], run)
+    stale = run / ".last.pt.k3j4h5.tmp"
+    stale.write_bytes(b"\0" * 100_000)  # what kill -9 during a save leaves
+    code, text = cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet")
+    assert code == 0, text
+    assert not stale.exists() and not (run / ".lock").exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(finished, tmp_path):
+    run = tmp_path / "r"
+    shutil.copytree(finished["run"], run)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / ".lock").write_text(f"{dead.pid}\n")
+    code, text = cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet")
+    assert code == 0, text
+    assert not (run / ".lock").exists()
+
+
+def _make_folder(args):
+    from cnnspec.rundir import new_run_dir
+
+    barrier, base = args
+    barrier.wait()
+    return str(new_run_dir("same", None, base))
+
+
+def test_parallel_launches_get_their_own_run_folders(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    n = 30
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(n)
+        with ctx.Pool(n) as pool:
+            made = pool.map(_make_folder, [(barrier, str(tmp_path / "runs"))] * n)
+    assert len(set(made)) == n
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(Path(p).name for p in made)
+
+
+# -- what was already right: verified ------------------------------------------------------------
+
+
+def test_a_resume_that_does_nothing_writes_nothing(finished, tmp_path):
+    run = tmp_path / "r"
+    shutil.copytree(finished["run"], run)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    before_hash = snapshot(run)
+    code, text = cli("run", "--resume", str(run), "--set", "train.epochs=1")
+    assert code == 0 and "already finished" in " ".join(text.split()), text
+    assert snapshot(run) == before_hash
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_summary_records_the_batch_that_ran(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC.replace("batch_size: 16", "batch_size: 100000").replace("epochs: 2", "epochs: 1"))
+    code, text = cli("run", str(spec), "--output", str(tmp_path / "r"))
+    assert code == 0, text
+    assert "batch 96 (data.batch_size 100000 is more than the 96 samples there are)" in " ".join(text.split())
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["batch_size"] == 96 and summary["effective_batch_size"] == 96
+
+
+def test_interrupt_before_the_first_checkpoint_names_no_checkpoint(tmp_path):
+    plugin = tmp_path / "stop.py"
+    plugin.write_text("from cnnspec.hookspecs import hookimpl\n@hookimpl\n"
+                      "def before_training(context):\n    raise KeyboardInterrupt\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    code, text = cli("run", str(spec), "-p", str(plugin), "--quiet", "--output", str(tmp_path / "r"))
+    assert code == 130, text
+    assert "no checkpoint was saved yet" in text and "last.pt" not in text
+
+
+# -- predict reads images by their real range and mode -----------------------------------------
+
+
+def test_predict_image_modes(tmp_path):
+    from PIL import Image
+
+    from cnnspec.tools import load_image
+
+    f = tmp_path / "f.tiff"
+    Image.fromarray(np.full((4, 4), 0.25, dtype=np.float32), mode="F").save(f)
+    assert torch.allclose(load_image(str(f), (1, 4, 4)), torch.full((1, 1, 4, 4), 0.25))  # was black
+
+    a = np.zeros((4, 4, 4), dtype=np.uint8)  # transparent everywhere, black opaque ink in one corner
+    a[:2, :2] = (0, 0, 0, 255)
+    Image.fromarray(a, mode="RGBA").save(tmp_path / "rgba.png")
+    x = load_image(str(tmp_path / "rgba.png"), (1, 4, 4))[0, 0]
+    assert float(x[0, 0]) == 0.0 and float(x[3, 3]) == 1.0  # the ink shows: laid on white
+
+    Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16)).save(tmp_path / "deep.png")
+    x = load_image(str(tmp_path / "deep.png"), (1, 4, 4))
+    assert torch.allclose(x, torch.full_like(x, 32768 / 65535), atol=1e-4)  # was clipped to 1.0
+
+    Image.fromarray(np.full((4, 4), np.nan, dtype=np.float32), mode="F").save(tmp_path / "nan.tiff")
+    from cnnspec.errors import ToolError
+
+    with pytest.raises(ToolError, match="NaN"):
+        load_image(str(tmp_path / "nan.tiff"), (1, 4, 4))
+
+
+def test_predict_accepts_a_16_bit_png(finished, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 1000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    code, text = cli("predict", str(finished["run"]), str(tmp_path / "deep.png"))
+    assert code == 0 and "deep.png:" in text, text
+
+
+def test_plot_skips_bad_metrics_lines_with_a_warning(finished, tmp_path):
+    run = tmp_path / "r"
+    shutil.copytree(finished["run"], run)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write("{not json\n[1, 2]\n{\"epoch\": 3}\n")
+    code, text = cli("plot", str(run), "-o", str(tmp_path / "p.png"))
+    assert code == 0, text
+    assert f"cnnspec: warning: {run / 'metrics.jsonl'}:3: not a metrics row (not JSON); skipped" in text
+    assert f"{run / 'metrics.jsonl'}:4: not a metrics row" in text and f"{run / 'metrics.jsonl'}:5:" in text
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+# -- validate's memory and time on big hostile inputs -----------------------------------------
+
+# VmHWM (the peak resident size of this program; ru_maxrss would carry the forking parent's over exec)
+MEASURE = ("import re, sys, time\nfrom cnnspec.cli import main\nt = time.perf_counter()\n"
+           "code = main(['validate', sys.argv[1]])\n"
+           "hwm = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)) * 1024\n"
+           "print('RESULT', code, hwm, time.perf_counter() - t, file=sys.stderr)\n")
+
+BIG_INPUTS: dict[str, Callable[[Path], None]] = {
+    "block-list-10MB": lambda p: p.write_text("input: [1, 8, 8]\nlayers:\n" + "  - relu\n" * 1_100_000),
+    "flow-list-10MB": lambda p: p.write_text("input: [1, 8, 8]\nlayers: [" + "relu, " * 1_650_000 + "relu]\n"),
+    "deep-nesting-10MB": lambda p: p.write_text("input: " + "[" * 4_900_000 + "]" * 4_900_000 + "\n"),
+    "many-keys-10MB": lambda p: p.write_text("".join(f"k{i}: {i}\n" for i in range(600_000))),
+    "long-scalar-10MB": lambda p: p.write_text("name: " + "a" * 9_900_000 + "\ninput: [1, 8, 8]\nlayers: [relu]\n"),
+    "alias-bomb": lambda p: p.write_text("input: [1, 8, 8]\nlayers: [relu]\nx: " + alias_bomb(12) + "\n"),
+    "file-99MB": lambda p: p.write_bytes(b"# " + b"x" * 99_000_000 + b"\n"),
+}
+
+
+@pytest.mark.parametrize("name", list(BIG_INPUTS))
+def test_validate_memory_stays_under_1_GB_and_never_hangs(name, tmp_path):
+    path = tmp_path / "big.yaml"
+    BIG_INPUTS[name](path)
+    res = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True,
+                         env=ENV, timeout=120)
+    assert "Traceback" not in res.stderr, res.stderr[-2000:]
+    _, code, peak, seconds = res.stderr.strip().splitlines()[-1].split()
+    print(f"{name}: exit {code}, peak {int(peak) / 2**20:.0f} MiB, {float(seconds):.2f} s")
+    assert int(code) in (0, 1, 2)
+    assert int(peak) < 2**30, f"{name}: peak {int(peak) / 2**20:.0f} MiB"
+
+
+def test_python_dash_m_does_not_import_from_the_current_folder(tmp_path):
+    # pluggy is first imported after `python -m` hands over to cnnspec: a pluggy.py here shadowed it
+    (tmp_path / "pluggy.py").write_text(f"open({str(tmp_path / 'MARKER')!r}, 'w')\n")
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    res = subprocess.run([sys.executable, "-m", "cnnspec", "validate", "spec.yaml"], capture_output=True,
+                         text=True, env=ENV, cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "MARKER").exists()
