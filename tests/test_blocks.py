@@ -250,10 +250,13 @@ def register_blocks(register):
 ''')
     spec = write("plugins: [blocklib.py]\ninput: [1, 8, 8]\nlayers:\n  - {block: conv_relu, channels: 4, repeat: 2}\n")
     res = cli("validate", "--format", "json", spec)
+    assert res.code == 1 and "is not trusted" in res.out  # a plugin file runs only once trusted
+    res = cli("validate", "--trust", "--format", "json", spec)
     assert res.code == 0, res.out
     doc = json.loads(res.out)["specs"][0]
     assert doc["output_shape"] == [4, 4, 4] and doc["total_params"] == (4 * 9 + 4) + (4 * 4 * 9 + 4)
-    res = cli("validate", write("plugins: [blocklib.py]\ninput: [1, 2, 2]\nlayers:\n  - {block: conv_relu, channels: 4}\n", "b.yaml"))
+    res = cli("validate", "--trust",
+              write("plugins: [blocklib.py]\ninput: [1, 2, 2]\nlayers:\n  - {block: conv_relu, channels: 4}\n", "b.yaml"))
     assert res.code == 1
     assert "b.yaml:4:5: error: blocks.conv_relu.layers[0] conv2d: kernel 3 x 3 does not fit" in res.out
     assert "(in block 'conv_relu' (from plugin" in res.out and "used at line 4)" in res.out

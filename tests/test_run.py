@@ -64,7 +64,7 @@ def test_every_example_spec_trains_a_few_batches(cli, tmp_path, spec):
         shape = [shape[0], 32, 32]
         small = ["--set", f"input={shape}"]
     res = cli("run", str(spec), "--quiet", "--output", str(tmp_path / "run"), "--set", "train.epochs=1",
-              "--set", SYNTH % (shape, classes), "--set", "data.batch_size=50", "--set", "data.val_split=0",
+              "--set", SYNTH % (shape, classes), "--set", "data.batch_size=50",
               *small)
     assert res.code == 0, res.err
     (row,) = metrics(tmp_path / "run")

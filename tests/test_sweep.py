@@ -88,7 +88,7 @@ sweep:
     layers.0.out_channels: {uniform: [2, 16]}
     layers.0.kernel_size: [3, big]
     layers.7.p: [0.1, 0.2]
-    data.augment: [[], [{type: random_crop, padding: 2}]]
+    data.augment: [[], [{type: random_crop, padding: 2}], [{type: random_crop, padding: -1}]]
     layers.4: [{type: linear, out_features: 3}, {type: linaer, out_features: 3}]
     train.epochs: 3
     train.seed: {uniform: [1, 0]}
@@ -102,7 +102,7 @@ sweep:
         ":23:38: error: sweep.space.layers.0.out_channels: layers[0] conv2d: out_channels: must be an integer",
         ":24:31: error: sweep.space.layers.0.kernel_size: layers[0] conv2d: kernel_size: must be an integer or a list",
         ":25:5: error: sweep.space.layers.7.p: layers has 5 items (0 to 4), no 7",
-        ":26:5: error: sweep.space.data.augment: data: unknown key 'augment'",
+        ":26:59: error: sweep.space.data.augment: data.augment[0] random_crop: padding: must be >= 0, got -1",
         ":27:49: error: sweep.space.layers.4: layers[4]: unknown layer type 'linaer' (did you mean 'linear'?)",
         ":28:19: error: sweep.space.train.epochs: expected a list of choices or {uniform|log_uniform|int|log_int",
         ":29:27: error: sweep.space.train.seed: low must be below high, got [1, 0]",
