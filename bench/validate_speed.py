@@ -29,9 +29,10 @@ def wall(cmd: list[str], runs: int) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--spec", default=str(SPEC), help="the spec to validate (default: the reference spec)")
     args = ap.parse_args()
     py = sys.executable
-    validate = wall([py, "-m", "cnnspec", "validate", str(SPEC)], args.runs)
+    validate = wall([py, "-m", "cnnspec", "validate", args.spec], args.runs)
     torch = wall([py, "-c", "import torch"], args.runs)
     baseline = wall([py, "-c", "pass"], args.runs)
     for name, t in (("cnnspec validate", validate), ("import torch", torch), ("python -c pass", baseline)):

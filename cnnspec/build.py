@@ -1,4 +1,8 @@
-"""Spec -> torch.nn.Sequential, with per-layer weight initialisation. Imports torch."""
+"""Spec -> torch.nn.Sequential, with per-layer weight initialisation. Imports torch.
+
+The model is built from the spec's shape trace: a row per layer, composite rows holding their
+children's, so every module gets the input shape the trace computed for it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from torch import nn
 from .errors import PluginError
 from .plugins import call_plugin
 from .registry import WeightInitParams
+from .shapes import Row
 from .spec import Spec
 
 _INIT: dict[str, Callable[[torch.Tensor], object]] = {
@@ -35,17 +40,25 @@ def _init_weight(module: nn.Module, name: str) -> None:
 
 def build_model(spec: Spec) -> nn.Sequential:
     """Build the model layer by layer from the shapes the spec's trace computed."""
-    modules: list[nn.Module] = []
-    shape = spec.input_shape
-    for comp, row in zip(spec.layers, spec.trace.rows):
-        module = call_plugin(spec.registry, "layer", comp.name, comp.type.build, comp.params, shape)
-        if not isinstance(module, nn.Module):
-            owner = spec.registry.owner("layer", comp.name)
-            raise PluginError(f"layer type '{comp.name}' (from plugin '{owner}') built "
-                              f"{type(module).__name__}, not a torch.nn.Module")
-        # only layers that declare WeightInitParams take `init`; a plugin's own `init` is its own
-        if isinstance(comp.params, WeightInitParams) and comp.params.init is not None:
-            call_plugin(spec.registry, "layer", comp.name, _init_weight, module, comp.params.init)
-        modules.append(module)
-        shape = row.output_shape
-    return nn.Sequential(*modules)
+    return nn.Sequential(*(_module(spec, row) for row in spec.trace.rows))
+
+
+def _module(spec: Spec, row: Row) -> nn.Module:
+    """The module of one traced row; a composite's is assembled from its children's, in order."""
+    comp = row.component
+    parts = [_module(spec, child) for child in row.children]
+    if comp is None:  # a path inside a composite (main, shortcut, branch)
+        return nn.Sequential(*parts) if parts else nn.Identity()
+    if hasattr(comp.type, "assemble"):
+        module = call_plugin(spec.registry, "layer", comp.name, comp.type.assemble, comp.params,
+                             row.input_shape, parts)
+    else:
+        module = call_plugin(spec.registry, "layer", comp.name, comp.type.build, comp.params, row.input_shape)
+    if not isinstance(module, nn.Module):
+        owner = spec.registry.owner("layer", comp.name)
+        raise PluginError(f"layer type '{comp.name}' (from plugin '{owner}') built "
+                          f"{type(module).__name__}, not a torch.nn.Module")
+    # only layers that declare WeightInitParams take `init`; a plugin's own `init` is its own
+    if isinstance(comp.params, WeightInitParams) and comp.params.init is not None:
+        call_plugin(spec.registry, "layer", comp.name, _init_weight, module, comp.params.init)
+    return module

@@ -15,6 +15,8 @@ from .shapes import ShapeTrace, fmt, trace
 from .spec import Component, DataSection, Spec, SpecFile, TrainSection
 from .yamlpos import Located
 
+MAX_LAYERS = 10_000  # layers in a whole model once blocks and repeats are expanded
+
 # Models of nested sections, so an unknown key deep inside suggests a field of the right model.
 _SECTIONS: dict[str, type[BaseModel]] = {"data": DataSection, "train": TrainSection}
 
@@ -93,9 +95,30 @@ class _Checker:
         self.loc = located
         self.reg = registry
         self.problems: list[Problem] = []
+        self.seen: set[tuple[int, int, str]] = set()
+        self.trail: tuple[tuple[str, KeyPath], ...] = ()  # the block uses being expanded, outermost first
+        self.blocks: dict[str, Any] = {}  # name -> compiled Block, or None when its definition is bad
+        self.bad_plugin_blocks: dict[str, str] = {}  # name -> what is wrong with a plugin's block
 
     def fail(self, path: KeyPath, message: str, *, key: bool = False) -> None:
-        self.problems.append(self.loc.problem(path, message, key=key))
+        """Record a located problem; inside a block's body, say which use (line) it came from."""
+        notes = []
+        for name, use in reversed(self.trail):
+            block = self.blocks.get(name)
+            owner = f" (from plugin '{block.owner}')" if block is not None and block.owner != "spec" else ""
+            notes.append(f"in block '{name}'{owner} used at line {self.loc.where(use)[0]}")
+        if self.trail and path[:1] == ("blocks",) and path[:3] not in self.loc.values:
+            # inside a plugin's block: point at the innermost use written in this file
+            uses = [u for _, u in self.trail if u[:1] != ("blocks",) or u[:3] in self.loc.values]
+            path, key = uses[-1], True
+        p = self.loc.problem(path, message, key=key)
+        seen = (p.line, p.column, p.message)  # a block used many times: report its body's problem once
+        if seen in self.seen:
+            return
+        self.seen.add(seen)
+        if notes:
+            p = Problem(p.line, p.column, f"{p.message} ({'; '.join(notes)})", p.path, p.file)
+        self.problems.append(p)
 
     def run(self) -> CheckResult:
         result = CheckResult(self.loc.file)
@@ -105,6 +128,8 @@ class _Checker:
             result.problems = self.problems
             return result
         source = self.validate_model(SpecFile, data, (), "")
+        if isinstance(data.get("blocks"), dict):
+            self.define_blocks(data["blocks"])
         raw_layers = data.get("layers")
         layers = self.layers(raw_layers) if isinstance(raw_layers, list) else None
         train: dict[str, Any] = data["train"] if isinstance(data.get("train"), dict) else {}
@@ -159,7 +184,8 @@ class _Checker:
             return raw, {}
         if isinstance(raw, dict):
             if "type" not in raw:
-                self.fail(path, f"{path_str(path)}: a {kind} mapping needs a 'type' key")
+                also = " (or 'block' for a named block)" if kind == "layer" else ""
+                self.fail(path, f"{path_str(path)}: a {kind} mapping needs a 'type' key{also}")
                 return None
             name = raw["type"]
             if not isinstance(name, str):
@@ -183,13 +209,23 @@ class _Checker:
             self.fail(where, f"{label}: unknown {kind} type '{name}'{hint}")
             return None
         p = self.validate_model(ctype.Params, params, path, f"{label} {name}: ")
-        return None if p is None else Component(name, ctype, p, path)
+        return None if p is None else Component(name, ctype, p, path, trail=self.trail)
 
     def layers(self, raw: list[Any]) -> list[Component] | None:
+        out = self.layer_list(raw, ("layers",))
+        if out is not None and sum(map(_size, out)) > MAX_LAYERS:
+            self.fail(("layers",), f"layers: the model expands to {sum(map(_size, out)):,} layers, more "
+                      f"than the limit of {MAX_LAYERS:,} (check the repeat counts)", key=True)
+            return None
+        return out
+
+    # -- layers, composites and blocks ----------------------------------------------------
+
+    def layer_list(self, raw: list[Any], path: KeyPath) -> list[Component] | None:
         out: list[Component] = []
         ok = True
         for i, item in enumerate(raw):
-            comp = self.component("layer", item, ("layers", i))
+            comp = self.layer(item, path + (i,))
             ok = ok and comp is not None
             if comp is not None:
                 out.append(comp)
@@ -236,22 +272,154 @@ class _Checker:
             if comp.type.mixes_labels and loss is not None and not loss.type.soft_targets:
                 self.fail(comp.path, f"{label}: mixes labels into class probabilities, which the loss "
                           f"'{loss.name}' cannot take; use cross_entropy")
+    def layer(self, raw: Any, path: KeyPath) -> Component | None:
+        """One layer item: a layer, a composite (children checked too), a block use, or ``repeat: N`` of one."""
+        label = path_str(path)
+        if isinstance(raw, dict) and "repeat" in raw:
+            return self.repeated(raw, path)
+        if isinstance(raw, dict) and "block" in raw:
+            if "type" in raw:
+                self.fail(path + ("type",), f"{label}: give either 'type' (a layer) or 'block' (a named block), "
+                          "not both", key=True)
+                return None
+            return self.block_use(raw, path)
+        comp = self.component("layer", raw, path)
+        if comp is None or not hasattr(comp.type, "trace"):
+            return comp
+        kids = []
+        for where in comp.type.paths(comp.params):
+            value = _at(raw, where, comp.params)
+            items = self.layer_list(value, path + where) if isinstance(value, list) else (
+                None if (one := self.layer(value, path + where)) is None else [one])
+            if items is None:
+                return None
+            kids.append(tuple(items))
+        return Component(comp.name, comp.type, comp.params, path, tuple(kids), self.trail)
+
+    def repeated(self, raw: dict[str, Any], path: KeyPath) -> Component | None:
+        """``{..., repeat: N}``: short for ``{type: repeat, times: N, layers: [{...}]}``."""
+        from .default_plugins.composites import MAX_REPEAT
+
+        n = raw["repeat"]
+        where = path + ("repeat",)
+        label = path_str(path)
+        if type(n) is not int:
+            self.fail(where, f"{label}: repeat must be a whole number of copies, got {n!r}")
+            return None
+        if n < 1:
+            self.fail(where, f"{label}: repeat must be at least 1, got {n}")
+            return None
+        if n > MAX_REPEAT:
+            self.fail(where, f"{label}: repeat {n:,} is more than the limit of {MAX_REPEAT:,}")
+            return None
+        inner = {k: v for k, v in raw.items() if k != "repeat"}
+        child = self.layer(inner, path)
+        rtype = self.reg.get("layer", "repeat")
+        if child is None or rtype is None:
+            return None
+        size = n * _size(child)
+        if size > MAX_LAYERS:
+            self.fail(where, f"{label}: repeat {n:,} of {_size(child):,} layers makes {size:,}, more than "
+                      f"the limit of {MAX_LAYERS:,} layers in a model")
+            return None
+        return Component("repeat", rtype, rtype.Params(times=n, layers=[inner]), path, ((child,),), self.trail)
+
+    def define_blocks(self, raw: dict[str, Any]) -> None:
+        """Compile the spec's own ``blocks:``; problems in a definition are located there."""
+        from .blocks import compile_block
+
+        for name, body in raw.items():
+            block, problems = compile_block(name, body, "spec")
+            for rel, message, key in problems:
+                self.fail(("blocks", name) + rel, f"blocks.{name}: {message}", key=key)
+            self.blocks[name] = block
+
+    def find_block(self, name: str) -> Any:
+        if name in self.blocks:
+            return self.blocks[name]
+        btype = self.reg.get("block", name)
+        if btype is None:
+            return None
+        from .blocks import compile_block
+
+        owner = self.reg.owners.get(("block", name), "?")
+        block, problems = compile_block(name, {"params": btype.params, "layers": btype.layers,
+                                               "description": btype.description}, owner)
+        self.blocks[name] = block
+        if problems:
+            self.bad_plugin_blocks[name] = "; ".join(f"{path_str(p) or name}: {m}" for p, m, _ in problems)
+        return block
+
+    def block_use(self, raw: dict[str, Any], path: KeyPath) -> Component | None:
+        """``{block: NAME, ...arguments}``: the block's layers, arguments substituted, checked in place."""
+        from .blocks import substitute
+
+        label = path_str(path)
+        name = raw["block"]
+        if not isinstance(name, str):
+            self.fail(path + ("block",), f"{label}: 'block' must be a block name, got {name!r}")
+            return None
+        known = sorted(set(self.blocks) | set(self.reg.names("block")))
+        if name not in known:
+            hint = did_you_mean(name, known)
+            if not hint and self.reg.get("layer", name) is not None:
+                hint = f" ('{name}' is a layer type: write {{type: {name}, ...}})"
+            self.fail(path + ("block",), f"{label}: unknown block '{name}'" + (
+                hint or (f" (known: {', '.join(known)})" if known else " (define it under 'blocks:')")))
+            return None
+        chain = [b for b, _ in self.trail]
+        if name in chain:
+            cycle = " -> ".join(chain[chain.index(name):] + [name])
+            self.fail(path + ("block",), f"{label}: block '{name}' uses itself ({cycle}); blocks cannot be recursive")
+            return None
+        block = self.find_block(name)
+        if block is None:
+            if name in self.bad_plugin_blocks:
+                owner = self.reg.owners.get(("block", name), "?")
+                self.fail(path + ("block",), f"{label}: block '{name}' (from plugin '{owner}') is invalid: "
+                          f"{self.bad_plugin_blocks[name]}")
+            return None  # a bad definition in this file: reported where it is
+        args_raw = {k: v for k, v in raw.items() if k != "block"}
+        args = self.validate_model(block.args, args_raw, path, f"{label} block '{name}': ")
+        if args is None:
+            return None
+        body = substitute(block.layers, args.model_dump(mode="json"))
+        outer = self.trail
+        self.trail = outer + ((name, path),)
+        try:
+            kids = self.layer_list(body, ("blocks", name, "layers"))
+        finally:
+            self.trail = outer
+        if kids is None:
+            return None
+        return Component(name, block.use_type, args, path, (tuple(kids),), outer)
+
+    def generated(self, item: Any) -> Component:
+        """A layer a composite makes itself (an auto shortcut's conv): resolved without a place."""
+        name, params = (item, {}) if isinstance(item, str) else (item["type"], {
+            k: v for k, v in item.items() if k != "type"})
+        ltype = self.reg.get("layer", name)
+        if ltype is None:
+            raise ValueError(f"no layer type '{name}' is registered")
+        return Component(name, ltype, ltype.Params.model_validate(params), (), trail=self.trail)
 
     # -- shapes ---------------------------------------------------------------------------
 
     def shapes(self, inp: tuple[int, ...], layers: list[Component]) -> ShapeTrace:
-        t = trace(inp, [(c.name, c.type, c.params) for c in layers])
+        t = trace(inp, layers, self.generated)
         if t.error is not None:
             i, err = t.error
-            comp = layers[i]
+            comp = err.component if err.component is not None and err.component.path else layers[i]
             path = comp.path  # point at the parameter when it is written, else at the layer
-            if err.key and comp.path + (err.key,) in self.loc.keys:
-                path = comp.path + (err.key,)
+            if err.at and (comp.path + err.at in self.loc.keys or comp.path + err.at in self.loc.values):
+                path = comp.path + err.at
             message = err.message
             shapes = [t.input_shape] + [r.output_shape for r in t.rows]  # shapes[i] flows into layer i
-            if i >= 1 and len(shapes[i]) == 1 and len(shapes[i - 1]) > 1:  # just flattened: say from what
-                message += f" ({fmt(shapes[i - 1])})"
-            self.fail(path, f"layers[{i}] {comp.name}: {message}", key=True)
+            if comp is layers[i] and i >= 1 and len(shapes[i]) == 1 and len(shapes[i - 1]) > 1:
+                message += f" ({fmt(shapes[i - 1])})"  # just flattened: say from what
+            self.trail = comp.trail
+            self.fail(path, f"{path_str(comp.path)} {comp.name}: {message}", key=True)
+            self.trail = ()
         return t
 
     def dataset_fits(self, ds: Component, inp: tuple[int, ...], t: ShapeTrace) -> None:
@@ -369,6 +537,32 @@ def _plain(err: Any) -> str:
         return msg if isinstance(value, (dict, list)) else msg + got
     msg = str(err["msg"])
     return msg[0].lower() + msg[1:] + got
+
+
+def _at(raw: Any, where: KeyPath, params: Any) -> Any:
+    """The layer list at ``where`` in a composite's item as written, else its parameter's default."""
+    try:
+        for part in where:
+            raw = raw[part]
+        return raw
+    except (KeyError, IndexError, TypeError):
+        value = params.model_dump(mode="json")
+        for part in where:
+            value = value[part]
+        return value
+
+
+def _size(comp: Component) -> int:
+    """How many layers a component stands for once repeats are expanded."""
+    if not comp.children:
+        return 1
+    inner = sum(_size(c) for kids in comp.children for c in kids)
+    return inner * (getattr(comp.params, "times", 1) if comp.name == "repeat" else 1)
+
+
+def explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tuple[KeyPath, str, bool]]:
+    """Pydantic errors as (path, message, point-at-key) triples; see _explain."""
+    return _explain(e, data, model)
 
 
 def _explain(e: ValidationError, data: Any, model: type[BaseModel]) -> list[tuple[KeyPath, str, bool]]:

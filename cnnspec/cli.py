@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     _plugin_option(r)
     r.set_defaults(func=cmd_run)
 
+    g = sub.add_parser("graph", help="draw the model: SVG, or Mermaid / DOT text (no torch)")
+    g.add_argument("spec", metavar="SPEC", help="spec file")
+    g.add_argument("--output", "-o", metavar="FILE", help="write it to FILE (default: stdout)")
+    g.add_argument("--format", choices=("svg", "mermaid", "dot"),
+                   help="default: from the output's suffix (.svg, .mmd, .dot), else svg")
+    _plugin_option(g)
+    g.set_defaults(func=cmd_graph)
+
     pl = sub.add_parser("plugins", help="list plugins and what each registers")
     _plugin_option(pl)
     pl.set_defaults(func=cmd_plugins)
@@ -172,6 +180,12 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
         json.dump({"specs": docs}, sys.stdout, indent=None)
         sys.stdout.write("\n")
     return status
+
+
+def cmd_graph(args: argparse.Namespace) -> None:
+    from .graph import write_graph
+
+    write_graph(args.spec, args.output, args.format, args.plugins)
 
 
 def cmd_run(args: argparse.Namespace) -> None:

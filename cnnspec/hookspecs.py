@@ -46,6 +46,8 @@ def register_augmentations(register: Register) -> None:
 @hookspec
 def register_callbacks(register: Register) -> None:
     """Call ``register(...)`` for each cnnspec.registry.CallbackType the plugin adds."""
+def register_blocks(register: Register) -> None:
+    """Call ``register(cnnspec.registry.BlockType(name, layers, params))`` for each named block."""
 
 
 @hookspec
@@ -72,4 +74,5 @@ REGISTER_HOOKS = {
     "register_datasets": "dataset",
     "register_augmentations": "augmentation",
     "register_callbacks": "callback",
+    "register_blocks": "block",
 }

@@ -27,6 +27,7 @@ NO_ENTRYPOINTS_ENV = "CNNSPEC_NO_ENTRYPOINTS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "cnnspec.default_plugins.layers",
     "cnnspec.default_plugins.activations",
+    "cnnspec.default_plugins.composites",
     "cnnspec.default_plugins.optimizers",
     "cnnspec.default_plugins.schedulers",
     "cnnspec.default_plugins.losses",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,8 +17,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Shape = tuple[int, ...]  # one sample's shape, batch dimension left out: (C, H, W) or (F,)
 
-Kind = Literal["layer", "optimizer", "scheduler", "loss", "dataset", "augmentation", "callback"]
-KINDS: tuple[Kind, ...] = ("layer", "optimizer", "scheduler", "loss", "dataset", "augmentation", "callback")
+Kind = Literal["layer", "optimizer", "scheduler", "loss", "dataset", "augmentation", "callback", "block"]
+KINDS: tuple[Kind, ...] = ("layer", "optimizer", "scheduler", "loss", "dataset", "augmentation", "callback",
+                         "block")
 
 
 class Params(BaseModel):
@@ -46,12 +47,18 @@ class WeightInitParams(Params):
 
 
 class ShapeError(Exception):
-    """A layer cannot take the shape flowing in; ``key`` names the parameter to point at."""
+    """A layer cannot take the shape flowing in; ``key`` names the parameter to point at.
 
-    def __init__(self, message: str, key: str | None = None) -> None:
+    ``at`` is a longer path inside the layer's item (e.g. ``("branches", 2)``); ``component``
+    is filled in by the trace with the (innermost) layer the error belongs to.
+    """
+
+    def __init__(self, message: str, key: str | None = None, at: tuple[str | int, ...] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.key = key
+        self.at = at if at is not None else ((key,) if key else None)
+        self.component: Any = None
 
 
 P = TypeVar("P", bound=Params)
@@ -75,6 +82,75 @@ class LayerType(Generic[P]):
     def build(self, p: P, shape: Shape) -> torch.nn.Module:
         """The torch module for input ``shape``; the only place torch is touched."""
         raise NotImplementedError
+
+
+class Tracer(Protocol):
+    """What a composite's ``trace`` gets: runs the shape through its child layer lists.
+
+    Rows made by ``run`` become the composite's children in the shape table (and its built
+    module's children, in the same order); ``group`` wraps them in one labelled row (a path such
+    as ``main``, ``shortcut`` or ``branch``), built as an ``nn.Sequential`` (``nn.Identity`` if empty).
+    """
+
+    def run(self, i: int, shape: Shape, group: str | None = None, **info: Any) -> Shape:
+        """Trace child list ``i`` from ``shape``; return the shape it gives."""
+        ...
+
+    def generated(self, layers: list[Any], shape: Shape, group: str | None = None, **info: Any) -> Shape:
+        """Trace layers the composite makes itself (bare names or {type: ..., ...} mappings)."""
+        ...
+
+
+class CompositeType(LayerType[P]):
+    """A layer made of lists of layers (sequence, residual, parallel branches, repeat...).
+
+    Its parameters hold the lists as written; ``paths`` says where they are, and the core checks
+    every layer in them like any other (located errors, blocks, repeat). Its shape rule and
+    parameter count come from its children's: ``trace`` runs the shape through them with a
+    ``Tracer``; the parameter count is the children's sum plus ``num_params`` (its own, 0 by default).
+    ``assemble`` gets the built modules of the rows ``trace`` made, in order, and returns one module.
+    """
+
+    def paths(self, p: P) -> list[tuple[str | int, ...]]:
+        """Where each child layer list is inside the parameters, e.g. ``[("layers",)]``.
+
+        The value there is a list of layers (or a single layer, read as a list of one)."""
+        raise NotImplementedError
+
+    def trace(self, p: P, shape: Shape, t: Tracer) -> Shape:
+        """The output shape, computed by running the child lists through ``t``; ShapeError if not."""
+        raise NotImplementedError
+
+    def info(self, p: P) -> dict[str, Any]:
+        """Extra facts shown on its row (``validate`` table and JSON), e.g. {"merge": "concat"}."""
+        return {}
+
+    def assemble(self, p: P, shape: Shape, parts: list[Any]) -> torch.nn.Module:
+        """One module from the children's modules (torch imported here only)."""
+        raise NotImplementedError
+
+    def output_shape(self, p: P, shape: Shape) -> Shape:  # composites trace instead
+        raise TypeError(f"composite layer '{self.name}' has no output_shape; the core calls trace()")
+
+    def build(self, p: P, shape: Shape) -> torch.nn.Module:  # composites assemble instead
+        raise TypeError(f"composite layer '{self.name}' is assembled from its children, not built")
+
+
+class BlockType:
+    """A named, parameterised block a plugin ships (a spec's ``blocks:`` entry, in Python).
+
+    ``params`` and ``layers`` are written exactly as under ``blocks: NAME:`` in a spec file:
+    ``params`` maps a name to a type (``int``, ``float``, ``bool``, ``str``, ``size``, ``list``,
+    ``any``) or to ``{type: T, default: V, description: ...}``; ``$name`` in ``layers`` is
+    replaced by the argument.
+    """
+
+    def __init__(self, name: str, layers: list[Any], params: dict[str, Any] | None = None,
+                 description: str = "") -> None:
+        self.name = name
+        self.layers = layers
+        self.params = dict(params or {})
+        self.description = description
 
 
 class OptimizerType(Generic[P]):

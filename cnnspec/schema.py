@@ -11,15 +11,37 @@ from .spec import DataSection, SpecFile, TrainSection
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
+_LAYERS = {"type": "array", "items": {"$ref": "#/$defs/layer"}}
+_MARKERS: dict[str, dict[str, Any]] = {  # what a composite's child-list fields stand for (see default_plugins/composites.py)
+    "layers": _LAYERS,
+    "branch": {"anyOf": [_LAYERS, {"$ref": "#/$defs/layer"}]},
+}
+
+
+def _unmark(node: Any) -> Any:
+    if isinstance(node, dict):
+        if "x-cnnspec" in node:
+            return {**{k: v for k, v in node.items() if k != "x-cnnspec"}, **_MARKERS[node["x-cnnspec"]]}
+        return {k: _unmark(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unmark(v) for v in node]
+    return node
+
+
 def _params_schema(params: Any, prefix: str, defs: dict[str, Any]) -> dict[str, Any]:
     """A params model's schema with its $defs hoisted to the root under unique names."""
     schema = params.model_json_schema()
+    schema = _unmark(schema)
     local = schema.pop("$defs", {})
     text = json.dumps(schema)
     for name, d in local.items():
         text = text.replace(f'"#/$defs/{name}"', f'"#/$defs/{prefix}{name}"')
         defs[f"{prefix}{name}"] = json.loads(json.dumps(d).replace('"#/$defs/', f'"#/$defs/{prefix}'))
     return json.loads(text)
+
+
+_REPEAT = {"type": "integer", "minimum": 1, "maximum": 1000,
+           "description": "this many copies in a row, each with its own weights"}
 
 
 def _component(reg: Registry, kind: Kind, defs: dict[str, Any]) -> dict[str, Any]:
@@ -29,6 +51,8 @@ def _component(reg: Registry, kind: Kind, defs: dict[str, Any]) -> dict[str, Any
     for name, t in reg.items(kind):
         s = _params_schema(t.Params, f"{kind}_{name}_", defs)
         props = {"type": {"const": name, "description": t.description or name}, **s.get("properties", {})}
+        if kind == "layer":
+            props["repeat"] = _REPEAT
         options.append({
             "type": "object", "title": name, "description": t.description or name,
             "properties": props, "required": ["type", *s.get("required", [])],
@@ -38,7 +62,25 @@ def _component(reg: Registry, kind: Kind, defs: dict[str, Any]) -> dict[str, Any
             bare.append(name)
     if bare:
         options.insert(0, {"type": "string", "enum": bare, "description": f"a {kind} with default parameters"})
+    if kind == "layer":
+        block: dict[str, Any] = {"type": "string", "description": "a block under 'blocks:' or from a plugin"}
+        options.append({
+            "type": "object", "title": "block",
+            "description": "a use of a named block; the other keys are its arguments",
+            "properties": {"block": block, "repeat": _REPEAT}, "required": ["block"],
+        })
     return {"anyOf": options}
+
+
+def _blocks() -> dict[str, Any]:
+    """``blocks:``: bodies are templates ($NAME values), so their layers are checked by cnnspec, not here."""
+    from .blocks import BlockDef
+
+    s = BlockDef.model_json_schema()
+    s.pop("title", None)
+    s["properties"]["layers"]["items"] = {"anyOf": [{"type": "string"}, {"type": "object"}]}
+    return {"anyOf": [{"type": "object", "additionalProperties": s}, {"type": "null"}],
+            "description": "named, parameterised blocks of layers, used as {block: NAME, ...arguments}"}
 
 
 def _section(model: Any, components: dict[str, dict[str, Any]], defs: dict[str, Any]) -> dict[str, Any]:
@@ -56,10 +98,12 @@ def json_schema(reg: Registry) -> dict[str, Any]:
     defs: dict[str, Any] = {}
     root = SpecFile.model_json_schema()
     props = root["properties"]
+    defs["layer"] = _component(reg, "layer", defs)
     props["layers"] = {
         "type": "array", "minItems": 1, "description": props["layers"].get("description"),
-        "items": _component(reg, "layer", defs),
+        "items": defs["layer"],
     }
+    props["blocks"] = _blocks()
     props["data"] = {"anyOf": [_section(DataSection, {
         "dataset": _component(reg, "dataset", defs),
         "augment": {"type": "array", "items": _component(reg, "augmentation", defs)},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,17 +64,40 @@ def check_given(key: str, given: int | None, actual: int, what: str) -> None:
 
 @dataclass(frozen=True)
 class Row:
-    """One layer of the trace: its output shape and parameter count."""
+    """One layer of the trace: its output shape and parameter count.
+
+    A composite layer's row has ``children`` (its layers, or its paths: ``main``, ``shortcut``,
+    ``branch`` rows whose ``component`` is None); ``info`` holds what its table row shows besides
+    (e.g. {"merge": "concat"}, {"kind": "block"}).
+    """
 
     index: int
     type: str
     output_shape: Shape
     params: int
+    children: tuple[Row, ...] = ()
+    input_shape: Shape = ()
+    info: dict[str, Any] = field(default_factory=dict, compare=False)
+    component: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def composite(self) -> bool:
+        return self.component is None or hasattr(self.component.type, "trace")
+
+    def walk(self, depth: int = 0) -> Iterator[tuple[int, Row]]:
+        """This row and every row below it, depth first, with its nesting depth."""
+        yield depth, self
+        for c in self.children:
+            yield from c.walk(depth + 1)
 
 
 @dataclass
 class ShapeTrace:
-    """Per-layer output shapes and parameters; ``error`` is set where the trace stopped."""
+    """Per-layer output shapes and parameters; ``error`` is set where the trace stopped.
+
+    ``error`` is (index of the top-level layer, ShapeError); the error's ``component`` is the
+    layer it belongs to, which is nested inside that one when the top-level layer is composite.
+    """
 
     input_shape: Shape
     rows: list[Row] = field(default_factory=list)
@@ -93,22 +116,88 @@ class ShapeTrace:
         return self.error is None
 
 
-def trace(input_shape: Shape, layers: Sequence[tuple[str, Any, Any]]) -> ShapeTrace:
-    """Run each (name, LayerType, params) over the shape flowing in; stop at the first ShapeError."""
+Resolve = Callable[[Any], Any]  # a bare name or {type: ...} mapping -> Component (for generated layers)
+
+
+class _Tracer:
+    """The Tracer a composite's trace() gets: traces its child lists into child rows."""
+
+    def __init__(self, comp: Any, resolve: Resolve | None) -> None:
+        self.comp = comp
+        self.resolve = resolve
+        self.rows: list[Row] = []
+
+    def _add(self, made: list[Row], shape: Shape, out: Shape, group: str | None, info: dict[str, Any]) -> None:
+        if group is None:
+            for r in made:
+                self.rows.append(_reindex(r, len(self.rows)))
+        else:
+            self.rows.append(Row(len(self.rows), group, out, sum(r.params for r in made), tuple(made), shape,
+                                 {"kind": "path", **info}))
+
+    def run(self, i: int, shape: Shape, group: str | None = None, **info: Any) -> Shape:
+        made, out = trace_list(self.comp.children[i], shape, self.resolve)
+        self._add(made, shape, out, group, info)
+        return out
+
+    def generated(self, layers: list[Any], shape: Shape, group: str | None = None, **info: Any) -> Shape:
+        if self.resolve is None:
+            raise ShapeError(f"'{self.comp.name}' makes layers, which needs the registry")
+        comps = [self.resolve(item) for item in layers]
+        made, out = trace_list(comps, shape, self.resolve)
+        self._add(made, shape, out, group, info)
+        return out
+
+
+def _reindex(r: Row, i: int) -> Row:
+    return r if r.index == i else Row(i, r.type, r.output_shape, r.params, r.children, r.input_shape,
+                                      r.info, r.component)
+
+
+def trace_one(index: int, comp: Any, shape: Shape, resolve: Resolve | None = None) -> Row:
+    """The row of one component (a tree for a composite); ShapeError names the failing component."""
+    name, ltype, params = comp.name, comp.type, comp.params
+    try:
+        if hasattr(ltype, "trace"):  # a composite: shapes and counts come from its children
+            t = _Tracer(comp, resolve)
+            out = tuple(ltype.trace(params, shape, t))
+            count = sum(r.params for r in t.rows) + ltype.num_params(params, shape)
+            return Row(index, name, out, count, tuple(t.rows), shape, dict(ltype.info(params)), comp)
+        out = tuple(ltype.output_shape(params, shape))
+        if any(d < 1 for d in out):
+            raise ShapeError(f"output would be {fmt(out)}: a dimension collapses to zero or below")
+        count = ltype.num_params(params, shape)
+    except ShapeError as e:
+        if e.component is None:
+            e.component = comp
+        raise
+    except Exception as e:  # a bug in a (plugin's) shape rule: still a located line, not a crash
+        err = ShapeError(f"the shape rule of '{name}' failed: {type(e).__name__}: {e}")
+        err.component = comp
+        raise err from e
+    return Row(index, name, out, count, (), shape, {}, comp)
+
+
+def trace_list(comps: Sequence[Any], shape: Shape, resolve: Resolve | None = None) -> tuple[list[Row], Shape]:
+    """Rows of a list of components run one after the other, and the shape at the end."""
+    rows = []
+    for i, comp in enumerate(comps):
+        row = trace_one(i, comp, shape, resolve)
+        rows.append(row)
+        shape = row.output_shape
+    return rows, shape
+
+
+def trace(input_shape: Shape, layers: Sequence[Any], resolve: Resolve | None = None) -> ShapeTrace:
+    """Run each component over the shape flowing in; stop at the first ShapeError."""
     result = ShapeTrace(tuple(input_shape))
     shape = result.input_shape
-    for i, (name, ltype, params) in enumerate(layers):
+    for i, comp in enumerate(layers):
         try:
-            out = tuple(ltype.output_shape(params, shape))
-            if any(d < 1 for d in out):
-                raise ShapeError(f"output would be {fmt(out)}: a dimension collapses to zero or below")
-            count = ltype.num_params(params, shape)
+            row = trace_one(i, comp, shape, resolve)
         except ShapeError as e:
             result.error = (i, e)
             break
-        except Exception as e:  # a bug in a (plugin's) shape rule: still a located line, not a crash
-            result.error = (i, ShapeError(f"the shape rule of '{name}' failed: {type(e).__name__}: {e}"))
-            break
-        result.rows.append(Row(i, name, out, count))
-        shape = out
+        result.rows.append(row)
+        shape = row.output_shape
     return result

@@ -128,19 +128,40 @@ class SpecFile(Section):
         default_factory=list,
         description="plugins to load for this spec: module names, or .py files relative to it",
     )
+    blocks: dict[str, Any] | None = Field(
+        None, description="named, parameterised blocks of layers, used as {block: NAME, ...arguments}"
+    )
 
 
 @dataclass(frozen=True)
 class Component:
-    """A registered type as the spec uses it: the type object and its validated params."""
+    """A registered type as the spec uses it: the type object and its validated params.
+
+    A composite layer also has ``children``: one tuple of components per child list (in the
+    order of its type's ``paths``). ``trail`` lists the block uses it was expanded from,
+    outermost first, as (block name, path of the use), for "in block ... used at line N".
+    """
 
     name: str
     type: Any
     params: Params
     path: KeyPath
+    children: tuple[tuple[Component, ...], ...] = ()
+    trail: tuple[tuple[str, KeyPath], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.name, **self.params.model_dump(mode="json")}
+        """Plain data that checks back to the same component (defaults filled in)."""
+        own = getattr(self.type, "item_dict", None)
+        if own is not None:  # a block use: {block: NAME, ...arguments}
+            return own(self.params)
+        out = {"type": self.name, **self.params.model_dump(mode="json")}
+        if self.children:
+            for where, kids in zip(self.type.paths(self.params), self.children):
+                cur: Any = out
+                for part in where[:-1]:
+                    cur = cur[part]
+                cur[where[-1]] = [k.to_dict() for k in kids]
+        return out
 
 
 @dataclass(frozen=True)

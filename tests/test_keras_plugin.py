@@ -130,3 +130,21 @@ def test_keras_errors_are_located(cli, write):
     path = write("input: [1, 4, 4]\nlayers:\n  - {type: Conv2D, filters: 3, kernel_size: 5}\n", "b.yaml")
     res = cli("validate", path)
     assert f"{path}:3:32: error: layers[0] Conv2D: window 5 x 5 does not fit the input 4 x 4" in res.out
+
+
+def test_add_and_concatenate_are_keras_residuals_and_joins(cli, write):
+    spec = cnnspec.load_spec(str(ROOT / "specs" / "keras_residual_mnist.yaml"))
+    # Keras counts: 3x3 convs 32->32 are 9,248 each, Dense 3136->128 is 401,536
+    assert spec.trace.total_params == 320 + 2 * 9_248 + 1_056 + 9_248 + 401_536 + 1_290
+    model = cnnspec.build_model(spec).eval()
+    x = torch.randn(2, 32, 28, 28)
+    add, cat = model[1], model[4]
+    branch, identity = list(add.children())
+    torch.testing.assert_close(add(x), branch(x) + x)  # Add()([f(x), x])
+    y = torch.randn(2, 32, 14, 14)
+    one, three = list(cat.children())
+    torch.testing.assert_close(cat(y), torch.cat([one(y), three(y)], dim=1))  # channels, in order
+    res = cli("validate", write("input: [1, 8, 8]\nlayers:\n  - type: Add\n    branches:\n"
+                                "      - [{type: Conv2D, filters: 4, kernel_size: 3}]\n      - []\n"))
+    assert res.code == 1
+    assert ":6:9: error: layers[0] Add: branch 1 gives 1 x 8 x 8 but branch 0 gives 4 x 6 x 6; sum needs" in res.out

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, JsonValue, field_validator
 
+from cnnspec.default_plugins.composites import Branch, Parallel
 from cnnspec.hookspecs import Register, hookimpl
 from cnnspec.registry import LayerType, NoParams, Params, Shape, ShapeError
 from cnnspec.shapes import expect_chw, expect_flat, fmt, pair
@@ -252,8 +253,34 @@ class KerasActivation(LayerType[ActivationParams]):
         return activation(p.activation)
 
 
+class AddParams(Params):
+    branches: list[Branch] = Field(min_length=2, description="the layers Add's inputs come from: two or more "
+                                   "branches on the same input, each a list of layers; [] is the input itself")
+
+
+class ConcatenateParams(AddParams):
+    axis: Literal[-1] = Field(-1, description="Keras' channel axis (-1); cnnspec tensors are channels-first, "
+                              "so this joins the channels as Keras does")
+
+
+class Add(Parallel):
+    """Keras ``Add()([a, b])`` on branches of one input: ``[[...], []]`` is a residual connection."""
+
+    name = "Add"
+    Params = AddParams
+    description = "Keras Add: sums its branches (shapes must be equal)"
+    merge = "sum"
+
+
+class Concatenate(Parallel):
+    name = "Concatenate"
+    Params = ConcatenateParams
+    description = "Keras Concatenate: joins its branches along the channels"
+    merge = "concat"
+
+
 LAYERS = (Conv2D(), MaxPool2D(), MaxPooling2D(), AveragePooling2D(), AvgPool2D(), Dense(),
-          Dropout(), Flatten(), BatchNormalization(), KerasActivation())
+          Dropout(), Flatten(), BatchNormalization(), KerasActivation(), Add(), Concatenate())
 
 
 @hookimpl
