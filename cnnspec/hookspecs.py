@@ -46,6 +46,9 @@ def register_augmentations(register: Register) -> None:
 @hookspec
 def register_callbacks(register: Register) -> None:
     """Call ``register(...)`` for each cnnspec.registry.CallbackType the plugin adds."""
+
+
+@hookspec
 def register_blocks(register: Register) -> None:
     """Call ``register(cnnspec.registry.BlockType(name, layers, params))`` for each named block."""
 

@@ -12,7 +12,8 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 _LAYERS = {"type": "array", "items": {"$ref": "#/$defs/layer"}}
-_MARKERS: dict[str, dict[str, Any]] = {  # what a composite's child-list fields stand for (see default_plugins/composites.py)
+# what a composite's child-list fields stand for (see default_plugins/composites.py)
+_MARKERS: dict[str, dict[str, Any]] = {
     "layers": _LAYERS,
     "branch": {"anyOf": [_LAYERS, {"$ref": "#/$defs/layer"}]},
 }
