@@ -92,6 +92,7 @@ class Residual(CompositeType[ResidualParams]):
     name = "residual"
     Params = ResidualParams
     description = "out = main(x) + shortcut(x) (a ResNet block's skip connection)"
+    merges = True
 
     def paths(self, p: ResidualParams) -> list[tuple[str | int, ...]]:
         out: list[tuple[str | int, ...]] = [("layers",)]
@@ -140,6 +141,7 @@ class Parallel(CompositeType[ParallelParams]):
     Params: type[Params] = ParallelParams  # Keras' Add and Concatenate give their own
     description = "branches on the same input, joined by channel concatenation or by sum"
     merge: str | None = None  # fixed by subclasses (Keras' Add, Concatenate)
+    merges = True
 
     def paths(self, p: ParallelParams) -> list[tuple[str | int, ...]]:
         return [("branches", i) for i in range(len(p.branches))]

@@ -1,0 +1,111 @@
+"""Cost model: validate's MACs equal FlopCounterMode's forward FLOPs / 2; memory columns and totals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import cnnspec
+from cnnspec.plugins import default_registry
+
+from conftest import SPECS
+
+torch = pytest.importorskip("torch")
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+
+def forward_macs(module, x) -> int:
+    """FlopCounterMode's forward FLOPs of ``module`` on ``x`` (one sample), halved."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(x)
+    flops = counter.get_total_flops()
+    assert flops % 2 == 0
+    return flops // 2
+
+
+def assert_macs_match(spec, batch: int = 1) -> None:
+    model = cnnspec.build_model(spec).eval()
+    t = spec.trace
+    assert t.total_macs is not None
+    assert t.total_macs == sum(r.macs for r in t.rows)
+    x = torch.randn(batch, *t.input_shape)
+    assert forward_macs(model, x) == batch * t.total_macs
+    with torch.no_grad():  # layer by layer, every top-level row exactly
+        for module, row in zip(model, t.rows):
+            assert forward_macs(module, x) == batch * row.macs, (module, row)
+            x = module(x)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_spec_macs_equal_flop_counter(path: Path) -> None:
+    assert_macs_match(cnnspec.load_spec(str(path)))
+
+
+def test_unknown_rule_shows_question_mark_and_incomplete_total(cli, write) -> None:
+    from cnnspec.registry import LayerType, Registry
+
+    class NoRule(LayerType):
+        name = "norule"
+
+        def output_shape(self, p, shape):
+            return shape
+
+    reg: Registry = default_registry()
+    spec = cnnspec.loads_spec("input: [4]\nlayers:\n  - norule\n  - {type: linear, out_features: 3}\n",
+                              "x.yaml", _with(reg, NoRule()))
+    t = spec.trace
+    assert t.rows[0].macs is None and t.rows[1].macs == 12
+    assert t.total_macs is None and t.known_macs == 12
+
+
+def _with(reg, layer):
+    import copy
+
+    reg = copy.copy(reg)
+    reg.entries = {k: dict(v) for k, v in reg.entries.items()}
+    reg.owners = dict(reg.owners)
+    reg.add("layer", layer, "test")
+    return reg
+
+
+def test_validate_table_and_json_have_cost_columns(cli) -> None:
+    spec = str(next(p for p in SPECS if p.stem == "mnist_cnn"))
+    r = cli("validate", spec)
+    assert r.code == 0
+    assert "MACs" in r.out and "param mem" in r.out and "output mem" in r.out
+    assert "multiply-accumulates" in r.out
+    r = cli("validate", "--format", "json", spec)
+    doc = json.loads(r.out)
+    (entry,) = doc["specs"]
+    loaded = cnnspec.load_spec(spec)
+    assert entry["total_macs"] == loaded.trace.total_macs > 0
+    assert entry["param_bytes"] == 4 * entry["total_params"]
+    layer = entry["layers"][0]
+    for key in ("index", "type", "output_shape", "params", "macs", "param_bytes", "activation_bytes"):
+        assert key in layer
+    assert layer["activation_bytes"] == 4 * _prod(layer["output_shape"])
+    assert sum(lay["macs"] for lay in entry["layers"]) == entry["total_macs"]
+
+
+def test_nested_json_layers_carry_costs(cli) -> None:
+    spec = str(next(p for p in SPECS if p.stem == "resnet20_cifar"))
+    doc = json.loads(cli("validate", "--format", "json", spec).out)
+    (entry,) = doc["specs"]
+
+    def walk(layers):
+        for lay in layers:
+            assert "macs" in lay and "activation_bytes" in lay and "param_bytes" in lay
+            if "layers" in lay and lay["layers"]:
+                assert lay["macs"] == sum(c["macs"] for c in lay["layers"])
+                walk(lay["layers"])
+
+    walk(entry["layers"])
+
+
+def _prod(xs):
+    out = 1
+    for x in xs:
+        out *= x
+    return out
