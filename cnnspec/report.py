@@ -6,12 +6,13 @@ import math
 from typing import Any, TextIO
 
 from .check import CheckResult
+from .cost import MemoryEstimate, human, spec_estimate
 from .errors import Problem
 from .shapes import Row, ShapeTrace, fmt
 
 
-def result_json(result: CheckResult) -> dict[str, Any]:
-    """One spec's entry of ``validate --format json``."""
+def result_json(result: CheckResult, batch_size: int | None = None) -> dict[str, Any]:
+    """One spec's entry of ``validate --format json``; ``memory`` is the training estimate."""
     t = result.trace
     rows = t.rows if t else []
     done = t if t is not None and t.complete else None
@@ -27,6 +28,7 @@ def result_json(result: CheckResult) -> dict[str, Any]:
         "macs_complete": done.total_macs is not None if done else None,
         "param_bytes": done.param_bytes if done else None,
         "activation_bytes": done.activation_bytes if done else None,
+        "memory": spec_estimate(result.spec, batch_size).to_json() if result.spec else None,
         "layers": [row_json(r) for r in rows],
     }
 
@@ -50,20 +52,6 @@ def _label(r: Row) -> str:
     return r.type + (f" ({', '.join(notes)})" if notes else "")
 
 
-def human(n: int | float, unit: str = "", base: int = 1000) -> str:
-    """3.2M, 1.5G (base 1000) or 2.0 MiB (base 1024); small numbers as they are."""
-    prefixes = ["", "K", "M", "G", "T", "P"]
-    i = 0
-    x = float(n)
-    while abs(x) >= base and i < len(prefixes) - 1:
-        x /= base
-        i += 1
-    if i == 0:
-        return f"{int(n)}{' ' + unit if unit else ''}"
-    p = prefixes[i] + ("i" if base == 1024 else "")
-    return f"{x:.1f}{' ' if unit else ''}{p}{unit}"
-
-
 def _macs(m: int | None) -> str:
     return "?" if m is None else human(m)
 
@@ -83,7 +71,7 @@ def print_problems(problems: list[Problem], out: TextIO) -> None:
         out.write(p.format() + "\n")
 
 
-def print_table(file: str, t: ShapeTrace, out: TextIO) -> None:
+def print_table(file: str, t: ShapeTrace, out: TextIO, memory: MemoryEstimate | None = None) -> None:
     """A Keras summary()-like table of every layer's output shape and parameters.
 
     Plain text on purpose: validate's start-up time is part of the product, and rich alone
@@ -114,3 +102,5 @@ def print_table(file: str, t: ShapeTrace, out: TextIO) -> None:
     out.write(f"MACs per sample (forward, multiply-accumulates; FLOPs = 2 x MACs): {total}   "
               f"param mem: {human(t.param_bytes, 'B', 1024)}   "
               f"activations per sample: {human(t.activation_bytes, 'B', 1024)}\n")
+    if memory is not None:
+        out.write(f"{memory.line()}; most: {memory.dominant_text()}\n")

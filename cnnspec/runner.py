@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .cost import human, human_bytes, spec_estimate
 from .errors import CheckpointError, CnnspecError, Interrupted, NonFiniteLoss, RunFolderError, SpecError, TrainingFailed
 from .progress import Progress, QuietProgress, RichProgress
 from .rundir import LAST, SPEC_FILE, RunDir
@@ -122,8 +123,12 @@ def _train(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any)
         per = (f"batch {trainer.batch_size} per process x {world.size} processes = "
                f"{trainer.batch_size * world.size} per step (lr {lr}, not scaled)")
     fast = ", ".join(["channels-last"] * (trainer.memory_format == torch.channels_last) + [spec.train.precision])
+    macs = spec.trace.total_macs
+    cost = f"{human(macs)} MACs/sample" if macs is not None else "MACs unknown"
+    memory = spec_estimate(spec, trainer.batch_size)
     progress.message(
-        f"training {spec.name}: {spec.trace.total_params:,} params on {device} ({fast}), "
+        f"training {spec.name}: {spec.trace.total_params:,} params, {cost}, ~{human_bytes(memory.total)} "
+        f"estimated training memory, on {device} ({fast}), "
         f"{len(batches.train[0]):,} training samples, {per} -> {run.path}"
     )
     main = world.main

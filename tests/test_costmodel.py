@@ -109,3 +109,49 @@ def _prod(xs):
     for x in xs:
         out *= x
     return out
+
+
+# -- training memory estimate ---------------------------------------------------------------------
+
+MEM_SPEC = ("input: [1, 8, 8]\nlayers:\n  - {type: conv2d, out_channels: 4, kernel_size: 3, padding: 1}\n"
+            "  - relu\n  - flatten\n  - {type: linear, out_features: 3}\n"
+            "data:\n  dataset: {type: synthetic, classes: 3, train_size: 64, test_size: 16}\n  batch_size: 16\n"
+            "train:\n  epochs: 1\n  device: cpu\n")
+
+
+@pytest.mark.parametrize("optimizer, states", [
+    ("adam", 2), ("adamw", 2), ("{type: adam, amsgrad: true}", 3), ("sgd", 0),
+    ("{type: sgd, momentum: 0.9}", 1), ("rmsprop", 1), ("{type: rmsprop, momentum: 0.9, centered: true}", 3),
+    ("adagrad", 1),
+])
+def test_memory_estimate_counts_weights_grads_state_and_activations(optimizer, states) -> None:
+    from cnnspec.cost import spec_estimate
+
+    spec = cnnspec.loads_spec(MEM_SPEC + f"  optimizer: {optimizer}\n", "m.yaml")
+    params = 4 * 9 + 4 + 256 * 3 + 3
+    m = spec_estimate(spec)
+    acts = (256 + 256 + 256 + 3) * 4  # conv, relu, flatten, linear outputs per sample
+    assert (m.params, m.grads, m.optimizer_state) == (4 * params, 4 * params, 4 * params * states)
+    assert m.activations == 16 * acts and m.input == 16 * 64 * 4 and m.batch_size == 16
+    assert m.total == 4 * params * (2 + states) + 16 * acts + 16 * 256
+    assert spec_estimate(spec, 1000).activations == 1000 * acts
+
+
+def test_validate_shows_memory_and_batch_size_overrides(cli, write) -> None:
+    path = write(MEM_SPEC)
+    r = cli("validate", path)
+    assert r.code == 0 and "training memory at batch 16:" in r.out and "most: #" in r.out
+    doc = json.loads(cli("validate", "--format", "json", "--batch-size", "1000", path).out)["specs"][0]
+    assert doc["memory"]["batch_size"] == 1000
+    assert doc["memory"]["activation_bytes"] == 1000 * (256 * 3 + 3) * 4
+    assert doc["memory"]["total_bytes"] == sum(doc["memory"][k] for k in (
+        "param_bytes", "grad_bytes", "optimizer_state_bytes", "activation_bytes", "input_bytes"))
+    assert cli("validate", "--batch-size", "0", path).code == 2
+
+
+def test_run_start_up_line_gives_macs_and_memory(cli, write, tmp_path) -> None:
+    path = write(MEM_SPEC)
+    r = cli("run", path, "--output", str(tmp_path / "run"))
+    assert r.code == 0, r.text
+    text = " ".join(r.text.split())  # the progress display may wrap it
+    assert "params, 3.1K MACs/sample, ~" in text and "estimated training memory, on cpu" in text
