@@ -8,6 +8,7 @@ products only). Memory is fp32: 4 bytes a value.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,9 +94,7 @@ def _leaf_costs(rows: list[Row], batch: int, prefix: str = "") -> list[tuple[str
 
 def estimate(trace: ShapeTrace, optimizer: Any | None, batch_size: int) -> MemoryEstimate:
     """The training memory estimate; ``optimizer`` is the spec's optimizer Component (or None)."""
-    per_param = 0
-    if optimizer is not None and hasattr(optimizer.type, "state_per_param"):
-        per_param = int(optimizer.type.state_per_param(optimizer.params))
+    per_param = per_param_state(optimizer)
     params = trace.param_bytes
     inp = 1
     for d in trace.input_shape:
@@ -135,3 +134,31 @@ def parse_amount(text: Any, bytes_: bool) -> int:
         raise ValueError(f"{text!r} is not {unit}")
     unit = (m.group(2) or "").lower()
     return int(float(m.group(1)) * _UNITS[unit])
+
+
+def per_param_state(optimizer: Any | None) -> int:
+    if optimizer is not None and hasattr(optimizer.type, "state_per_param"):
+        return int(optimizer.type.state_per_param(optimizer.params))
+    return 0
+
+
+def row_memory(r: Row, batch_size: int, state_per_param: int) -> int:
+    """What a row adds to the training estimate: its kept outputs for the batch, its weights, their
+    gradients and optimizer state. The rows' sum plus the input batch is MemoryEstimate.total."""
+    return r.kept_bytes * batch_size + r.param_bytes * (2 + state_per_param)
+
+
+def first_crossing(rows: Sequence[Row], value: Callable[[Row], int], limit: int,
+                   start: int = 0) -> tuple[list[Row], int] | None:
+    """The rows (outermost first, down to the innermost it can tell) where the running total of
+    ``value`` first goes over ``limit``, and the total there; None if it never does."""
+    total = start
+    for r in rows:
+        v = value(r)
+        if total + v > limit:
+            inner = first_crossing(r.children, value, limit, total) if r.children else None
+            if inner is not None:
+                return [r, *inner[0]], inner[1]
+            return [r], total + v
+        total += v
+    return None

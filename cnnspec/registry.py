@@ -22,6 +22,9 @@ KINDS: tuple[Kind, ...] = ("layer", "optimizer", "scheduler", "loss", "dataset",
                          "block")
 
 
+MAX_REPEAT = 1000  # copies in one repeat; the whole model is also capped (check.MAX_LAYERS)
+
+
 class Params(BaseModel):
     """Base of every parameter model: unknown keys are errors, values are frozen."""
 

@@ -155,3 +155,46 @@ def test_run_start_up_line_gives_macs_and_memory(cli, write, tmp_path) -> None:
     assert r.code == 0, r.text
     text = " ".join(r.text.split())  # the progress display may wrap it
     assert "params, 3.1K MACs/sample, ~" in text and "estimated training memory, on cpu" in text
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+LIMITED = """input: [3, 64, 64]
+limits:
+  params: 100K
+  macs: 5M
+  memory: 1MiB
+layers:
+  - {type: conv2d, out_channels: 16, kernel_size: 3}
+  - relu
+  - {type: residual, layers: [{type: conv2d, out_channels: 16, kernel_size: 3, padding: 1}]}
+  - flatten
+  - {type: linear, out_features: 10}
+"""
+
+
+def test_limits_are_located_at_the_limit_and_the_crossing_layer(cli, write) -> None:
+    r = cli("validate", write(LIMITED))
+    assert r.code == 1
+    lines = r.out.splitlines()
+    assert any(":3:11: error: limits.params: the model needs 617,818 parameters" in ln and "layers[4] linear" in ln
+               for ln in lines), r.out
+    assert any(":11:5: error: layers[4] linear: reaches 617,818 parameters here, over limits.params" in ln
+               for ln in lines), r.out
+    assert any(":4:9: error: limits.macs:" in ln for ln in lines)
+    assert any(":9:31: error: layers[2].layers[0] conv2d: reaches" in ln and "limits.macs" in ln for ln in lines)
+    assert any(":5:11: error: limits.memory:" in ln for ln in lines)
+    assert any(":7:5: error: layers[0] conv2d:" in ln and "limits.memory" in ln for ln in lines)
+
+
+def test_limits_within_budget_and_units(cli, write) -> None:
+    from cnnspec.cost import parse_amount
+
+    assert parse_amount("2GiB", True) == 2 * 2**30 and parse_amount("500MB", True) == 500 * 10**6
+    assert parse_amount("1.5G", False) == 1_500_000_000 and parse_amount(3e9, False) == 3 * 10**9
+    with pytest.raises(ValueError):
+        parse_amount("2GiB", False)
+    ok = LIMITED.replace("100K", "1M").replace("5M", "12M").replace("1MiB", "100MiB")
+    assert cli("validate", write(ok)).code == 0
+    bad = cli("validate", write(LIMITED.replace("100K", "lots")))
+    assert bad.code == 1 and ":3:11: error: limits.params" in bad.out

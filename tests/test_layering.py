@@ -14,8 +14,8 @@ LAYERS = [
     {"errors", "types"},
     {"registry", "hookspecs", "yamlpos", "shapes"},
     {"cost"},  # pure arithmetic on the shape trace
-    {"spec", "plugins", "overrides", "check", "report", "schema"},
-    {"build", "data", "distributed", "progress", "rundir", "host", "plot", "default_plugins"},
+    {"spec", "plugins", "overrides", "check", "report", "schema", "blocks"},
+    {"build", "data", "distributed", "progress", "rundir", "host", "plot", "default_plugins", "graph"},
     {"train", "trained"},
     {"runner", "tools"},
     {"cli", "__main__", "__init__"},  # the command line, and the package's public facade

@@ -11,11 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, WithJsonSchema
 
 from ..hookspecs import Register, hookimpl
-from ..registry import CompositeType, Params, Shape, ShapeError, Tracer
+from ..registry import MAX_REPEAT, CompositeType, Params, Shape, ShapeError, Tracer
 from ..shapes import fmt
 from ..types import PosInt
-
-MAX_REPEAT = 1000  # one repeat; the whole model is also capped (check.MAX_LAYERS)
 
 # Child lists are checked by the core (with located errors); in the JSON Schema (schema.py) this
 # marker becomes a list of layers.
