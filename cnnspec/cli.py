@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--output", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     r.add_argument("--quiet", action="store_true", help="no progress display")
+    r.add_argument("--force", action="store_true",
+                   help="run even when the training memory estimate exceeds what the device has")
     _plugin_option(r)
     r.set_defaults(func=cmd_run)
 

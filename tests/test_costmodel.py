@@ -198,3 +198,68 @@ def test_limits_within_budget_and_units(cli, write) -> None:
     assert cli("validate", write(ok)).code == 0
     bad = cli("validate", write(LIMITED.replace("100K", "lots")))
     assert bad.code == 1 and ":3:11: error: limits.params" in bad.out
+
+
+# -- resource bombs: refused before anything is allocated -----------------------------------------
+
+def _bomb(input_: str, layers: str, shape: str, batch: int = 16) -> str:
+    return (f"input: {input_}\nlayers:\n{layers}"
+            f"data:\n  dataset: {{type: synthetic, shape: {shape}, classes: 3, train_size: 64, test_size: 16}}\n"
+            f"  batch_size: {batch}\ntrain:\n  epochs: 1\n  device: cpu\n")
+
+
+BOMBS = {
+    "linear_2e9_outputs": _bomb("[1, 2, 2]", "  - flatten\n  - {type: linear, out_features: 2000000000}\n"
+                                "  - {type: linear, out_features: 3}\n", "[1, 2, 2]"),
+    "conv_1e6_channels": _bomb("[3, 32, 32]", "  - {type: conv2d, out_channels: 1000000, kernel_size: 3}\n"
+                               "  - flatten\n  - {type: linear, out_features: 3}\n", "[3, 32, 32]"),
+    "input_1x100000x100000": _bomb("[1, 100000, 100000]", "  - {type: adaptiveavgpool2d, output_size: 1}\n"
+                                   "  - flatten\n  - {type: linear, out_features: 3}\n", "[1, 100000, 100000]"),
+    "batch_size_1e9": _bomb("[1, 8, 8]", "  - flatten\n  - {type: linear, out_features: 3}\n", "[1, 8, 8]",
+                            batch=1_000_000_000),
+}
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if a run gets as far as building the model or loading data."""
+    import cnnspec.distributed
+    import cnnspec.runner
+
+    def refuse(*a, **k):
+        raise AssertionError("the run went on to allocate")
+
+    monkeypatch.setattr(cnnspec.runner, "_train", refuse)
+    monkeypatch.setattr(cnnspec.distributed, "init", refuse)
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_resource_bomb_is_refused_over_the_device(cli, write, tmp_path, no_training, name) -> None:
+    path = write(BOMBS[name])
+    assert cli("validate", path).code == 0  # valid, just too big for this machine
+    r = cli("run", path, "--output", str(tmp_path / "run"))
+    assert r.code == 2, r.text
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cnnspec: error: ") and "training needs ~" in lines[0], r.err
+    assert "available RAM" in lines[0] and "most: #" in lines[0] and "--force" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_resource_bomb_over_a_limit_is_a_located_error(cli, write, tmp_path, no_training, name) -> None:
+    path = write(BOMBS[name].replace("layers:\n", "limits: {memory: 1GiB}\nlayers:\n", 1))
+    for args in (("validate", path), ("run", path, "--output", str(tmp_path / "run"))):
+        r = cli(*args)
+        assert r.code == 1, r.text
+        assert "limits.memory: the model needs" in r.text and "over limits.memory" in r.text
+
+
+def test_device_check_uses_free_memory_and_force_overrides(cli, write, tmp_path, monkeypatch) -> None:
+    import cnnspec.host
+
+    path = write(MEM_SPEC)
+    monkeypatch.setattr(cnnspec.host, "available_memory", lambda device: 1000)
+    r = cli("run", path, "--output", str(tmp_path / "a"))
+    assert r.code == 2 and "but only 1000 B is available RAM" in r.err
+    r = cli("run", path, "--force", "--output", str(tmp_path / "b"))
+    assert r.code == 0, r.text
