@@ -263,3 +263,16 @@ def test_device_check_uses_free_memory_and_force_overrides(cli, write, tmp_path,
     assert r.code == 2 and "but only 1000 B is available RAM" in r.err
     r = cli("run", path, "--force", "--output", str(tmp_path / "b"))
     assert r.code == 0, r.text
+
+
+def test_run_records_the_training_flop_rate(cli, write, tmp_path) -> None:
+    r = cli("run", write(MEM_SPEC), "--output", str(tmp_path / "run"))
+    assert r.code == 0, r.text
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    spec = cnnspec.loads_spec(MEM_SPEC, "m.yaml")
+    expect = 6 * spec.trace.total_macs * row["samples_per_second"] / 1e9
+    assert row["train_gflops_per_second"] == pytest.approx(expect)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["macs_per_sample"] == spec.trace.total_macs
+    assert summary["train_flops_per_sample"] == 6 * spec.trace.total_macs
+    assert summary["train_gflops_per_second"] > 0
