@@ -171,7 +171,8 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
             if args.format == "json":
                 docs.append({"path": path, "valid": False, "errors": [
                     {"line": 0, "column": 0, "message": str(e)}], "input_shape": None,
-                    "output_shape": None, "total_params": None, "layers": []})
+                    "output_shape": None, "total_params": None, "total_macs": None, "macs_complete": None,
+                    "param_bytes": None, "activation_bytes": None, "memory": None, "layers": []})
             else:
                 print(f"cnnspec: error: {e}", file=sys.stderr)
             continue
