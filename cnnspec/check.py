@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import KeyPath, Problem, SpecError, did_you_mean, path_str
 from .registry import Kind, Registry, ShapeError
-from .shapes import MAX_LAYERS, MAX_REPEAT, ShapeTrace, fmt, trace
+from .shapes import BYTES, MAX_LAYERS, MAX_REPEAT, ShapeTrace, fmt, trace
 from .spec import Component, DataSection, Spec, SpecFile, TrainSection
 from .yamlpos import Located
 
@@ -174,6 +174,8 @@ class _Checker:
             result.trace = self.shapes(tuple(inp), layers)
             if result.trace.complete and dataset is not None:
                 self.dataset_fits(dataset, tuple(inp), result.trace)
+            if result.trace.complete and source is not None and source.limits is not None:
+                self.within_limits(source, result.trace, optimizer)
             self.augmentations_fit(augmentations or [], tuple(inp), loss)
         result.problems = sorted(self.problems)
         if not self.problems:
@@ -438,6 +440,44 @@ class _Checker:
             self.fail(path, f"{path_str(comp.path)} {comp.name}: {message}", key=True)
             self.trail = ()
         return t
+
+    def within_limits(self, source: SpecFile, t: ShapeTrace, optimizer: Component | None) -> None:
+        """Each ``limits:`` entry the model goes over: an error at the limit and at the layer
+        where the running total (in the order the layers run) first crosses it."""
+        from .cost import DEFAULT_BATCH_SIZE, first_crossing, human, human_bytes, per_param_state, row_memory
+
+        lim = source.limits
+        assert lim is not None
+        batch = source.data.batch_size if source.data is not None else DEFAULT_BATCH_SIZE
+        state = per_param_state(optimizer)
+        inp = BYTES
+        for d in t.input_shape:
+            inp *= d
+        checks: list[tuple[str, Any, Any, int, Any]] = [
+            ("params", lim.params, lambda r: r.params, 0, lambda n: f"{n:,} parameters"),
+            ("macs", lim.macs, lambda r: r.macs or 0, 0, lambda n: f"{human(n)} MACs per sample"),
+            ("memory", lim.memory, lambda r: row_memory(r, batch, state), inp * batch,
+             lambda n: f"~{human_bytes(n)} estimated training memory at batch {batch:,}"),
+        ]
+        for key, limit, value, start, say in checks:
+            if limit is None:
+                continue
+            found = first_crossing(t.rows, value, int(limit), start)
+            if found is None:
+                continue
+            chain, reached = found
+            comp = next((r.component for r in reversed(chain) if r.component is not None and r.component.path),
+                        chain[0].component)
+            total = start + sum(value(r) for r in t.rows)
+            where = f"{path_str(comp.path)} {comp.name}"
+            line = self.loc.where(comp.path, key=True)[0]
+            at = f" (first crossed at {where}{f', line {line}' if line else ''})"
+            short = human_bytes(int(limit)) if key == "memory" else human(int(limit))
+            self.fail(("limits", key), f"limits.{key}: the model needs {say(total)}, over the limit of "
+                      f"{short}{at}")
+            self.trail = comp.trail
+            self.fail(comp.path, f"{where}: reaches {say(reached)} here, over limits.{key} ({short})", key=True)
+            self.trail = ()
 
     def dataset_fits(self, ds: Component, inp: tuple[int, ...], t: ShapeTrace) -> None:
         shape = ds.type.sample_shape(ds.params)

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--resolved", action="store_true",
                    help="print the spec that would run (defaults filled in, overrides applied) as YAML")
     _plugin_option(v)
+    v.add_argument("--batch-size", type=_positive, metavar="N",
+                   help="estimate training memory at this batch size (default: the spec's data.batch_size)")
     v.set_defaults(func=cmd_validate)
 
     r = sub.add_parser("run", help="train and evaluate as the spec says")
@@ -45,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--output", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     r.add_argument("--quiet", action="store_true", help="no progress display")
+    r.add_argument("--force", action="store_true",
+                   help="run even when the training memory estimate exceeds what the device has")
     _plugin_option(r)
     r.set_defaults(func=cmd_run)
 
@@ -128,6 +132,16 @@ def _device(value: str) -> str:
     return value
 
 
+def _positive(value: str) -> int:
+    try:
+        n = int(float(value)) if "e" in value.lower() else int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return n
+
+
 def _plugin_option(p: argparse.ArgumentParser, trust: bool = True) -> None:
     p.add_argument("-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
                    help="load a plugin module or .py file for this command (repeatable)")
@@ -179,6 +193,7 @@ def _report(e: CnnspecError) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> ExitCode:
     from .check import check_file
+    from .cost import spec_estimate
     from .errors import UnreadableSpec
     from .report import print_problems, print_table, result_json
     from .rundir import spec_text
@@ -193,22 +208,23 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
             if args.format == "json":
                 docs.append({"path": path, "valid": False, "errors": [
                     {"line": 0, "column": 0, "message": str(e)}], "input_shape": None,
-                    "output_shape": None, "total_params": None, "layers": []})
+                    "output_shape": None, "total_params": None, "total_macs": None, "macs_complete": None,
+                    "param_bytes": None, "activation_bytes": None, "memory": None, "layers": []})
             else:
                 print(f"cnnspec: error: {e}", file=sys.stderr)
             continue
         if not result.valid and status == ExitCode.OK:
             status = ExitCode.INVALID
         if args.format == "json":
-            docs.append(result_json(result))
+            docs.append(result_json(result, args.batch_size))
         elif result.valid and args.resolved:
             assert result.spec is not None
             if len(args.specs) > 1:
                 print(f"--- # {path}")
             sys.stdout.write(spec_text(result.spec.resolved(args.plugins)))
         elif result.valid:
-            assert result.trace is not None
-            print_table(path, result.trace, sys.stdout)
+            assert result.trace is not None and result.spec is not None
+            print_table(path, result.trace, sys.stdout, spec_estimate(result.spec, args.batch_size))
         else:
             print_problems(result.problems, sys.stdout)
             n = len(result.problems)
@@ -219,10 +235,10 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
     return status
 
 
-def cmd_graph(args: argparse.Namespace) -> ExitCode:
+def cmd_graph(args: argparse.Namespace) -> None:
     from .graph import write_graph
 
-    return write_graph(args.spec, args.output, args.format, args.plugins)
+    write_graph(args.spec, args.output, args.format, args.plugins)
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -68,6 +68,12 @@ class CnnspecError(Exception):
         return [] if self.silent else [f"cnnspec: error: {self}"]
 
 
+class ResourceError(CnnspecError):
+    """The run would need more memory than the device has (checked before anything is allocated)."""
+
+    exit_code = ExitCode.USAGE
+
+
 class SpecError(CnnspecError):
     """A spec is invalid; ``problems`` lists every located problem found in one pass."""
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-from .errors import ExitCode, UnreadableSpec
 from .shapes import Row, ShapeTrace, fmt
 
 FORMATS = ("svg", "mermaid", "dot")
@@ -360,33 +359,24 @@ def render(t: ShapeTrace, fmt_name: str, name: str = "") -> str:
     return svg(root, name)
 
 
-def write_graph(spec: str, output: str | None, fmt_name: str | None, plugins: list[str]) -> ExitCode:
-    """``cnnspec graph``: check the spec, draw it; exit status as for validate (2: cannot write)."""
+def write_graph(spec: str, output: str | None, fmt_name: str | None, plugins: list[str]) -> None:
+    """``cnnspec graph``: check the spec, draw it to ``output`` or stdout; an invalid spec raises
+    SpecError, an unwritable output OSError (both reported by cli.main)."""
     import sys
     from pathlib import Path
 
     from .check import check_file
-    from .report import print_problems
+    from .errors import SpecError
 
     if fmt_name is None:
         suffix = Path(output).suffix.lower() if output else ""
         fmt_name = {".mmd": "mermaid", ".mermaid": "mermaid", ".dot": "dot", ".gv": "dot"}.get(suffix, "svg")
-    try:
-        result = check_file(spec, plugins=plugins)
-    except UnreadableSpec as e:
-        print(f"cnnspec: error: {e}", file=sys.stderr)
-        return ExitCode.USAGE
-    if not result.valid or result.spec is None:
-        print_problems(result.problems, sys.stdout)
-        return ExitCode.INVALID
+    result = check_file(spec, plugins=plugins)
+    if result.spec is None:
+        raise SpecError(result.problems, spec)
     text = render(result.spec.trace, fmt_name, result.spec.name)
     if not output:
         sys.stdout.write(text)
-        return ExitCode.OK
-    try:
-        Path(output).write_text(text)
-    except OSError as e:
-        print(f"cnnspec: error: {output}: {e.strerror or e}", file=sys.stderr)
-        return ExitCode.USAGE
+        return
+    Path(output).write_text(text)
     print(f"wrote {output} ({fmt_name})")
-    return ExitCode.OK

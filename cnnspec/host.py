@@ -73,3 +73,21 @@ def versions(plugin_sources: dict[str, str]) -> dict[str, Any]:
         "cnnspec": __version__,
         "plugins": {name: src for name, src in plugin_sources.items() if src != "built-in"},
     }
+
+
+def available_memory(device: Any) -> int | None:
+    """Bytes a run on ``device`` can still allocate: free CUDA memory, or the host's MemAvailable
+    (/proc/meminfo) for CPU (and MPS, which shares it); None where it cannot be told."""
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
 Shape = tuple[int, ...]  # one sample's shape, batch dimension left out: (C, H, W) or (F,)
 
 Kind = Literal["layer", "optimizer", "scheduler", "loss", "dataset", "augmentation", "callback", "block"]
-KINDS: tuple[Kind, ...] = ("layer", "optimizer", "scheduler", "loss", "dataset", "augmentation", "callback", "block")
+KINDS: tuple[Kind, ...] = ("layer", "optimizer", "scheduler", "loss", "dataset", "augmentation", "callback",
+                         "block")
 
 
 class Params(BaseModel):
@@ -78,6 +79,15 @@ class LayerType(Generic[P]):
         """Trainable parameters of the module built for input ``shape`` (no torch)."""
         return 0
 
+    def macs(self, p: P, in_shape: Shape, out_shape: Shape) -> int | None:
+        """Multiply-accumulates of one sample's forward pass (no torch); None = unknown (``?``).
+
+        The convention is ``torch.utils.flop_counter.FlopCounterMode``'s forward FLOPs / 2: only
+        convolutions and matrix products count, so element-wise layers, pooling and
+        normalisation return 0. The default, None, makes the spec's total incomplete.
+        """
+        return None
+
     def build(self, p: P, shape: Shape) -> torch.nn.Module:
         """The torch module for input ``shape``; the only place torch is touched."""
         raise NotImplementedError
@@ -108,7 +118,14 @@ class CompositeType(LayerType[P]):
     parameter count come from its children's: ``trace`` runs the shape through them with a
     ``Tracer``; the parameter count is the children's sum plus ``num_params`` (its own, 0 by default).
     ``assemble`` gets the built modules of the rows ``trace`` made, in order, and returns one module.
+    Its MACs are its children's sum plus ``macs`` (its own, 0 by default: a sum or concat costs none);
+    ``merges`` says its output is a new tensor (a sum or concat), which counts as activation memory.
     """
+
+    merges: bool = False
+
+    def macs(self, p: P, in_shape: Shape, out_shape: Shape) -> int | None:
+        return 0
 
     def paths(self, p: P) -> list[tuple[str | int, ...]]:
         """Where each child layer list is inside the parameters, e.g. ``[("layers",)]``.
@@ -158,6 +175,10 @@ class OptimizerType(Generic[P]):
     name: str  # a class attribute, or set per instance when one class serves several names
     Params: type[Params] = NoParams
     description: str = ""
+
+    def state_per_param(self, p: P) -> int:
+        """How many values the optimizer keeps per parameter (Adam: 2 moments; SGD with momentum: 1)."""
+        return 0
 
     def build(self, p: P, parameters: Any) -> torch.optim.Optimizer:
         raise NotImplementedError

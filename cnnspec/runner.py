@@ -12,7 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, CnnspecError, Interrupted, NonFiniteLoss, RunFolderError, SpecError, TrainingFailed
+from .cost import human, human_bytes, spec_estimate
+from .errors import (
+    CheckpointError,
+    CnnspecError,
+    Interrupted,
+    NonFiniteLoss,
+    ResourceError,
+    RunFolderError,
+    SpecError,
+    TrainingFailed,
+)
 from .progress import Progress, QuietProgress, RichProgress
 from .rundir import LAST, SPEC_FILE, RunDir
 from .spec import Spec
@@ -53,7 +63,10 @@ def run_command(args: argparse.Namespace) -> None:
     keep_freed_memory()  # before anything is allocated; a no-op off glibc
     path = str(Path(args.resume) / SPEC_FILE) if args.resume else args.spec
     spec = load_for_run(path, args.overrides, args.device, args.plugins, args.trust, args.resume)
-    world = distributed.init(resolve_device(spec.train.device))
+    device = resolve_device(spec.train.device)
+    if not getattr(args, "force", False):
+        check_fits(spec, device)  # before anything is allocated
+    world = distributed.init(device)
     progress: Progress = RichProgress() if world.main and not args.quiet else QuietProgress()
     clean = False  # ranks wait for each other before leaving unless one failed
     try:
@@ -64,6 +77,26 @@ def run_command(args: argparse.Namespace) -> None:
         raise
     finally:
         distributed.close(world, wait=clean)
+
+
+def check_fits(spec: Spec, device: Any) -> None:
+    """Raise ResourceError when the training memory estimate exceeds what ``device`` has free.
+
+    A spec with ``limits.memory`` set its own budget (checked by validate) and is not refused here.
+    """
+    from .host import available_memory
+
+    if spec.source.limits is not None and spec.source.limits.memory is not None:
+        return
+    memory = spec_estimate(spec)
+    free = available_memory(device)
+    if free is None or memory.total <= free:
+        return
+    where = "free on " + str(device) if device.type == "cuda" else "available RAM"
+    raise ResourceError(
+        f"{spec.file}: training needs ~{human_bytes(memory.total)} at batch {memory.batch_size:,} "
+        f"but only {human_bytes(free)} is {where}; most: {memory.dominant_text()} "
+        "(lower data.batch_size or the layer sizes, or pass --force)")
 
 
 # what --resume may change: how long to train, where, and where files are (not what is trained)
@@ -156,8 +189,12 @@ def _fit(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any, t
         per = (f"batch {trainer.batch_size} per process x {world.size} processes = "
                f"{trainer.batch_size * world.size} per step (lr {lr}, not scaled)")
     fast = ", ".join(["channels-last"] * (trainer.memory_format == torch.channels_last) + [spec.train.precision])
+    macs = spec.trace.total_macs
+    cost = f"{human(macs)} MACs/sample" if macs is not None else "MACs unknown"
+    memory = spec_estimate(spec, trainer.batch_size)
     progress.message(
-        f"training {spec.name}: {spec.trace.total_params:,} params on {device} ({fast}), "
+        f"training {spec.name}: {spec.trace.total_params:,} params, {cost}, ~{human_bytes(memory.total)} "
+        f"estimated training memory, on {device} ({fast}), "
         f"{len(batches.train[0]):,} training samples, {per} -> {run.path}"
     )
     main = world.main

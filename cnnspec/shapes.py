@@ -11,6 +11,17 @@ from .registry import Shape, ShapeError
 
 MAX_REPEAT = 1000  # copies in one repeat
 MAX_LAYERS = 10_000  # layers in a whole model once blocks and repeats are expanded
+BYTES = 4  # fp32
+
+
+def sum_macs(values: Iterator[int | None] | Sequence[int | None]) -> int | None:
+    """The sum, or None when any part is unknown."""
+    total = 0
+    for v in values:
+        if v is None:
+            return None
+        total += v
+    return total
 
 
 def pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -82,6 +93,26 @@ class Row:
     input_shape: Shape = ()
     info: dict[str, Any] = field(default_factory=dict, compare=False)
     component: Any = field(default=None, compare=False, repr=False)
+    macs: int | None = None  # one sample's forward multiply-accumulates; None = a rule is missing below
+
+    @property
+    def param_bytes(self) -> int:
+        """fp32 parameters: 4 bytes each."""
+        return self.params * BYTES
+
+    @property
+    def activation_bytes(self) -> int:
+        """One sample's output tensor in fp32."""
+        return math.prod(self.output_shape) * BYTES
+
+    @property
+    def kept_bytes(self) -> int:
+        """Activation bytes this row and its children create per sample (what backward keeps):
+        every leaf layer's output, plus a composite's own output when it ``merges`` (sum, concat)."""
+        if not self.composite:
+            return self.activation_bytes
+        own = self.activation_bytes if getattr(getattr(self.component, "type", None), "merges", False) else 0
+        return own + sum(c.kept_bytes for c in self.children)
 
     @property
     def composite(self) -> bool:
@@ -118,6 +149,29 @@ class ShapeTrace:
     def complete(self) -> bool:
         return self.error is None
 
+    @property
+    def total_macs(self) -> int | None:
+        """One sample's forward MACs; None when a layer declares no rule (the total is incomplete)."""
+        return sum_macs(r.macs for r in self.rows)
+
+    @property
+    def known_macs(self) -> int:
+        """The MACs of the layers that declare a rule (a lower bound when total_macs is None)."""
+        return sum(r.macs or 0 for _, r in self.walk() if not r.children and r.macs is not None)
+
+    @property
+    def param_bytes(self) -> int:
+        return self.total_params * BYTES
+
+    @property
+    def activation_bytes(self) -> int:
+        """Per sample: every layer's output kept for backward (see Row.kept_bytes)."""
+        return sum(r.kept_bytes for r in self.rows)
+
+    def walk(self) -> Iterator[tuple[int, Row]]:
+        for r in self.rows:
+            yield from r.walk()
+
 
 Resolve = Callable[[Any], Any]  # a bare name or {type: ...} mapping -> Component (for generated layers)
 
@@ -136,7 +190,7 @@ class _Tracer:
                 self.rows.append(_reindex(r, len(self.rows)))
         else:
             self.rows.append(Row(len(self.rows), group, out, sum(r.params for r in made), tuple(made), shape,
-                                 {"kind": "path", **info}))
+                                 {"kind": "path", **info}, macs=sum_macs([r.macs for r in made])))
 
     def run(self, i: int, shape: Shape, group: str | None = None, **info: Any) -> Shape:
         made, out = trace_list(self.comp.children[i], shape, self.resolve)
@@ -154,7 +208,7 @@ class _Tracer:
 
 def _reindex(r: Row, i: int) -> Row:
     return r if r.index == i else Row(i, r.type, r.output_shape, r.params, r.children, r.input_shape,
-                                      r.info, r.component)
+                                      r.info, r.component, r.macs)
 
 
 def trace_one(index: int, comp: Any, shape: Shape, resolve: Resolve | None = None) -> Row:
@@ -165,11 +219,14 @@ def trace_one(index: int, comp: Any, shape: Shape, resolve: Resolve | None = Non
             t = _Tracer(comp, resolve)
             out = tuple(ltype.trace(params, shape, t))
             count = sum(r.params for r in t.rows) + ltype.num_params(params, shape)
-            return Row(index, name, out, count, tuple(t.rows), shape, dict(ltype.info(params)), comp)
+            own = ltype.macs(params, shape, out) if hasattr(ltype, "macs") else 0
+            macs = sum_macs([*(r.macs for r in t.rows), own])
+            return Row(index, name, out, count, tuple(t.rows), shape, dict(ltype.info(params)), comp, macs)
         out = tuple(ltype.output_shape(params, shape))
         if any(d < 1 for d in out):
             raise ShapeError(f"output would be {fmt(out)}: a dimension collapses to zero or below")
         count = ltype.num_params(params, shape)
+        macs = ltype.macs(params, shape, out) if hasattr(ltype, "macs") else None
     except ShapeError as e:
         if e.component is None:
             e.component = comp
@@ -178,7 +235,7 @@ def trace_one(index: int, comp: Any, shape: Shape, resolve: Resolve | None = Non
         err = ShapeError(f"the shape rule of '{name}' failed: {type(e).__name__}: {e}")
         err.component = comp
         raise err from e
-    return Row(index, name, out, count, (), shape, {}, comp)
+    return Row(index, name, out, count, (), shape, {}, comp, macs)
 
 
 def trace_list(comps: Sequence[Any], shape: Shape, resolve: Resolve | None = None) -> tuple[list[Row], Shape]:

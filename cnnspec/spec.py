@@ -112,6 +112,38 @@ class TrainSection(Section):
         return v
 
 
+def _amount(bytes_: bool) -> Any:
+    def check(v: Any) -> int:
+        from .cost import parse_amount
+
+        n = parse_amount(v, bytes_)
+        if n < 1:
+            raise ValueError(f"must be at least 1, got {v!r}")
+        return n
+
+    return check
+
+
+class LimitsSection(Section):
+    """``limits:``: budgets the model must stay within; going over one is a located error."""
+
+    params: int | str | None = Field(None, description="most trainable parameters, e.g. 5M or 25000000")
+    macs: int | str | None = Field(
+        None, description="most multiply-accumulates per sample's forward pass, e.g. 500M or 1.5G")
+    memory: int | str | None = Field(
+        None, description="most estimated training memory at data.batch_size, e.g. 2GiB or 500MB")
+
+    @field_validator("params", "macs")
+    @classmethod
+    def _count(cls, v: Any) -> Any:
+        return None if v is None else _amount(False)(v)
+
+    @field_validator("memory")
+    @classmethod
+    def _bytes(cls, v: Any) -> Any:
+        return None if v is None else _amount(True)(v)
+
+
 class SpecFile(Section):
     """The whole file as written."""
 
@@ -135,6 +167,8 @@ class SpecFile(Section):
         None, exclude=True,
         description="a hyperparameter search for `cnnspec sweep` (checked by cnnspec.sweepspace; `run` ignores it)",
     )
+    limits: LimitsSection | None = Field(
+        None, description="budgets: params, macs (per sample) and memory (training estimate)")
 
 
 @dataclass(frozen=True)

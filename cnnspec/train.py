@@ -428,6 +428,8 @@ class Trainer:
         row["seconds"] = sums["seconds"]
         row["eval_seconds"] = time.perf_counter() - t1
         row["samples_per_second"] = sums["seen"] / sums["seconds"] if sums["seconds"] else 0.0
+        flops = self.train_flops_per_sample()  # this process's training FLOP rate, as samples_per_second
+        row["train_gflops_per_second"] = None if flops is None else flops * row["samples_per_second"] / 1e9
         self.metrics.append(row)
         sched = self.spec.scheduler
         if sched is not None and sched.type.interval == "epoch":  # after evaluation: it may watch a metric
@@ -521,8 +523,17 @@ class Trainer:
             })
         self.run_dir.save_checkpoint(name, state)
 
+    def train_flops_per_sample(self) -> int | None:
+        """FLOPs of one sample's training step: 3 x 2 x forward MACs (the backward pass counted as
+        twice the forward); None when a layer declares no MAC rule."""
+        macs = self.spec.trace.total_macs
+        return None if macs is None else 6 * macs
+
     def summary(self, status: str, seconds: float, error: str | None = None) -> dict[str, Any]:
         """summary.json: how the run ended, its last and best epochs, and what ran where."""
+        flops = self.train_flops_per_sample()
+        trained = sum(r["seconds"] for r in self.metrics)
+        samples = sum(r["samples_per_second"] * r["seconds"] for r in self.metrics)
         out = {
             "name": self.spec.name,
             "status": status,
@@ -533,6 +544,10 @@ class Trainer:
             "device": str(self.ctx.device),
             "seed": self.seed,
             "params": self.spec.trace.total_params,
+            "macs_per_sample": self.spec.trace.total_macs,
+            "train_flops_per_sample": flops,
+            "train_gflops_per_second": (flops * samples / trained / 1e9
+                                        if flops is not None and trained else None),
             "batch_size": self.batch_size,
             "processes": self.world.size,
             "effective_batch_size": self.batch_size * self.world.size,

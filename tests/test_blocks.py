@@ -74,7 +74,9 @@ def test_json_nests_layers_in_composite_rows(cli):
     doc = json.loads(cli("validate", "--format", "json", str(RESNET18)).out)["specs"][0]
     assert doc["total_params"] == 11_689_512
     top = doc["layers"]
-    assert top[0] == {"index": 0, "type": "conv2d", "output_shape": [64, 112, 112], "params": 9408}
+    assert top[0] == {"index": 0, "type": "conv2d", "output_shape": [64, 112, 112], "params": 9408,
+                      "macs": 64 * 112 * 112 * 3 * 7 * 7, "param_bytes": 9408 * 4,
+                      "activation_bytes": 64 * 112 * 112 * 4}
     stage = top[4]
     assert stage["type"] == "repeat" and stage["times"] == 2 and len(stage["layers"]) == 2
     block = stage["layers"][0]
@@ -82,7 +84,9 @@ def test_json_nests_layers_in_composite_rows(cli):
     residual = block["layers"][0]
     main, shortcut = residual["layers"]
     assert main["type"] == "main" and shortcut["shortcut"] == "identity" and shortcut["layers"] == []
-    assert main["layers"][0] == {"index": 0, "type": "conv2d", "output_shape": [64, 56, 56], "params": 36864}
+    assert main["layers"][0] == {"index": 0, "type": "conv2d", "output_shape": [64, 56, 56], "params": 36864,
+                                 "macs": 64 * 56 * 56 * 64 * 9, "param_bytes": 36864 * 4,
+                                 "activation_bytes": 64 * 56 * 56 * 4}
 
     def total(rows):  # every level's params are its children's sum
         for r in rows:

@@ -80,7 +80,7 @@ def test_two_gloo_processes(setup, cli, monkeypatch):
 
     finals = [json.loads((tmp / f"final{r}.json").read_text()) for r in (0, 1)]
     assert finals[0]["hash"] == finals[1]["hash"]  # identical weights on both ranks
-    timing = {"seconds", "eval_seconds", "samples_per_second"}
+    timing = {"seconds", "eval_seconds", "samples_per_second", "train_gflops_per_second"}
     same = [{k: v for k, v in f["final"].items() if k not in timing} for f in finals]
     assert same[0] == same[1]  # and identical (reduced) metrics
 

@@ -65,7 +65,7 @@ def test_mermaid_and_dot_text(cli, tmp_path):
 
 def test_graph_of_an_invalid_spec_is_its_errors(cli, write):
     res = cli("graph", write("input: [1, 8, 8]\nlayers: [{type: conv2d, out_channels: 2}]\n"))
-    assert res.code == 1 and "missing required key 'kernel_size'" in res.out
+    assert res.code == 1 and "missing required key 'kernel_size'" in res.err and not res.out  # errors on stderr
     assert cli("graph", "/nonexistent.yaml").code == 2
 
 

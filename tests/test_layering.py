@@ -13,6 +13,7 @@ PACKAGE = ROOT / "cnnspec"
 LAYERS = [
     {"errors", "types"},
     {"registry", "hookspecs", "yamlpos", "shapes"},
+    {"cost"},  # pure arithmetic on the shape trace
     {"spec", "plugins", "overrides", "check", "blocks", "report", "schema", "graph", "sweepspace", "trust"},
     {"build", "data", "distributed", "progress", "rundir", "host", "plot", "default_plugins", "sweepreport"},
     {"train", "trained"},

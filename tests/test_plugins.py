@@ -57,7 +57,8 @@ def test_example_plugin_validates_and_trains(cli, tmp_path):
     res = cli("validate", "--format", "json", EXAMPLE)
     entry = json.loads(res.out)["specs"][0]
     assert entry["valid"] and entry["layers"][1] == {
-        "index": 1, "type": "channel_scale", "output_shape": [8, 10, 10], "params": 8}
+        "index": 1, "type": "channel_scale", "output_shape": [8, 10, 10], "params": 8, "macs": 0,
+        "param_bytes": 32, "activation_bytes": 8 * 10 * 10 * 4}
     res = cli("run", EXAMPLE, "--quiet", "--output", str(tmp_path / "r"))
     assert res.code == 0, res.err
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())

@@ -15,6 +15,7 @@ from cnnspec import SpecError
 from cnnspec.plugins import default_registry
 
 torch = pytest.importorskip("torch")
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 EXAMPLES = int(os.environ.get("CNNSPEC_PROPERTY_EXAMPLES", "400"))
 
@@ -118,6 +119,7 @@ def test_validate_agrees_with_torch(inp, layers):
             assert tuple(x.shape[1:]) == row.output_shape, (module, row)
             assert sum(p.numel() for p in module.parameters()) == row.params, (module, row)
     assert len(model) == len(spec.trace.rows)
+    assert_macs_exact(model, spec)
 
 
 # -- nested structures: residual, parallel branches, repeat, sequence and blocks ------------------
@@ -185,6 +187,16 @@ def _nested_agrees_with_torch(inp, layers, body):
     assert len(model) == len(spec.trace.rows)
     for module, row in zip(model, spec.trace.rows):
         check_tree(module, row, outputs)
+    assert_macs_exact(model, spec)
+
+
+def assert_macs_exact(model, spec):
+    """validate's MACs (total and the layers' sum) are FlopCounterMode's forward FLOPs / 2 at batch 1."""
+    t = spec.trace
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, *t.input_shape))
+    flops = counter.get_total_flops()
+    assert t.total_macs == sum(r.macs for r in t.rows) == flops / 2, (t.total_macs, flops)
 
 
 def test_nested_structures_agree_with_torch():

@@ -16,7 +16,7 @@ from cnnspec.progress import QuietProgress
 from conftest import ROOT, SPECS
 
 SYNTH = "data.dataset={type: synthetic, shape: %s, classes: %d, train_size: 200, test_size: 50}"
-TIMING = {"seconds", "eval_seconds", "samples_per_second"}
+TIMING = {"seconds", "eval_seconds", "samples_per_second", "train_gflops_per_second"}
 
 
 def metrics(run: Path) -> list[dict]:

@@ -48,7 +48,9 @@ def test_json_output(cli, write):
     assert entry["valid"] is True and entry["errors"] == []
     assert entry["input_shape"] == [1, 28, 28] and entry["output_shape"] == [10]
     assert entry["total_params"] == 50186
-    assert entry["layers"][0] == {"index": 0, "type": "conv2d", "output_shape": [32, 28, 28], "params": 320}
+    assert entry["layers"][0] == {"index": 0, "type": "conv2d", "output_shape": [32, 28, 28], "params": 320,
+                                  "macs": 32 * 28 * 28 * 9, "param_bytes": 320 * 4,
+                                  "activation_bytes": 32 * 28 * 28 * 4}
     assert [layer["params"] for layer in entry["layers"]] == [320, 0, 0, 18496, 0, 0, 0, 31370]
 
 

@@ -57,6 +57,9 @@ class Activation(LayerType[Params]):
             raise ShapeError(f"dim={p.dim} is out of range for a batch of {fmt(shape)}", "dim")
         return shape
 
+    def macs(self, p: Params, in_shape: Shape, out_shape: Shape) -> int:
+        return 0  # element-wise: FlopCounterMode counts nothing
+
     def build(self, p: Params, shape: Shape) -> Any:
         from torch import nn
 

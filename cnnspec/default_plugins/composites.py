@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, WithJsonSchema
 
-from ..hookspecs import hookimpl
+from ..hookspecs import Register, hookimpl
 from ..registry import CompositeType, Params, Shape, ShapeError, Tracer
 from ..shapes import MAX_REPEAT, fmt
 from ..types import PosInt
@@ -90,6 +90,7 @@ class Residual(CompositeType[ResidualParams]):
     name = "residual"
     Params = ResidualParams
     description = "out = main(x) + shortcut(x) (a ResNet block's skip connection)"
+    merges = True
 
     def paths(self, p: ResidualParams) -> list[tuple[str | int, ...]]:
         out: list[tuple[str | int, ...]] = [("layers",)]
@@ -135,9 +136,10 @@ class ParallelParams(Params):
 
 class Parallel(CompositeType[ParallelParams]):
     name = "parallel"
-    Params: type[Params] = ParallelParams
+    Params: type[Params] = ParallelParams  # Keras' Add and Concatenate give their own
     description = "branches on the same input, joined by channel concatenation or by sum"
     merge: str | None = None  # fixed by subclasses (Keras' Add, Concatenate)
+    merges = True
 
     def paths(self, p: ParallelParams) -> list[tuple[str | int, ...]]:
         return [("branches", i) for i in range(len(p.branches))]
@@ -178,6 +180,6 @@ COMPOSITES: tuple[CompositeType, ...] = (Sequence(), Repeat(), Residual(), Paral
 
 
 @hookimpl
-def register_layers(register):  # type: ignore[no-untyped-def]
+def register_layers(register: Register) -> None:
     for layer in COMPOSITES:
         register(layer)

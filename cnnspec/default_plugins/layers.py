@@ -85,6 +85,10 @@ class Conv2d(LayerType[Conv2dParams]):
         kh, kw = pair(p.kernel_size)
         return p.out_channels * (shape[0] // p.groups) * kh * kw + (p.out_channels if p.bias else 0)
 
+    def macs(self, p: Conv2dParams, in_shape: Shape, out_shape: Shape) -> int:
+        kh, kw = pair(p.kernel_size)  # every output element: in_ch/groups x kh x kw products
+        return math.prod(out_shape) * (in_shape[0] // p.groups) * kh * kw
+
     def build(self, p: Conv2dParams, shape: Shape) -> nn.Module:
         from torch import nn
 
@@ -93,6 +97,13 @@ class Conv2d(LayerType[Conv2dParams]):
             padding=p.padding if isinstance(p.padding, str) else pair(p.padding),
             dilation=pair(p.dilation), groups=p.groups, bias=p.bias, padding_mode=p.padding_mode,
         )
+
+
+class ZeroMacs:
+    """For layers FlopCounterMode counts nothing for (no convolution or matrix product)."""
+
+    def macs(self, p: object, in_shape: Shape, out_shape: Shape) -> int:
+        return 0
 
 
 class PoolParams(Params):
@@ -125,7 +136,7 @@ class MaxPool2dParams(PoolParams):
     dilation: Size2 = Field(1, description="spacing between window elements")
 
 
-class MaxPool2d(LayerType[MaxPool2dParams]):
+class MaxPool2d(ZeroMacs, LayerType[MaxPool2dParams]):
     name = "maxpool2d"
     Params = MaxPool2dParams
     description = "2-D max pooling (torch.nn.MaxPool2d)"
@@ -147,7 +158,7 @@ class AvgPool2dParams(PoolParams):
     divisor_override: PosInt | None = Field(None, description="divide by this instead")
 
 
-class AvgPool2d(LayerType[AvgPool2dParams]):
+class AvgPool2d(ZeroMacs, LayerType[AvgPool2dParams]):
     name = "avgpool2d"
     Params = AvgPool2dParams
     description = "2-D average pooling (torch.nn.AvgPool2d)"
@@ -171,7 +182,7 @@ class AdaptiveParams(Params):
     )
 
 
-class _Adaptive(LayerType[AdaptiveParams]):
+class _Adaptive(ZeroMacs, LayerType[AdaptiveParams]):
     Params = AdaptiveParams
 
     def output_shape(self, p: AdaptiveParams, shape: Shape) -> Shape:
@@ -208,7 +219,7 @@ class BatchNormParams(Params):
     track_running_stats: bool = Field(True, description="keep running mean and variance")
 
 
-class _BatchNorm(LayerType[BatchNormParams]):
+class _BatchNorm(ZeroMacs, LayerType[BatchNormParams]):
     """Batch normalisation over the channels of an image, or of flat features."""
 
     Params = BatchNormParams
@@ -241,7 +252,7 @@ class DropoutParams(Params):
     p: Probability = Field(0.5, description="probability of zeroing an element")
 
 
-class Dropout(LayerType[DropoutParams]):
+class Dropout(ZeroMacs, LayerType[DropoutParams]):
     name = "dropout"
     Params = DropoutParams
     description = "zeroes elements at random while training (torch.nn.Dropout)"
@@ -255,7 +266,7 @@ class Dropout(LayerType[DropoutParams]):
         return nn.Dropout(p.p)
 
 
-class Dropout2d(LayerType[DropoutParams]):
+class Dropout2d(ZeroMacs, LayerType[DropoutParams]):
     name = "dropout2d"
     Params = DropoutParams
     description = "zeroes whole channels at random while training (torch.nn.Dropout2d)"
@@ -275,7 +286,7 @@ class FlattenParams(Params):
     end_dim: Int = Field(-1, description="last dim to flatten (negative counts from the end)")
 
 
-class Flatten(LayerType[FlattenParams]):
+class Flatten(ZeroMacs, LayerType[FlattenParams]):
     name = "flatten"
     Params = FlattenParams
     description = "flattens dims start_dim..end_dim into one (torch.nn.Flatten)"
@@ -316,13 +327,16 @@ class Linear(LayerType[LinearParams]):
     def num_params(self, p: LinearParams, shape: Shape) -> int:
         return shape[0] * p.out_features + (p.out_features if p.bias else 0)
 
+    def macs(self, p: LinearParams, in_shape: Shape, out_shape: Shape) -> int:
+        return in_shape[0] * p.out_features
+
     def build(self, p: LinearParams, shape: Shape) -> nn.Module:
         from torch import nn
 
         return nn.Linear(shape[0], p.out_features, bias=p.bias)
 
 
-class Identity(LayerType[NoParams]):
+class Identity(ZeroMacs, LayerType[NoParams]):
     name = "identity"
     description = "passes its input through (torch.nn.Identity)"
 

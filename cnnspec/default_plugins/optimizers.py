@@ -64,6 +64,19 @@ class TorchOptimizer(OptimizerType[Params]):
         self.Params = params
         self.description = f"torch.optim.{cls}"
 
+    def state_per_param(self, p: Params) -> int:
+        """Values torch keeps per parameter: Adam(W) two moments (three with amsgrad), SGD's
+        momentum buffer, RMSprop's square average (plus momentum and mean), Adagrad's sum."""
+        if isinstance(p, AdamParams):
+            return 3 if p.amsgrad else 2
+        if isinstance(p, SGDParams):
+            return 1 if p.momentum > 0 else 0
+        if isinstance(p, RMSpropParams):
+            return 1 + (p.momentum > 0) + p.centered
+        if isinstance(p, AdagradParams):
+            return 1
+        return 0
+
     def build(self, p: Params, parameters: Any) -> Any:
         import torch
 

@@ -34,6 +34,9 @@ class ChannelScale(LayerType[ChannelScaleParams]):
     def num_params(self, p: ChannelScaleParams, shape: Shape) -> int:
         return shape[0]
 
+    def macs(self, p: ChannelScaleParams, in_shape: Shape, out_shape: Shape) -> int:
+        return 0  # an element-wise product: no matrix product or convolution (FlopCounterMode's rule)
+
     def build(self, p: ChannelScaleParams, shape: Shape) -> Any:
         import torch
 

@@ -101,10 +101,21 @@ class Conv2D(LayerType[Conv2DParams]):
         kh, kw = pair(p.kernel_size)
         return p.filters * (shape[0] // p.groups) * kh * kw + (p.filters if p.use_bias else 0)
 
+    def macs(self, p: Conv2DParams, in_shape: Shape, out_shape: Shape) -> int:
+        kh, kw = pair(p.kernel_size)
+        return math.prod(out_shape) * (in_shape[0] // p.groups) * kh * kw
+
     def build(self, p: Conv2DParams, shape: Shape) -> Any:
         from .modules import conv2d
 
         return conv2d(p, shape)
+
+
+class _ZeroMacs:
+    """Layers FlopCounterMode counts nothing for (pooling, dropout, flatten, normalisation, activations)."""
+
+    def macs(self, p: object, in_shape: Shape, out_shape: Shape) -> int:
+        return 0
 
 
 class PoolParams(_Keras):
@@ -115,7 +126,7 @@ class PoolParams(_Keras):
     )
 
 
-class _Pool(LayerType[PoolParams]):
+class _Pool(_ZeroMacs, LayerType[PoolParams]):
     Params = PoolParams
     mode = "max"
 
@@ -169,6 +180,9 @@ class Dense(LayerType[DenseParams]):
     def num_params(self, p: DenseParams, shape: Shape) -> int:
         return shape[0] * p.units + (p.units if p.use_bias else 0)
 
+    def macs(self, p: DenseParams, in_shape: Shape, out_shape: Shape) -> int:
+        return in_shape[0] * p.units
+
     def build(self, p: DenseParams, shape: Shape) -> Any:
         from .modules import dense
 
@@ -179,7 +193,7 @@ class DropoutParams(Params):
     rate: Probability = Field(description="fraction of inputs to drop while training")
 
 
-class Dropout(LayerType[DropoutParams]):
+class Dropout(_ZeroMacs, LayerType[DropoutParams]):
     name = "Dropout"
     Params = DropoutParams
     description = "Keras Dropout"
@@ -193,7 +207,7 @@ class Dropout(LayerType[DropoutParams]):
         return nn.Dropout(p.rate)
 
 
-class Flatten(LayerType[NoParams]):
+class Flatten(_ZeroMacs, LayerType[NoParams]):
     name = "Flatten"
     description = "Keras Flatten (flattens channels-first, in torch's order)"
 
@@ -213,7 +227,7 @@ class BatchNormalizationParams(Params):
     scale: bool = Field(True, description="learn a scale (gamma)")
 
 
-class BatchNormalization(LayerType[BatchNormalizationParams]):
+class BatchNormalization(_ZeroMacs, LayerType[BatchNormalizationParams]):
     name = "BatchNormalization"
     Params = BatchNormalizationParams
     description = "Keras BatchNormalization over channels (or features)"
@@ -239,7 +253,7 @@ class ActivationParams(_Keras):
     activation: Activation = Field(description="Keras activation name")
 
 
-class KerasActivation(LayerType[ActivationParams]):
+class KerasActivation(_ZeroMacs, LayerType[ActivationParams]):
     name = "Activation"
     Params = ActivationParams
     description = "Keras Activation layer"

@@ -1,0 +1,278 @@
+"""Cost model: validate's MACs equal FlopCounterMode's forward FLOPs / 2; memory columns and totals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import cnnspec
+from cnnspec.plugins import default_registry
+
+from conftest import SPECS
+
+torch = pytest.importorskip("torch")
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+
+def forward_macs(module, x) -> int:
+    """FlopCounterMode's forward FLOPs of ``module`` on ``x`` (one sample), halved."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(x)
+    flops = counter.get_total_flops()
+    assert flops % 2 == 0
+    return flops // 2
+
+
+def assert_macs_match(spec, batch: int = 1) -> None:
+    model = cnnspec.build_model(spec).eval()
+    t = spec.trace
+    assert t.total_macs is not None
+    assert t.total_macs == sum(r.macs for r in t.rows)
+    x = torch.randn(batch, *t.input_shape)
+    assert forward_macs(model, x) == batch * t.total_macs
+    with torch.no_grad():  # layer by layer, every top-level row exactly
+        for module, row in zip(model, t.rows):
+            assert forward_macs(module, x) == batch * row.macs, (module, row)
+            x = module(x)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_spec_macs_equal_flop_counter(path: Path) -> None:
+    assert_macs_match(cnnspec.load_spec(str(path)))
+
+
+def test_unknown_rule_shows_question_mark_and_incomplete_total(cli, write) -> None:
+    from cnnspec.registry import LayerType, Registry
+
+    class NoRule(LayerType):
+        name = "norule"
+
+        def output_shape(self, p, shape):
+            return shape
+
+    reg: Registry = default_registry()
+    spec = cnnspec.loads_spec("input: [4]\nlayers:\n  - norule\n  - {type: linear, out_features: 3}\n",
+                              "x.yaml", _with(reg, NoRule()))
+    t = spec.trace
+    assert t.rows[0].macs is None and t.rows[1].macs == 12
+    assert t.total_macs is None and t.known_macs == 12
+
+
+def _with(reg, layer):
+    import copy
+
+    reg = copy.copy(reg)
+    reg.entries = {k: dict(v) for k, v in reg.entries.items()}
+    reg.owners = dict(reg.owners)
+    reg.add("layer", layer, "test")
+    return reg
+
+
+def test_validate_table_and_json_have_cost_columns(cli) -> None:
+    spec = str(next(p for p in SPECS if p.stem == "mnist_cnn"))
+    r = cli("validate", spec)
+    assert r.code == 0
+    assert "MACs" in r.out and "param mem" in r.out and "output mem" in r.out
+    assert "multiply-accumulates" in r.out
+    r = cli("validate", "--format", "json", spec)
+    doc = json.loads(r.out)
+    (entry,) = doc["specs"]
+    loaded = cnnspec.load_spec(spec)
+    assert entry["total_macs"] == loaded.trace.total_macs > 0
+    assert entry["param_bytes"] == 4 * entry["total_params"]
+    layer = entry["layers"][0]
+    for key in ("index", "type", "output_shape", "params", "macs", "param_bytes", "activation_bytes"):
+        assert key in layer
+    assert layer["activation_bytes"] == 4 * _prod(layer["output_shape"])
+    assert sum(lay["macs"] for lay in entry["layers"]) == entry["total_macs"]
+
+
+def test_nested_json_layers_carry_costs(cli) -> None:
+    spec = str(next(p for p in SPECS if p.stem == "resnet20_cifar"))
+    doc = json.loads(cli("validate", "--format", "json", spec).out)
+    (entry,) = doc["specs"]
+
+    def walk(layers):
+        for lay in layers:
+            assert "macs" in lay and "activation_bytes" in lay and "param_bytes" in lay
+            if "layers" in lay and lay["layers"]:
+                assert lay["macs"] == sum(c["macs"] for c in lay["layers"])
+                walk(lay["layers"])
+
+    walk(entry["layers"])
+
+
+def _prod(xs):
+    out = 1
+    for x in xs:
+        out *= x
+    return out
+
+
+# -- training memory estimate ---------------------------------------------------------------------
+
+MEM_SPEC = ("input: [1, 8, 8]\nlayers:\n  - {type: conv2d, out_channels: 4, kernel_size: 3, padding: 1}\n"
+            "  - relu\n  - flatten\n  - {type: linear, out_features: 3}\n"
+            "data:\n  dataset: {type: synthetic, classes: 3, train_size: 64, test_size: 16}\n  batch_size: 16\n"
+            "train:\n  epochs: 1\n  device: cpu\n")
+
+
+@pytest.mark.parametrize("optimizer, states", [
+    ("adam", 2), ("adamw", 2), ("{type: adam, amsgrad: true}", 3), ("sgd", 0),
+    ("{type: sgd, momentum: 0.9}", 1), ("rmsprop", 1), ("{type: rmsprop, momentum: 0.9, centered: true}", 3),
+    ("adagrad", 1),
+])
+def test_memory_estimate_counts_weights_grads_state_and_activations(optimizer, states) -> None:
+    from cnnspec.cost import spec_estimate
+
+    spec = cnnspec.loads_spec(MEM_SPEC + f"  optimizer: {optimizer}\n", "m.yaml")
+    params = 4 * 9 + 4 + 256 * 3 + 3
+    m = spec_estimate(spec)
+    acts = (256 + 256 + 256 + 3) * 4  # conv, relu, flatten, linear outputs per sample
+    assert (m.params, m.grads, m.optimizer_state) == (4 * params, 4 * params, 4 * params * states)
+    assert m.activations == 16 * acts and m.input == 16 * 64 * 4 and m.batch_size == 16
+    assert m.total == 4 * params * (2 + states) + 16 * acts + 16 * 256
+    assert spec_estimate(spec, 1000).activations == 1000 * acts
+
+
+def test_validate_shows_memory_and_batch_size_overrides(cli, write) -> None:
+    path = write(MEM_SPEC)
+    r = cli("validate", path)
+    assert r.code == 0 and "training memory at batch 16:" in r.out and "most: #" in r.out
+    doc = json.loads(cli("validate", "--format", "json", "--batch-size", "1000", path).out)["specs"][0]
+    assert doc["memory"]["batch_size"] == 1000
+    assert doc["memory"]["activation_bytes"] == 1000 * (256 * 3 + 3) * 4
+    assert doc["memory"]["total_bytes"] == sum(doc["memory"][k] for k in (
+        "param_bytes", "grad_bytes", "optimizer_state_bytes", "activation_bytes", "input_bytes"))
+    assert cli("validate", "--batch-size", "0", path).code == 2
+
+
+def test_run_start_up_line_gives_macs_and_memory(cli, write, tmp_path) -> None:
+    path = write(MEM_SPEC)
+    r = cli("run", path, "--output", str(tmp_path / "run"))
+    assert r.code == 0, r.text
+    text = " ".join(r.text.split())  # the progress display may wrap it
+    assert "params, 3.1K MACs/sample, ~" in text and "estimated training memory, on cpu" in text
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+LIMITED = """input: [3, 64, 64]
+limits:
+  params: 100K
+  macs: 5M
+  memory: 1MiB
+layers:
+  - {type: conv2d, out_channels: 16, kernel_size: 3}
+  - relu
+  - {type: residual, layers: [{type: conv2d, out_channels: 16, kernel_size: 3, padding: 1}]}
+  - flatten
+  - {type: linear, out_features: 10}
+"""
+
+
+def test_limits_are_located_at_the_limit_and_the_crossing_layer(cli, write) -> None:
+    r = cli("validate", write(LIMITED))
+    assert r.code == 1
+    lines = r.out.splitlines()
+    assert any(":3:11: error: limits.params: the model needs 617,818 parameters" in ln and "layers[4] linear" in ln
+               for ln in lines), r.out
+    assert any(":11:5: error: layers[4] linear: reaches 617,818 parameters here, over limits.params" in ln
+               for ln in lines), r.out
+    assert any(":4:9: error: limits.macs:" in ln for ln in lines)
+    assert any(":9:31: error: layers[2].layers[0] conv2d: reaches" in ln and "limits.macs" in ln for ln in lines)
+    assert any(":5:11: error: limits.memory:" in ln for ln in lines)
+    assert any(":7:5: error: layers[0] conv2d:" in ln and "limits.memory" in ln for ln in lines)
+
+
+def test_limits_within_budget_and_units(cli, write) -> None:
+    from cnnspec.cost import parse_amount
+
+    assert parse_amount("2GiB", True) == 2 * 2**30 and parse_amount("500MB", True) == 500 * 10**6
+    assert parse_amount("1.5G", False) == 1_500_000_000 and parse_amount(3e9, False) == 3 * 10**9
+    with pytest.raises(ValueError):
+        parse_amount("2GiB", False)
+    ok = LIMITED.replace("100K", "1M").replace("5M", "12M").replace("1MiB", "100MiB")
+    assert cli("validate", write(ok)).code == 0
+    bad = cli("validate", write(LIMITED.replace("100K", "lots")))
+    assert bad.code == 1 and ":3:11: error: limits.params" in bad.out
+
+
+# -- resource bombs: refused before anything is allocated -----------------------------------------
+
+def _bomb(input_: str, layers: str, shape: str, batch: int = 16) -> str:
+    return (f"input: {input_}\nlayers:\n{layers}"
+            f"data:\n  dataset: {{type: synthetic, shape: {shape}, classes: 3, train_size: 64, test_size: 16}}\n"
+            f"  batch_size: {batch}\ntrain:\n  epochs: 1\n  device: cpu\n")
+
+
+BOMBS = {
+    "linear_2e9_outputs": _bomb("[1, 2, 2]", "  - flatten\n  - {type: linear, out_features: 2000000000}\n"
+                                "  - {type: linear, out_features: 3}\n", "[1, 2, 2]"),
+    "conv_1e6_channels": _bomb("[3, 32, 32]", "  - {type: conv2d, out_channels: 1000000, kernel_size: 3}\n"
+                               "  - flatten\n  - {type: linear, out_features: 3}\n", "[3, 32, 32]"),
+    "input_1x100000x100000": _bomb("[1, 100000, 100000]", "  - {type: adaptiveavgpool2d, output_size: 1}\n"
+                                   "  - flatten\n  - {type: linear, out_features: 3}\n", "[1, 100000, 100000]"),
+    "batch_size_1e9": _bomb("[1, 8, 8]", "  - flatten\n  - {type: linear, out_features: 3}\n", "[1, 8, 8]",
+                            batch=1_000_000_000),
+}
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if a run gets as far as building the model or loading data."""
+    import cnnspec.distributed
+    import cnnspec.runner
+
+    def refuse(*a, **k):
+        raise AssertionError("the run went on to allocate")
+
+    monkeypatch.setattr(cnnspec.runner, "_train", refuse)
+    monkeypatch.setattr(cnnspec.distributed, "init", refuse)
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_resource_bomb_is_refused_over_the_device(cli, write, tmp_path, no_training, name) -> None:
+    path = write(BOMBS[name])
+    assert cli("validate", path).code == 0  # valid, just too big for this machine
+    r = cli("run", path, "--output", str(tmp_path / "run"))
+    assert r.code == 2, r.text
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cnnspec: error: ") and "training needs ~" in lines[0], r.err
+    assert "available RAM" in lines[0] and "most: #" in lines[0] and "--force" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_resource_bomb_over_a_limit_is_a_located_error(cli, write, tmp_path, no_training, name) -> None:
+    path = write(BOMBS[name].replace("layers:\n", "limits: {memory: 1GiB}\nlayers:\n", 1))
+    for args in (("validate", path), ("run", path, "--output", str(tmp_path / "run"))):
+        r = cli(*args)
+        assert r.code == 1, r.text
+        assert "limits.memory: the model needs" in r.text and "over limits.memory" in r.text
+
+
+def test_device_check_uses_free_memory_and_force_overrides(cli, write, tmp_path, monkeypatch) -> None:
+    import cnnspec.host
+
+    path = write(MEM_SPEC)
+    monkeypatch.setattr(cnnspec.host, "available_memory", lambda device: 1000)
+    r = cli("run", path, "--output", str(tmp_path / "a"))
+    assert r.code == 2 and "but only 1000 B is available RAM" in r.err
+    r = cli("run", path, "--force", "--output", str(tmp_path / "b"))
+    assert r.code == 0, r.text
+
+
+def test_run_records_the_training_flop_rate(cli, write, tmp_path) -> None:
+    r = cli("run", write(MEM_SPEC), "--output", str(tmp_path / "run"))
+    assert r.code == 0, r.text
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    spec = cnnspec.loads_spec(MEM_SPEC, "m.yaml")
+    expect = 6 * spec.trace.total_macs * row["samples_per_second"] / 1e9
+    assert row["train_gflops_per_second"] == pytest.approx(expect)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["macs_per_sample"] == spec.trace.total_macs
+    assert summary["train_flops_per_sample"] == 6 * spec.trace.total_macs
+    assert summary["train_gflops_per_second"] > 0
