@@ -353,9 +353,10 @@ def _trial_dependent(q: Problem, result: Any) -> bool:
     """A shape or dataset-fit problem: a property of one combination, not of the value's type.
 
     Shapes are traced only once every layer parsed and the input is valid, so then every
-    problem under ``layers`` or at ``input`` comes from shape arithmetic or the dataset fit.
+    problem under ``layers`` or at ``input`` comes from shape arithmetic or the dataset fit, and
+    one at ``limits`` from a budget this combination exceeds (an invalid trial, not a bad value).
     """
-    return result.trace is not None and bool(q.path) and q.path[0] in ("layers", "input")
+    return result.trace is not None and bool(q.path) and q.path[0] in ("layers", "input", "limits")
 
 
 def _not_there(data: Any, path: KeyPath, e: Exception) -> str:

@@ -293,3 +293,24 @@ def test_output_folder_of_another_sweep_is_refused(cli, write, tmp_path):
     assert res.code == 2 and "holds another sweep" in res.err
     res = cli("sweep", write(NEVER_FITS % 1, "one.yaml"), "--output", str(out))  # the same: already done
     assert res.code == 0 and "continuing sweep (6 of 6 trials done)" in res.out
+
+
+def test_trials_over_the_spec_limits_are_invalid_and_never_train(cli, write, tmp_path):
+    # 64 or 128 channels cost more parameters than the budget; 2 channels fit
+    spec = write(TINY.replace("name: tiny\n", "name: tiny\nlimits: {params: 2000}\n") + """\
+sweep:
+  trials: 3
+  sampler: grid
+  space:
+    layers.0.out_channels: [64, 128, 2]
+""")
+    out = tmp_path / "s"
+    res = cli("sweep", spec, "--output", str(out), "--quiet")
+    assert res.code == 0, res.text
+    doc = results(out)
+    by_width = {r["params"]["layers.0.out_channels"]: r for r in doc["trials"]}
+    for width in (64, 128):
+        assert by_width[width]["status"] == "invalid" and by_width[width]["run_dir"] is None
+        assert "limits.params" in json.dumps(by_width[width])  # the located error names the budget
+    assert by_width[2]["status"] != "invalid"
+    assert len(trial_dirs(out)) == 1  # only the trial within the budget trained
