@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DataError
 from ..hookspecs import Register, hookimpl
 from ..registry import DatasetType, NoParams, Shape
-from .mnist import fetch_with_torchvision
+from .mnist import read_or_download
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -110,20 +110,7 @@ class Cifar10(DatasetType[NoParams]):
                       images_from_uint8(test_x), labels_from_ints(test_y), classes)
 
     def load(self, p: NoParams, root: str | None, download: bool) -> Any:
-        from ..data import data_root
-
-        base = data_root(root)
-        found = self.read(base)
-        if found is not None:
-            return found
-        if not download:
-            raise DataError(f"CIFAR10 not found under {base}: {self.how_to_fix(base)}")
-        fetch_with_torchvision("CIFAR10", base, self.how_to_fix(base))
-        found = self.read(base)
-        if found is None:
-            raise DataError(f"CIFAR10 was downloaded but its files are not under {base}: "
-                            f"{self.how_to_fix(base)}")
-        return found
+        return read_or_download("CIFAR10", root, download, self.read, self.how_to_fix)
 
 
 @hookimpl

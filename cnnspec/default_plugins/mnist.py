@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,20 +107,26 @@ class IdxDataset(DatasetType[NoParams]):
                       images_from_uint8(tei[:, None]), labels_from_ints(tel), list(self.classes))
 
     def load(self, p: NoParams, root: str | None, download: bool) -> Any:
-        from ..data import data_root
+        return read_or_download(self.folder, root, download, self.read, self.how_to_fix)
 
-        base = data_root(root)
-        found = self.read(base)
-        if found is not None:
-            return found
-        if not download:
-            raise DataError(f"{self.folder} not found under {base}: {self.how_to_fix(base)}")
-        fetch_with_torchvision(self.folder, base, self.how_to_fix(base))
-        found = self.read(base)
-        if found is None:
-            raise DataError(f"{self.folder} was downloaded but its files are not under {base}: "
-                            f"{self.how_to_fix(base)}")
+
+def read_or_download(cls: str, root: str | None, download: bool, read: Callable[[Path], Splits | None],
+                     how_to_fix: Callable[[Path], str]) -> Splits:
+    """The dataset's files under ``root`` read by ``read``; downloaded first through torchvision's
+    ``cls`` when missing and allowed; a DataError saying which files to put where otherwise."""
+    from ..data import data_root
+
+    base = data_root(root)
+    found = read(base)
+    if found is not None:
         return found
+    if not download:
+        raise DataError(f"{cls} not found under {base}: {how_to_fix(base)}")
+    fetch_with_torchvision(cls, base, how_to_fix(base))
+    found = read(base)
+    if found is None:
+        raise DataError(f"{cls} was downloaded but its files are not under {base}: {how_to_fix(base)}")
+    return found
 
 
 def fetch_with_torchvision(cls: str, base: Path, how_to_fix: str) -> None:
