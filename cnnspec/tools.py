@@ -180,24 +180,20 @@ def read_metrics_rows(run_dir: Path) -> list[dict[str, Any]]:
     """The epoch rows of RUN_DIR/metrics.jsonl; a line that is not one is skipped with a
     warning naming the file and line."""
     import json
-    import os
-    import stat
     import sys
 
+    from .files import NotRegularFile, read_regular
     from .rundir import METRICS_FILE
 
     path = run_dir / METRICS_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        raw = read_regular(path, MAX_METRICS_BYTES)
     except FileNotFoundError:
         return []
+    except NotRegularFile:
+        raise ToolError(f"{path}: not a regular file") from None
     except OSError as e:
         raise ToolError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ToolError(f"{path}: not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        raw = f.read(MAX_METRICS_BYTES + 1)
     if len(raw) > MAX_METRICS_BYTES:
         raise ToolError(f"{path}: larger than {MAX_METRICS_BYTES} bytes; not a metrics file")
     rows: list[dict[str, Any]] = []

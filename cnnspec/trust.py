@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from .errors import PluginError
+from .files import NotRegularFile, read_regular
 
 TRUST_FILE_ENV = "CNNSPEC_TRUST_FILE"  # where the store lives, if not the default
 MAX_PLUGIN_BYTES = 5_000_000
@@ -66,22 +67,18 @@ def add_to_store(entries: Mapping[str, str]) -> Path:
 
 def read_plugin_file(path: Path, ref: str = "") -> bytes:
     """The bytes of a plugin file: a regular ``.py`` file of sane size, else PluginError."""
-    import stat
 
     ref = ref or str(path)
     if path.suffix != ".py":
         raise PluginError(f"plugin file {ref!r} is not a .py file (looked at {path})")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        data = read_regular(path, MAX_PLUGIN_BYTES)
     except FileNotFoundError:
         raise PluginError(f"plugin file {ref!r} not found (looked at {path})") from None
+    except NotRegularFile:
+        raise PluginError(f"plugin file {ref!r} is not a regular file (looked at {path})") from None
     except OSError as e:
         raise PluginError(f"plugin file {ref!r} cannot be read ({e.strerror or e}; looked at {path})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise PluginError(f"plugin file {ref!r} is not a regular file (looked at {path})")
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_PLUGIN_BYTES + 1)
     if len(data) > MAX_PLUGIN_BYTES:
         raise PluginError(f"plugin file {ref!r} is larger than {MAX_PLUGIN_BYTES} bytes")
     return data

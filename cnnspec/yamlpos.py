@@ -68,28 +68,20 @@ def read_text(file: str) -> str:
     Only regular files are read (not /dev/zero, a FIFO or a socket: opening never blocks), and
     never more than MAX_BYTES + 1 bytes, whatever the file claims its size is.
     """
-    import os
-    import stat
+    from .files import NotRegularFile, read_regular
 
     try:
-        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        raw = read_regular(file, MAX_BYTES)
     except FileNotFoundError:
         raise UnreadableSpec(f"{file}: no such file") from None
     except IsADirectoryError:
         raise UnreadableSpec(f"{file}: is a directory, not a spec file") from None
     except PermissionError:
         raise UnreadableSpec(f"{file}: permission denied") from None
-    except OSError as e:
-        raise UnreadableSpec(f"{file}: cannot read ({e.strerror or e})") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            os.close(fd)
-            if stat.S_ISDIR(mode):
-                raise UnreadableSpec(f"{file}: is a directory, not a spec file")
-            raise UnreadableSpec(f"{file}: not a regular file (a device, pipe or socket); give a spec file")
-        with os.fdopen(fd, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
+    except NotRegularFile as e:
+        if e.is_dir:
+            raise UnreadableSpec(f"{file}: is a directory, not a spec file") from None
+        raise UnreadableSpec(f"{file}: not a regular file (a device, pipe or socket); give a spec file") from None
     except OSError as e:
         raise UnreadableSpec(f"{file}: cannot read ({e.strerror or e})") from None
     if len(raw) > MAX_BYTES:
