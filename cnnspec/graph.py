@@ -8,7 +8,7 @@ layers. Every edge carries the shape of the tensor on it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -172,27 +172,34 @@ def _label(n: Node) -> str:
     return "" if n.kind == "pass" else " / ".join(n.lines)
 
 
+def _visit(e: Any, ind: str, node: Callable[[Node, str], None], opened: Callable[[Cluster, str], None],
+          closed: Callable[[Cluster, str], None]) -> None:
+    """Visit the drawing tree in order: each node, and each cluster's opening, inside and close."""
+    if isinstance(e, Node):
+        node(e, ind)
+    elif isinstance(e, Cluster):
+        opened(e, ind)
+        _visit(e.inner, ind + "  ", node, opened, closed)
+        closed(e, ind)
+    elif isinstance(e, Seq):
+        for item in e.items:
+            _visit(item, ind, node, opened, closed)
+    else:
+        for branch in e.branches:
+            _visit(branch, ind, node, opened, closed)
+        _visit(e.merge, ind, node, opened, closed)
+
+
 def mermaid(root: Seq) -> str:
     out = ["flowchart TB"]
 
-    def emit(e: Any, ind: str) -> None:
-        if isinstance(e, Node):
-            text = "<br/>".join(escape(line) for line in e.lines).replace('"', "#quot;")
-            shape = {"merge": f'(("{text}"))', "pass": "(( ))", "io": f'(["{text}"])'}.get(e.kind, f'["{text}"]')
-            out.append(f"{ind}{e.id}{shape}")
-        elif isinstance(e, Cluster):
-            out.append(f'{ind}subgraph {e.id}["{escape(e.label)}"]')
-            emit(e.inner, ind + "  ")
-            out.append(f"{ind}end")
-        elif isinstance(e, Seq):
-            for i in e.items:
-                emit(i, ind)
-        else:
-            for br in e.branches:
-                emit(br, ind)
-            emit(e.merge, ind)
+    def node(e: Node, ind: str) -> None:
+        text = "<br/>".join(escape(line) for line in e.lines).replace('"', "#quot;")
+        shape = {"merge": f'(("{text}"))', "pass": "(( ))", "io": f'(["{text}"])'}.get(e.kind, f'["{text}"]')
+        out.append(f"{ind}{e.id}{shape}")
 
-    emit(root, "  ")
+    _visit(root, "  ", node, lambda c, ind: out.append(f'{ind}subgraph {c.id}["{escape(c.label)}"]'),
+           lambda c, ind: out.append(f"{ind}end"))
     for ed in edges_of(root):
         arrow = "-.->" if ed.dashed else "-->"
         out.append(f'  {ed.src.id} {arrow}|"{fmt(ed.src.shape)}"| {ed.dst.id}')
@@ -207,23 +214,14 @@ def dot(root: Seq, name: str = "model") -> str:
     out = [f"digraph {_q(name)} {{", "  rankdir=TB;", '  node [shape=box, style="rounded", fontname="Helvetica"];',
            '  edge [fontname="Helvetica", fontsize=10];']
 
-    def emit(e: Any, ind: str) -> None:
-        if isinstance(e, Node):
-            attrs = {"merge": "shape=circle", "pass": 'shape=point, width=0.05', "io": "shape=oval"}.get(e.kind, "")
-            out.append(f"{ind}{e.id} [label={_q(chr(10).join(e.lines))}{', ' + attrs if attrs else ''}];")
-        elif isinstance(e, Cluster):
-            out.append(f"{ind}subgraph cluster_{e.id} {{ label={_q(e.label)}; style=rounded; color=gray60;")
-            emit(e.inner, ind + "  ")
-            out.append(f"{ind}}}")
-        elif isinstance(e, Seq):
-            for i in e.items:
-                emit(i, ind)
-        else:
-            for br in e.branches:
-                emit(br, ind)
-            emit(e.merge, ind)
+    def node(e: Node, ind: str) -> None:
+        attrs = {"merge": "shape=circle", "pass": 'shape=point, width=0.05', "io": "shape=oval"}.get(e.kind, "")
+        out.append(f"{ind}{e.id} [label={_q(chr(10).join(e.lines))}{', ' + attrs if attrs else ''}];")
 
-    emit(root, "  ")
+    def opened(c: Cluster, ind: str) -> None:
+        out.append(f"{ind}subgraph cluster_{c.id} {{ label={_q(c.label)}; style=rounded; color=gray60;")
+
+    _visit(root, "  ", node, opened, lambda c, ind: out.append(f"{ind}}}"))
     for ed in edges_of(root):
         style = ", style=dashed" if ed.dashed else ""
         out.append(f"  {ed.src.id} -> {ed.dst.id} [label={_q(fmt(ed.src.shape))}{style}];")
