@@ -444,7 +444,15 @@ class _Checker:
     def within_limits(self, source: SpecFile, t: ShapeTrace, optimizer: Component | None) -> None:
         """Each ``limits:`` entry the model goes over: an error at the limit and at the layer
         where the running total (in the order the layers run) first crosses it."""
-        from .cost import DEFAULT_BATCH_SIZE, first_crossing, human, human_bytes, per_param_state, row_memory
+        from .cost import (
+            DEFAULT_BATCH_SIZE,
+            activation_profile,
+            first_crossing,
+            human,
+            human_bytes,
+            per_param_state,
+            row_memory,
+        )
 
         lim = source.limits
         assert lim is not None
@@ -453,10 +461,11 @@ class _Checker:
         inp = BYTES
         for d in t.input_shape:
             inp *= d
+        prof = activation_profile(t)
         checks: list[tuple[str, Any, Any, int, Any]] = [
             ("params", lim.params, lambda r: r.params, 0, lambda n: f"{n:,} parameters"),
             ("macs", lim.macs, lambda r: r.macs or 0, 0, lambda n: f"{human(n)} MACs per sample"),
-            ("memory", lim.memory, lambda r: row_memory(r, batch, state), inp * batch,
+            ("memory", lim.memory, lambda r: row_memory(r, prof, batch, state), (inp + prof.in_flight) * batch,
              lambda n: f"~{human_bytes(n)} estimated training memory at batch {batch:,}"),
         ]
         for key, limit, value, start, say in checks:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .registry import Saved
 from .shapes import BYTES, Row, ShapeTrace
 
 DEFAULT_BATCH_SIZE = 64  # DataSection's default, for specs without a data: section
@@ -21,8 +22,9 @@ DEFAULT_BATCH_SIZE = 64  # DataSection's default, for specs without a data: sect
 class MemoryEstimate:
     """Bytes a training step needs at ``batch_size``: weights, gradients, optimizer state, activations.
 
-    ``activations`` approximates what autograd keeps for backward: every layer's output (and each
-    sum or concat) for the whole batch, plus the input batch.
+    ``activations`` is the most the layers hold at once for the whole batch: the tensors autograd
+    keeps for backward (each layer's memory rule, ``LayerType.saved``) and the gradients in flight
+    (see ActivationProfile); ``input`` is the batch itself.
     """
 
     batch_size: int
@@ -76,19 +78,119 @@ def _label(path: str, r: Row) -> str:
     return f"#{path} {r.type}"
 
 
-def _leaf_costs(rows: list[Row], batch: int, prefix: str = "") -> list[tuple[str, int]]:
-    """(label, bytes) for every layer: its output for the batch, its weights with grads and state."""
+@dataclass
+class _Node:
+    """One operation of the forward pass: a leaf layer, or the sum/concat of a merging composite."""
+
+    row: Row
+    inputs: list[int]  # tensor ids
+    output: int
+    saved: Saved
+    weights: bool = False  # has parameters of its own
+
+
+@dataclass(frozen=True)
+class ActivationProfile:
+    """Per sample: what a training step holds besides weights, from the layers' memory rules.
+
+    The forward pass keeps tensors for backward (each layer's ``Saved``); backward then walks the
+    layers in reverse, freeing a tensor once the last layer that kept it is done, while the
+    gradient of the layer it is at (of its output and of its input) is alive. ``peak`` is the
+    most bytes alive at any layer of that walk; ``kept`` gives each row (by id) the tensors it
+    made that are kept, so the rows' shares plus ``in_flight`` (the gradients at the peak) sum
+    to ``peak``. The input batch is not included (MemoryEstimate.input).
+    """
+
+    peak: int
+    kept: dict[int, int]
+
+    @property
+    def in_flight(self) -> int:
+        return self.peak - sum(self.kept.values())
+
+    def row_bytes(self, r: Row) -> int:
+        """The kept bytes of a row and every row below it."""
+        return self.kept.get(id(r), 0) + sum(self.row_bytes(c) for c in r.children)
+
+
+def _saved(r: Row) -> Saved:
+    t = getattr(r.component, "type", None)
+    rule = getattr(t, "saved", None)
+    return rule(r.component.params, r.input_shape, r.output_shape) if rule is not None else Saved()
+
+
+def _nodes(rows: Sequence[Row], tensor: int, sizes: list[int], out: list[_Node]) -> int:
+    """Append the operations of ``rows`` (run in order from ``tensor``); the id of what they give."""
+    for r in rows:
+        if r.component is None:  # a path (main, shortcut, branch): its layers in order
+            tensor = _nodes(r.children, tensor, sizes, out)
+        elif r.composite and getattr(r.component.type, "merges", False):
+            ends = [_nodes([c], tensor, sizes, out) for c in r.children]  # paths from the same input
+            sizes.append(r.activation_bytes)
+            out.append(_Node(r, ends, len(sizes) - 1, _saved(r)))
+            tensor = len(sizes) - 1
+        elif r.composite:
+            tensor = _nodes(r.children, tensor, sizes, out)
+        elif not (saved := _saved(r)).view:  # a view passes its input on: no new tensor
+            sizes.append(r.activation_bytes)
+            out.append(_Node(r, [tensor], len(sizes) - 1, saved, weights=r.params > 0))
+            tensor = len(sizes) - 1
+    return tensor
+
+
+def activation_profile(trace: ShapeTrace) -> ActivationProfile:
+    """Replay the forward pass and backward walk of one sample (see ActivationProfile)."""
+    sizes = [0]  # tensor 0 is the input batch, counted apart
+    nodes: list[_Node] = []
+    _nodes(trace.rows, 0, sizes, nodes)
+    # layers before the first weights see no tensor that needs a gradient: autograd keeps nothing
+    grad = {0: False}
+    for n in nodes:
+        grad[n.output] = n.weights or any(grad[t] for t in n.inputs)
+        if not grad[n.output]:
+            n.saved = Saved(input=False, output=False)
+    # a kept tensor is freed when backward finishes the first (in forward order) node keeping it
+    freed_at: dict[int, int] = {}
+    for j, n in enumerate(nodes):
+        keeps = ([n.output] if n.saved.output else []) + (n.inputs if n.saved.input else [])
+        for t in keeps:
+            if t and t not in freed_at:
+                freed_at[t] = j
+    producer = {n.output: n for n in nodes}
+    kept: dict[int, int] = {}
+    for t, _ in freed_at.items():
+        kept[id(producer[t].row)] = kept.get(id(producer[t].row), 0) + sizes[t]
+    for n in nodes:
+        kept[id(n.row)] = kept.get(id(n.row), 0) + n.saved.extra
+    # alive[j]: what is still kept while backward is at node j
+    alive = [0] * (len(nodes) + 1)
+    for t, j in freed_at.items():
+        alive[j] += sizes[t]
+    for j, n in enumerate(nodes):
+        alive[j] += n.saved.extra
+    peak, held = 0, sum(alive)
+    for j in range(len(nodes) - 1, -1, -1):
+        n = nodes[j]
+        # the gradients of its output and of its inputs (none for tensors that need none)
+        grads = sum(sizes[t] for t in [n.output, *n.inputs] if grad[t])
+        peak = max(peak, held + grads)
+        held -= alive[j]
+    return ActivationProfile(peak=max(peak, sum(kept.values())), kept=kept)
+
+
+def _leaf_costs(rows: list[Row], prof: ActivationProfile, batch: int, prefix: str = "") -> list[tuple[str, int]]:
+    """(label, bytes) for every layer: what it keeps for the batch, its weights with grads and state."""
     out = []
     for r in rows:
         path = f"{prefix}{r.index}"
         if r.children:
-            out += _leaf_costs(list(r.children), batch, path + ".")
-            if getattr(getattr(r.component, "type", None), "merges", False):
-                out.append((_label(path, r), r.activation_bytes * batch))
+            out += _leaf_costs(list(r.children), prof, batch, path + ".")
+            if prof.kept.get(id(r)):
+                out.append((_label(path, r), prof.kept[id(r)] * batch))
         elif r.composite:
             continue
         else:
-            out.append((_label(path, r), r.activation_bytes * batch + r.param_bytes))
+            out.append((_label(path, r), prof.kept.get(id(r), 0) * batch + r.param_bytes))
     return out
 
 
@@ -99,10 +201,11 @@ def estimate(trace: ShapeTrace, optimizer: Any | None, batch_size: int) -> Memor
     inp = 1
     for d in trace.input_shape:
         inp *= d
-    costs = sorted(_leaf_costs(trace.rows, batch_size), key=lambda c: -c[1])
+    prof = activation_profile(trace)
+    costs = sorted(_leaf_costs(trace.rows, prof, batch_size), key=lambda c: -c[1])
     return MemoryEstimate(batch_size=batch_size, params=params, grads=params,
                           optimizer_state=params * per_param,
-                          activations=trace.activation_bytes * batch_size,
+                          activations=prof.peak * batch_size,
                           input=inp * BYTES * batch_size, dominant=tuple(costs[:3]))
 
 
@@ -142,10 +245,11 @@ def per_param_state(optimizer: Any | None) -> int:
     return 0
 
 
-def row_memory(r: Row, batch_size: int, state_per_param: int) -> int:
-    """What a row adds to the training estimate: its kept outputs for the batch, its weights, their
-    gradients and optimizer state. The rows' sum plus the input batch is MemoryEstimate.total."""
-    return r.kept_bytes * batch_size + r.param_bytes * (2 + state_per_param)
+def row_memory(r: Row, prof: ActivationProfile, batch_size: int, state_per_param: int) -> int:
+    """What a row adds to the training estimate: what it keeps for the batch, its weights, their
+    gradients and optimizer state. The rows' sum plus the input batch and the gradients in
+    flight (``prof.in_flight``) is MemoryEstimate.total."""
+    return prof.row_bytes(r) * batch_size + r.param_bytes * (2 + state_per_param)
 
 
 def first_crossing(rows: Sequence[Row], value: Callable[[Row], int], limit: int,

@@ -64,6 +64,22 @@ class ShapeError(Exception):
 P = TypeVar("P", bound=Params)
 
 
+@dataclass(frozen=True)
+class Saved:
+    """A layer's memory rule: what its backward keeps, per sample.
+
+    ``input`` and ``output``: whether autograd keeps the layer's input or output tensor (a
+    convolution keeps its input, ReLU its output); ``extra``: bytes of its own beyond those, such
+    as max-pooling's int64 indices, dropout's mask or a padded copy of the input. ``view``: the
+    output is the input seen in another shape (flatten, identity), no new tensor.
+    """
+
+    input: bool = True
+    output: bool = True
+    extra: int = 0
+    view: bool = False
+
+
 class LayerType(Generic[P]):
     """A layer a spec can name: its parameters, its shape rule, its parameter count, its module."""
 
@@ -87,6 +103,11 @@ class LayerType(Generic[P]):
         normalisation return 0. The default, None, makes the spec's total incomplete.
         """
         return None
+
+    def saved(self, p: P, in_shape: Shape, out_shape: Shape) -> Saved:
+        """What backward keeps of this layer, per sample (no torch). The default assumes both the
+        input and the output, an upper bound for element-wise layers and convolutions alike."""
+        return Saved()
 
     def build(self, p: P, shape: Shape) -> torch.nn.Module:
         """The torch module for input ``shape``; the only place torch is touched."""
@@ -126,6 +147,10 @@ class CompositeType(LayerType[P]):
 
     def macs(self, p: P, in_shape: Shape, out_shape: Shape) -> int | None:
         return 0
+
+    def saved(self, p: P, in_shape: Shape, out_shape: Shape) -> Saved:
+        """Its own: a sum or concat keeps nothing for backward (its children declare theirs)."""
+        return Saved(input=False, output=False)
 
     def paths(self, p: P) -> list[tuple[str | int, ...]]:
         """Where each child layer list is inside the parameters, e.g. ``[("layers",)]``.

@@ -6,7 +6,7 @@ import math
 from typing import Any, TextIO
 
 from .check import CheckResult
-from .cost import MemoryEstimate, human, spec_estimate
+from .cost import MemoryEstimate, activation_profile, human, spec_estimate
 from .errors import Problem
 from .shapes import Row, ShapeTrace, fmt
 
@@ -27,7 +27,8 @@ def result_json(result: CheckResult, batch_size: int | None = None) -> dict[str,
         "total_macs": done.total_macs if done else None,
         "macs_complete": done.total_macs is not None if done else None,
         "param_bytes": done.param_bytes if done else None,
-        "activation_bytes": done.activation_bytes if done else None,
+        # per sample: the most a training step holds at once besides weights (cost.ActivationProfile)
+        "activation_bytes": activation_profile(done).peak if done else None,
         "memory": spec_estimate(result.spec, batch_size).to_json() if result.spec else None,
         "layers": [row_json(r) for r in rows],
     }
@@ -101,6 +102,6 @@ def print_table(file: str, t: ShapeTrace, out: TextIO, memory: MemoryEstimate | 
              else f"incomplete (at least {human(t.known_macs)}; '?' rows declare no rule)")
     out.write(f"MACs per sample (forward, multiply-accumulates; FLOPs = 2 x MACs): {total}   "
               f"param mem: {human(t.param_bytes, 'B', 1024)}   "
-              f"activations per sample: {human(t.activation_bytes, 'B', 1024)}\n")
+              f"activations per sample: {human(activation_profile(t).peak, 'B', 1024)}\n")
     if memory is not None:
         out.write(f"{memory.line()}; most: {memory.dominant_text()}\n")

@@ -106,15 +106,6 @@ class Row:
         return math.prod(self.output_shape) * BYTES
 
     @property
-    def kept_bytes(self) -> int:
-        """Activation bytes this row and its children create per sample (what backward keeps):
-        every leaf layer's output, plus a composite's own output when it ``merges`` (sum, concat)."""
-        if not self.composite:
-            return self.activation_bytes
-        own = self.activation_bytes if getattr(getattr(self.component, "type", None), "merges", False) else 0
-        return own + sum(c.kept_bytes for c in self.children)
-
-    @property
     def composite(self) -> bool:
         return self.component is None or hasattr(self.component.type, "trace")
 
@@ -162,11 +153,6 @@ class ShapeTrace:
     @property
     def param_bytes(self) -> int:
         return self.total_params * BYTES
-
-    @property
-    def activation_bytes(self) -> int:
-        """Per sample: every layer's output kept for backward (see Row.kept_bytes)."""
-        return sum(r.kept_bytes for r in self.rows)
 
     def walk(self) -> Iterator[tuple[int, Row]]:
         for r in self.rows:

@@ -43,6 +43,14 @@ def test_spec_macs_equal_flop_counter(path: Path) -> None:
     assert_macs_match(cnnspec.load_spec(str(path)))
 
 
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_spec_kept_memory_equals_what_autograd_keeps(path: Path) -> None:
+    from autograd_memory import assert_kept_exact
+
+    spec = cnnspec.load_spec(str(path))
+    assert_kept_exact(cnnspec.build_model(spec), spec)
+
+
 def test_unknown_rule_shows_question_mark_and_incomplete_total(cli, write) -> None:
     from cnnspec.registry import LayerType, Registry
 
@@ -130,7 +138,9 @@ def test_memory_estimate_counts_weights_grads_state_and_activations(optimizer, s
     spec = cnnspec.loads_spec(MEM_SPEC + f"  optimizer: {optimizer}\n", "m.yaml")
     params = 4 * 9 + 4 + 256 * 3 + 3
     m = spec_estimate(spec)
-    acts = (256 + 256 + 256 + 3) * 4  # conv, relu, flatten, linear outputs per sample
+    # relu keeps its output (which linear keeps too, flattened); the peak is at relu's backward:
+    # that output plus the gradients of relu's output and input
+    acts = 3 * 256 * 4
     assert (m.params, m.grads, m.optimizer_state) == (4 * params, 4 * params, 4 * params * states)
     assert m.activations == 16 * acts and m.input == 16 * 64 * 4 and m.batch_size == 16
     assert m.total == 4 * params * (2 + states) + 16 * acts + 16 * 256
@@ -143,7 +153,7 @@ def test_validate_shows_memory_and_batch_size_overrides(cli, write) -> None:
     assert r.code == 0 and "training memory at batch 16:" in r.out and "most: #" in r.out
     doc = json.loads(cli("validate", "--format", "json", "--batch-size", "1000", path).out)["specs"][0]
     assert doc["memory"]["batch_size"] == 1000
-    assert doc["memory"]["activation_bytes"] == 1000 * (256 * 3 + 3) * 4
+    assert doc["memory"]["activation_bytes"] == 1000 * 256 * 3 * 4
     assert doc["memory"]["total_bytes"] == sum(doc["memory"][k] for k in (
         "param_bytes", "grad_bytes", "optimizer_state_bytes", "activation_bytes", "input_bytes"))
     assert cli("validate", "--batch-size", "0", path).code == 2

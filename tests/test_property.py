@@ -17,6 +17,8 @@ from cnnspec.plugins import default_registry
 torch = pytest.importorskip("torch")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from autograd_memory import assert_kept_exact  # noqa: E402
+
 EXAMPLES = int(os.environ.get("CNNSPEC_PROPERTY_EXAMPLES", "400"))
 
 small = st.integers(1, 4)
@@ -120,6 +122,7 @@ def test_validate_agrees_with_torch(inp, layers):
             assert sum(p.numel() for p in module.parameters()) == row.params, (module, row)
     assert len(model) == len(spec.trace.rows)
     assert_macs_exact(model, spec)
+    assert_kept_exact(model, spec)
 
 
 # -- nested structures: residual, parallel branches, repeat, sequence and blocks ------------------
@@ -188,6 +191,7 @@ def _nested_agrees_with_torch(inp, layers, body):
     for module, row in zip(model, spec.trace.rows):
         check_tree(module, row, outputs)
     assert_macs_exact(model, spec)
+    assert_kept_exact(model, spec)
 
 
 def assert_macs_exact(model, spec):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..hookspecs import Register, hookimpl
-from ..registry import LayerType, NoParams, Params, Shape, ShapeError
+from ..registry import LayerType, NoParams, Params, Saved, Shape, ShapeError
 from ..shapes import fmt
 from ..types import Int, PosInt
 
@@ -43,6 +43,9 @@ class PReluParams(Params):
     init: float = Field(0.25, description="initial slope")
 
 
+KEEP_OUTPUT = frozenset({"relu", "sigmoid", "tanh", "softmax", "log_softmax"})
+
+
 class Activation(LayerType[Params]):
     """An element-wise torch.nn activation named ``torch_name``."""
 
@@ -59,6 +62,11 @@ class Activation(LayerType[Params]):
 
     def macs(self, p: Params, in_shape: Shape, out_shape: Shape) -> int:
         return 0  # element-wise: FlopCounterMode counts nothing
+
+    def saved(self, p: Params, in_shape: Shape, out_shape: Shape) -> Saved:
+        # torch's backward of relu, sigmoid, tanh and softmax reads the result; the others the input
+        keeps_output = self.name in KEEP_OUTPUT
+        return Saved(input=not keeps_output, output=keeps_output)
 
     def build(self, p: Params, shape: Shape) -> Any:
         from torch import nn

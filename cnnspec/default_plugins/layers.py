@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from ..hookspecs import Register, hookimpl
-from ..registry import LayerType, NoParams, Params, Shape, ShapeError, WeightInitParams
+from ..registry import LayerType, NoParams, Params, Saved, Shape, ShapeError, WeightInitParams
 from ..shapes import check_given, conv_out, expect_chw, expect_flat, fmt, pair, pool_out
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,6 +89,20 @@ class Conv2d(LayerType[Conv2dParams]):
         kh, kw = pair(p.kernel_size)  # every output element: in_ch/groups x kh x kw products
         return math.prod(out_shape) * (in_shape[0] // p.groups) * kh * kw
 
+    def saved(self, p: Conv2dParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        (top, bottom), (left, right) = self.pads(p)
+        if p.padding_mode == "zeros" and top == bottom and left == right:
+            return KEEPS_INPUT  # the convolution pads as it goes
+        # a padded copy first, kept instead of the input: uneven 'same' zero padding pads only the
+        # odd row and column explicitly; other modes pad all of it (F.pad), and reflection and
+        # replication padding keep their input too
+        c, h, w = in_shape
+        if p.padding_mode == "zeros":
+            h, w = h + bottom - top, w + right - left
+        else:
+            h, w = h + top + bottom, w + left + right
+        return Saved(input=p.padding_mode in ("reflect", "replicate"), output=False, extra=4 * c * h * w)
+
     def build(self, p: Conv2dParams, shape: Shape) -> nn.Module:
         from torch import nn
 
@@ -104,6 +118,17 @@ class ZeroMacs:
 
     def macs(self, p: object, in_shape: Shape, out_shape: Shape) -> int:
         return 0
+
+
+# memory rules (Saved): what each layer's backward keeps, as torch's autograd formulas say
+KEEPS_INPUT = Saved(input=True, output=False)  # convolution, linear, batchnorm
+KEEPS_NOTHING = Saved(input=False, output=False)  # only shapes needed
+VIEW = Saved(input=False, output=False, view=True)  # flatten, identity: the input, reshaped
+
+
+def pool_indices(out_shape: Shape) -> Saved:
+    """Max pooling keeps its input and the argmax of each output value (int64, 8 bytes)."""
+    return Saved(input=True, output=False, extra=8 * math.prod(out_shape))
 
 
 class PoolParams(Params):
@@ -144,6 +169,9 @@ class MaxPool2d(ZeroMacs, LayerType[MaxPool2dParams]):
     def output_shape(self, p: MaxPool2dParams, shape: Shape) -> Shape:
         return _pool_shape(self.name, p, shape, pair(p.dilation))
 
+    def saved(self, p: MaxPool2dParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return pool_indices(out_shape)
+
     def build(self, p: MaxPool2dParams, shape: Shape) -> nn.Module:
         from torch import nn
 
@@ -165,6 +193,9 @@ class AvgPool2d(ZeroMacs, LayerType[AvgPool2dParams]):
 
     def output_shape(self, p: AvgPool2dParams, shape: Shape) -> Shape:
         return _pool_shape(self.name, p, shape, (1, 1))
+
+    def saved(self, p: AvgPool2dParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return KEEPS_INPUT  # torch's avg_pool2d_backward takes the input
 
     def build(self, p: AvgPool2dParams, shape: Shape) -> nn.Module:
         from torch import nn
@@ -195,6 +226,10 @@ class AdaptiveAvgPool2d(_Adaptive):
     name = "adaptiveavgpool2d"
     description = "pools to a fixed output size by averaging (torch.nn.AdaptiveAvgPool2d)"
 
+    def saved(self, p: AdaptiveParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        # torch computes a 1 x 1 output as a mean (shapes only); other sizes keep the input
+        return KEEPS_NOTHING if out_shape[1:] == (1, 1) else KEEPS_INPUT
+
     def build(self, p: AdaptiveParams, shape: Shape) -> nn.Module:
         from torch import nn
 
@@ -204,6 +239,9 @@ class AdaptiveAvgPool2d(_Adaptive):
 class AdaptiveMaxPool2d(_Adaptive):
     name = "adaptivemaxpool2d"
     description = "pools to a fixed output size by maxima (torch.nn.AdaptiveMaxPool2d)"
+
+    def saved(self, p: AdaptiveParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return pool_indices(out_shape)
 
     def build(self, p: AdaptiveParams, shape: Shape) -> nn.Module:
         from torch import nn
@@ -240,6 +278,9 @@ class _BatchNorm(ZeroMacs, LayerType[BatchNormParams]):
     def num_params(self, p: BatchNormParams, shape: Shape) -> int:
         return 2 * shape[0] if p.affine else 0
 
+    def saved(self, p: BatchNormParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return KEEPS_INPUT  # and two floats a channel (mean, inverse std), left out
+
     def build(self, p: BatchNormParams, shape: Shape) -> nn.Module:
         from torch import nn
 
@@ -260,6 +301,10 @@ class Dropout(ZeroMacs, LayerType[DropoutParams]):
     def output_shape(self, p: DropoutParams, shape: Shape) -> Shape:
         return shape
 
+    def saved(self, p: DropoutParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        # its mask: a float per value on CPU (a bool on CUDA; the estimate takes the larger)
+        return Saved(input=False, output=False, extra=4 * math.prod(out_shape))
+
     def build(self, p: DropoutParams, shape: Shape) -> nn.Module:
         from torch import nn
 
@@ -274,6 +319,9 @@ class Dropout2d(ZeroMacs, LayerType[DropoutParams]):
     def output_shape(self, p: DropoutParams, shape: Shape) -> Shape:
         expect_chw(self.name, shape)
         return shape
+
+    def saved(self, p: DropoutParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return Saved(input=False, output=False, extra=4 * in_shape[0])  # one float a channel
 
     def build(self, p: DropoutParams, shape: Shape) -> nn.Module:
         from torch import nn
@@ -301,6 +349,9 @@ class Flatten(ZeroMacs, LayerType[FlattenParams]):
             raise ShapeError(f"end_dim={p.end_dim} is out of range for {fmt(shape)}", "end_dim")
         merged = math.prod(shape[p.start_dim - 1 : end])
         return tuple(shape[: p.start_dim - 1]) + (merged,) + tuple(shape[end:])
+
+    def saved(self, p: FlattenParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return VIEW
 
     def build(self, p: FlattenParams, shape: Shape) -> nn.Module:
         from torch import nn
@@ -330,6 +381,9 @@ class Linear(LayerType[LinearParams]):
     def macs(self, p: LinearParams, in_shape: Shape, out_shape: Shape) -> int:
         return in_shape[0] * p.out_features
 
+    def saved(self, p: LinearParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return KEEPS_INPUT
+
     def build(self, p: LinearParams, shape: Shape) -> nn.Module:
         from torch import nn
 
@@ -342,6 +396,9 @@ class Identity(ZeroMacs, LayerType[NoParams]):
 
     def output_shape(self, p: NoParams, shape: Shape) -> Shape:
         return shape
+
+    def saved(self, p: NoParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return VIEW
 
     def build(self, p: NoParams, shape: Shape) -> nn.Module:
         from torch import nn

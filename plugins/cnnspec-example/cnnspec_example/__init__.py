@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 
 from cnnspec.hookspecs import Register, hookimpl
-from cnnspec.registry import DatasetType, LayerType, OptimizerType, Params, Shape, ShapeError
+from cnnspec.registry import DatasetType, LayerType, OptimizerType, Params, Saved, Shape, ShapeError
 from cnnspec.types import PosFloat, PosInt
 
 
@@ -36,6 +36,9 @@ class ChannelScale(LayerType[ChannelScaleParams]):
 
     def macs(self, p: ChannelScaleParams, in_shape: Shape, out_shape: Shape) -> int:
         return 0  # an element-wise product: no matrix product or convolution (FlopCounterMode's rule)
+
+    def saved(self, p: ChannelScaleParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return Saved(input=True, output=False)  # x * scale: the scale's gradient needs x
 
     def build(self, p: ChannelScaleParams, shape: Shape) -> Any:
         import torch

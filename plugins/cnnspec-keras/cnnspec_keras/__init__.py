@@ -12,7 +12,7 @@ from pydantic import Field, JsonValue, field_validator
 
 from cnnspec.default_plugins.composites import Branch, Parallel
 from cnnspec.hookspecs import Register, hookimpl
-from cnnspec.registry import LayerType, NoParams, Params, Shape, ShapeError
+from cnnspec.registry import LayerType, NoParams, Params, Saved, Shape, ShapeError
 from cnnspec.shapes import expect_chw, expect_flat, fmt, pair
 from cnnspec.types import PosInt, Probability, Size2
 
@@ -44,6 +44,29 @@ def tf_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, in
     out = -(-size // stride)
     total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
     return total // 2, total - total // 2
+
+
+def padded_copy(shape: Shape, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int], padding: str,
+                pads_itself: bool) -> int:
+    """Bytes of the padded copy of one sample that an asymmetric 'same' pad makes (0 if none)."""
+    if padding != "same" or len(shape) != 3:
+        return 0
+    top, bottom = tf_pads(shape[1], k[0], s[0], d[0])
+    left, right = tf_pads(shape[2], k[1], s[1], d[1])
+    if not (top or bottom or left or right) or pads_itself:
+        return 0
+    return 4 * shape[0] * (shape[1] + top + bottom) * (shape[2] + left + right)
+
+
+KEEP_OUTPUT = frozenset({"relu", "sigmoid", "tanh", "softmax", "log_softmax"})  # their backward reads the result
+
+
+def with_activation(activation: str | None, padded: int, out_shape: Shape) -> Saved:
+    """A convolution or matrix product keeps its input (or the padded copy it ran on); the
+    activation after it keeps its result, or else its input: the pre-activation tensor."""
+    act = activation or "linear"
+    pre = 0 if act == "linear" or act in KEEP_OUTPUT else 4 * math.prod(out_shape)
+    return Saved(input=not padded, output=act in KEEP_OUTPUT, extra=padded + pre)
 
 
 # TensorFlow 1 code writes 'SAME'; the schema lists the spellings that validation accepts
@@ -105,6 +128,13 @@ class Conv2D(LayerType[Conv2DParams]):
         kh, kw = pair(p.kernel_size)
         return math.prod(out_shape) * (in_shape[0] // p.groups) * kh * kw
 
+    def saved(self, p: Conv2DParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        k, st, d = pair(p.kernel_size), pair(p.strides), pair(p.dilation_rate)
+        top, bottom = tf_pads(in_shape[1], k[0], st[0], d[0]) if len(in_shape) == 3 else (0, 0)
+        left, right = tf_pads(in_shape[2], k[1], st[1], d[1]) if len(in_shape) == 3 else (0, 0)
+        symmetric = top == bottom and left == right  # then torch's conv pads itself, no copy
+        return with_activation(p.activation, padded_copy(in_shape, k, st, d, p.padding, symmetric), out_shape)
+
     def build(self, p: Conv2DParams, shape: Shape) -> Any:
         from .modules import conv2d
 
@@ -134,6 +164,18 @@ class _Pool(_ZeroMacs, LayerType[PoolParams]):
         k = pair(p.pool_size)
         s = pair(p.strides) if p.strides is not None else k
         return (shape[0], *_spatial(self.name, shape, k, s, (1, 1), p.padding))
+
+    def saved(self, p: PoolParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        k = pair(p.pool_size)
+        s = pair(p.strides) if p.strides is not None else k
+        top, bottom = tf_pads(in_shape[1], k[0], s[0], 1)
+        left, right = tf_pads(in_shape[2], k[1], s[1], 1)
+        pads_itself = self.mode == "max" and top == bottom and left == right and \
+            top <= k[0] // 2 and left <= k[1] // 2
+        padded = padded_copy(in_shape, k, s, (1, 1), p.padding, pads_itself)
+        # the pooling keeps its (padded) input; max pooling also the int64 argmax of every output
+        indices = 8 * math.prod(out_shape) if self.mode == "max" else 0
+        return Saved(input=not padded, output=False, extra=padded + indices)
 
     def build(self, p: PoolParams, shape: Shape) -> Any:
         from .modules import pool2d
@@ -183,6 +225,9 @@ class Dense(LayerType[DenseParams]):
     def macs(self, p: DenseParams, in_shape: Shape, out_shape: Shape) -> int:
         return in_shape[0] * p.units
 
+    def saved(self, p: DenseParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return with_activation(p.activation, 0, out_shape)
+
     def build(self, p: DenseParams, shape: Shape) -> Any:
         from .modules import dense
 
@@ -201,6 +246,9 @@ class Dropout(_ZeroMacs, LayerType[DropoutParams]):
     def output_shape(self, p: DropoutParams, shape: Shape) -> Shape:
         return shape
 
+    def saved(self, p: DropoutParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return Saved(input=False, output=False, extra=4 * math.prod(out_shape))  # the mask (float on CPU)
+
     def build(self, p: DropoutParams, shape: Shape) -> Any:
         from torch import nn
 
@@ -213,6 +261,9 @@ class Flatten(_ZeroMacs, LayerType[NoParams]):
 
     def output_shape(self, p: NoParams, shape: Shape) -> Shape:
         return (math.prod(shape),)
+
+    def saved(self, p: NoParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return Saved(input=False, output=False, view=True)
 
     def build(self, p: NoParams, shape: Shape) -> Any:
         from torch import nn
@@ -242,6 +293,9 @@ class BatchNormalization(_ZeroMacs, LayerType[BatchNormalizationParams]):
     def num_params(self, p: BatchNormalizationParams, shape: Shape) -> int:
         return 2 * shape[0] if p.center else 0
 
+    def saved(self, p: BatchNormalizationParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        return Saved(input=True, output=False)
+
     def build(self, p: BatchNormalizationParams, shape: Shape) -> Any:
         from torch import nn
 
@@ -260,6 +314,10 @@ class KerasActivation(_ZeroMacs, LayerType[ActivationParams]):
 
     def output_shape(self, p: ActivationParams, shape: Shape) -> Shape:
         return shape
+
+    def saved(self, p: ActivationParams, in_shape: Shape, out_shape: Shape) -> Saved:
+        keeps_output = p.activation in KEEP_OUTPUT
+        return Saved(input=not keeps_output and p.activation != "linear", output=keeps_output)
 
     def build(self, p: ActivationParams, shape: Shape) -> Any:
         from .modules import activation
