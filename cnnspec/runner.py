@@ -175,8 +175,6 @@ def _claim(run: RunDir) -> None:
 def _fit(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any, trainer: Any, run: RunDir,
          batches: Any, device: Any, resumed: bool) -> None:
     """Train in ``run`` (locked by this process), report, and turn failures into errors."""
-    import torch
-
     if resumed and world.main:  # a changed epoch count is recorded, once the checkpoint is restored
         trainer.on_setup = lambda: run.write_spec(spec.resolved(args.plugins))
     trainer.attach(run if world.main else None)
@@ -188,7 +186,9 @@ def _fit(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any, t
         lr = spec.optimizer.params.model_dump().get("lr", "?")
         per = (f"batch {trainer.batch_size} per process x {world.size} processes = "
                f"{trainer.batch_size * world.size} per step (lr {lr}, not scaled)")
-    fast = ", ".join(["channels-last"] * (trainer.memory_format == torch.channels_last) + [spec.train.precision])
+    paths = trainer.fast_paths()
+    fast = ", ".join(["channels-last"] * paths["channels_last"] + [paths["precision"]]
+                     + [f"fused {spec.optimizer.name}"] * paths["fused_optimizer"] + ["compiled"] * paths["compiled"])
     macs = spec.trace.total_macs
     cost = f"{human(macs)} MACs/sample" if macs is not None else "MACs unknown"
     memory = spec_estimate(spec, trainer.batch_size)

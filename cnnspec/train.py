@@ -529,6 +529,13 @@ class Trainer:
         macs = self.spec.trace.total_macs
         return None if macs is None else 6 * macs
 
+    def fast_paths(self) -> dict[str, Any]:
+        """What makes this run fast, for the start-up line and summary.json."""
+        return {"channels_last": self.memory_format == torch.channels_last,
+                "precision": self.spec.train.precision,
+                "fused_optimizer": bool(self.ctx.optimizer.defaults.get("fused")),
+                "compiled": False}
+
     def summary(self, status: str, seconds: float, error: str | None = None) -> dict[str, Any]:
         """summary.json: how the run ended, its last and best epochs, and what ran where."""
         flops = self.train_flops_per_sample()
@@ -553,8 +560,7 @@ class Trainer:
             "effective_batch_size": self.batch_size * self.world.size,
             "seconds_this_session": seconds,
             "device_name": device_name(self.ctx.device),
-            "fast_paths": {"channels_last": self.memory_format == torch.channels_last,
-                           "precision": self.spec.train.precision},
+            "fast_paths": self.fast_paths(),
             "versions": versions(getattr(self.pm, "sources", {})),
         }
         if error is not None:
