@@ -49,8 +49,9 @@ class Side:
         return statistics.mean(self.epoch_seconds)
 
 
-def run_handwritten(data: Path, epochs: int) -> Side:
-    """Train and test the tutorial CNN in-process, timing each epoch's training pass."""
+def run_handwritten(data: Path, epochs: int, device: str = "cpu") -> Side:
+    """Train and test the tutorial CNN in-process, timing each epoch's training pass; as the
+    tutorial does, each batch comes from a DataLoader and moves to ``device`` in the loop."""
     to_tensor = transforms.ToTensor()
     train = datasets.MNIST(root=str(data), train=True, transform=to_tensor, download=False)
     test = datasets.MNIST(root=str(data), train=False, transform=to_tensor, download=False)
@@ -62,6 +63,8 @@ def run_handwritten(data: Path, epochs: int) -> Side:
         nn.Flatten(), nn.Linear(7 * 7 * 64, 10),
     )
     nn.init.xavier_uniform_(model[-1].weight)
+    dev = torch.device(device)
+    model = model.to(dev)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
     seconds = []
@@ -69,16 +72,19 @@ def run_handwritten(data: Path, epochs: int) -> Side:
         model.train()
         start = time.perf_counter()
         for x, y in loader:
+            x, y = x.to(dev), y.to(dev)
             optimizer.zero_grad()
             loss = criterion(model(x), y)
             loss.backward()
             optimizer.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
     model.eval()
     correct = 0
     with torch.no_grad():
         for x, y in DataLoader(test, batch_size=1000):
-            correct += (model(x).argmax(1) == y).sum().item()
+            correct += (model(x.to(dev)).argmax(1).cpu() == y).sum().item()
     return Side("handwritten", seconds, correct / len(test))
 
 
@@ -89,13 +95,13 @@ def _read_metrics(path: Path) -> Side:
     return Side("cnnspec", [float(r["seconds"]) for r in rows], float(rows[-1]["test_accuracy"]))
 
 
-def run_cnnspec(data: Path, epochs: int, threads: int | None) -> Side:
+def run_cnnspec(data: Path, epochs: int, threads: int | None, device: str = "cpu") -> Side:
     """Run `cnnspec run` on the reference spec as a subprocess and read its metrics."""
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "cnnspec", "run", "specs/mnist_cnn.yaml",
                "--set", f"train.epochs={epochs}", "--set", f"data.root={data}",
-               "--set", "data.download=false", "--output", out, "--quiet"]
+               "--set", "data.download=false", "--output", out, "--quiet", "--device", device]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"cnnspec run failed (exit {proc.returncode}); stderr tail:", file=sys.stderr)
@@ -143,6 +149,7 @@ def main() -> None:
     ap.add_argument("--skip-handwritten", action="store_true")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--pairs", type=int, default=0, help="back-to-back pairs, reporting the median ratio")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (both sides)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,9 +158,9 @@ def main() -> None:
         return pairs(data, args)
     sides = []
     if not args.skip_cnnspec:
-        sides.append(run_cnnspec(data, args.epochs, args.threads))
+        sides.append(run_cnnspec(data, args.epochs, args.threads, args.device))
     if not args.skip_handwritten:
-        sides.append(run_handwritten(data, args.epochs))
+        sides.append(run_handwritten(data, args.epochs, args.device))
     facts = machine()
     report(sides, facts)
     if args.json:
@@ -169,7 +176,8 @@ def pairs(data: Path, args: argparse.Namespace) -> None:
         order = [run_cnnspec, run_handwritten] if i % 2 == 0 else [run_handwritten, run_cnnspec]
         got = {}
         for fn in order:
-            side = fn(data, args.epochs, args.threads) if fn is run_cnnspec else fn(data, args.epochs)
+            side = (run_cnnspec(data, args.epochs, args.threads, args.device) if fn is run_cnnspec
+                    else run_handwritten(data, args.epochs, args.device))
             got[side.name] = side
         ratio = got["cnnspec"].mean_seconds / got["handwritten"].mean_seconds
         rows.append({"cnnspec": asdict(got["cnnspec"]), "handwritten": asdict(got["handwritten"]), "ratio": ratio})

@@ -6,7 +6,7 @@ children's, so every module gets the input shape the trace computed for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -14,7 +14,7 @@ from torch import nn
 from .errors import PluginError
 from .plugins import call_plugin
 from .registry import WeightInitParams
-from .shapes import Row
+from .shapes import Row, pooled_relus
 from .spec import Spec
 
 _INIT: dict[str, Callable[[torch.Tensor], object]] = {
@@ -40,15 +40,26 @@ def _init_weight(module: nn.Module, name: str) -> None:
 
 def build_model(spec: Spec) -> nn.Sequential:
     """Build the model layer by layer from the shapes the spec's trace computed."""
-    return nn.Sequential(*(_module(spec, row) for row in spec.trace.rows))
+    return nn.Sequential(*_sequence(spec, spec.trace.rows))
+
+
+def _sequence(spec: Spec, rows: Sequence[Row]) -> list[nn.Module]:
+    """The modules of rows that run one after another. A relu before max pooling moves after
+    it (see shapes.pooled_relus): the same numbers, a quarter of the element-wise work for 2 x 2
+    pooling. Each module keeps its row's position and output shape; neither has parameters."""
+    parts = [_module(spec, row) for row in rows]
+    for i in pooled_relus(rows):
+        parts[i], parts[i + 1] = nn.Identity(), nn.Sequential(parts[i + 1], parts[i])
+    return parts
 
 
 def _module(spec: Spec, row: Row) -> nn.Module:
     """The module of one traced row; a composite's is assembled from its children's, in order."""
     comp = row.component
-    parts = [_module(spec, child) for child in row.children]
-    if comp is None:  # a path inside a composite (main, shortcut, branch)
+    if comp is None:  # a path inside a composite (main, shortcut, branch): its layers in order
+        parts = _sequence(spec, row.children)
         return nn.Sequential(*parts) if parts else nn.Identity()
+    parts = [_module(spec, child) for child in row.children]
     if hasattr(comp.type, "assemble"):
         module = call_plugin(spec.registry, "layer", comp.name, comp.type.assemble, comp.params,
                              row.input_shape, parts)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .registry import Saved
-from .shapes import BYTES, Row, ShapeTrace
+from .shapes import BYTES, Row, ShapeTrace, pooled_relus
 
 DEFAULT_BATCH_SIZE = 64  # DataSection's default, for specs without a data: section
 
@@ -119,11 +119,24 @@ def _saved(r: Row) -> Saved:
     return rule(r.component.params, r.input_shape, r.output_shape) if rule is not None else Saved()
 
 
-def _nodes(rows: Sequence[Row], tensor: int, sizes: list[int], out: list[_Node]) -> int:
-    """Append the operations of ``rows`` (run in order from ``tensor``); the id of what they give."""
-    for r in rows:
-        if r.component is None:  # a path (main, shortcut, branch): its layers in order
-            tensor = _nodes(r.children, tensor, sizes, out)
+def _nodes(rows: Sequence[Row], tensor: int, sizes: list[int], out: list[_Node], built: bool = False) -> int:
+    """Append the operations of ``rows`` (run in order from ``tensor``); the id of what they give.
+
+    ``built``: the rows are a sequence the builder reorders (a relu before max pooling runs
+    after it, see shapes.pooled_relus), so the operations follow the built model."""
+    swap = set(pooled_relus(rows)) if built else set()
+    for i, r in enumerate(rows):
+        if i - 1 in swap:  # the pooling, already run before this relu
+            continue
+        if i in swap:  # pool the relu's input, then the relu on the pooled tensor
+            pool = rows[i + 1]
+            sizes.append(pool.activation_bytes)
+            out.append(_Node(pool, [tensor], len(sizes) - 1, _saved(pool)))
+            sizes.append(pool.activation_bytes)
+            out.append(_Node(r, [len(sizes) - 2], len(sizes) - 1, _saved(r)))
+            tensor = len(sizes) - 1
+        elif r.component is None:  # a path (main, shortcut, branch): its layers in order
+            tensor = _nodes(r.children, tensor, sizes, out, built=True)
         elif r.composite and getattr(r.component.type, "merges", False):
             ends = [_nodes([c], tensor, sizes, out) for c in r.children]  # paths from the same input
             sizes.append(r.activation_bytes)
@@ -142,7 +155,7 @@ def activation_profile(trace: ShapeTrace) -> ActivationProfile:
     """Replay the forward pass and backward walk of one sample (see ActivationProfile)."""
     sizes = [0]  # tensor 0 is the input batch, counted apart
     nodes: list[_Node] = []
-    _nodes(trace.rows, 0, sizes, nodes)
+    _nodes(trace.rows, 0, sizes, nodes, built=True)
     # layers before the first weights see no tensor that needs a gradient: autograd keeps nothing
     grad = {0: False}
     for n in nodes:

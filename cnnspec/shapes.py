@@ -116,6 +116,18 @@ class Row:
             yield from c.walk(depth + 1)
 
 
+MAX_POOLS = ("maxpool2d", "adaptivemaxpool2d")
+
+
+def pooled_relus(rows: Sequence[Row]) -> list[int]:
+    """Indices i where a relu is followed by max pooling in the sequence ``rows``: the builder
+    pools first and applies the relu to the smaller pooled tensor, which is exact, gradients
+    included (relu(max(x)) == max(relu(x)), and both send a window's gradient to its argmax or
+    to nowhere). ``cost`` follows the same order, so its estimate is the built model's."""
+    return [i for i in range(len(rows) - 1) if rows[i].type == "relu" and rows[i + 1].type in MAX_POOLS
+            and not rows[i].composite and not rows[i + 1].composite]
+
+
 @dataclass
 class ShapeTrace:
     """Per-layer output shapes and parameters; ``error`` is set where the trace stopped.

@@ -15,7 +15,7 @@ LAYERS = [
     {"registry", "hookspecs", "yamlpos", "shapes"},
     {"cost"},  # pure arithmetic on the shape trace
     {"spec", "plugins", "overrides", "check", "blocks", "report", "schema", "graph", "sweepspace", "trust"},
-    {"build", "data", "distributed", "progress", "rundir", "host", "plot", "default_plugins", "sweepreport"},
+    {"build", "modules", "data", "distributed", "progress", "rundir", "host", "plot", "default_plugins", "sweepreport"},
     {"train", "trained"},
     {"runner", "tools", "sweep"},
     {"cli", "__main__", "__init__"},  # the command line, and the package's public facade

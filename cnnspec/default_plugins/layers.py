@@ -354,9 +354,9 @@ class Flatten(ZeroMacs, LayerType[FlattenParams]):
         return VIEW
 
     def build(self, p: FlattenParams, shape: Shape) -> nn.Module:
-        from torch import nn
+        from ..modules import Flatten
 
-        return nn.Flatten(p.start_dim, p.end_dim)
+        return Flatten(p.start_dim, p.end_dim)
 
 
 class LinearParams(WeightInitParams):

@@ -266,9 +266,9 @@ class Flatten(_ZeroMacs, LayerType[NoParams]):
         return Saved(input=False, output=False, view=True)
 
     def build(self, p: NoParams, shape: Shape) -> Any:
-        from torch import nn
+        from cnnspec.modules import Flatten
 
-        return nn.Flatten()
+        return Flatten()
 
 
 class BatchNormalizationParams(Params):
