@@ -171,7 +171,7 @@ def activation_profile(trace: ShapeTrace) -> ActivationProfile:
                 freed_at[t] = j
     producer = {n.output: n for n in nodes}
     kept: dict[int, int] = {}
-    for t, _ in freed_at.items():
+    for t in freed_at:
         kept[id(producer[t].row)] = kept.get(id(producer[t].row), 0) + sizes[t]
     for n in nodes:
         kept[id(n.row)] = kept.get(id(n.row), 0) + n.saved.extra

@@ -29,6 +29,7 @@ class Flatten(nn.Flatten):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.dim() == 4 and self.start_dim == 1 and self.end_dim in (-1, 3) and x.requires_grad
+                and not torch.jit.is_tracing()  # the tracer (TensorBoard's graph, export) sees plain Flatten
                 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
             out: torch.Tensor = _FlattenChannelsLast.apply(x)
             return out
