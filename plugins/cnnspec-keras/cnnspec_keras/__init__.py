@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, JsonValue, field_validator
 
+from cnnspec.default_plugins.activations import KEEP_OUTPUT  # activations whose backward reads the result
 from cnnspec.default_plugins.composites import Branch, Parallel
 from cnnspec.hookspecs import Register, hookimpl
 from cnnspec.registry import LayerType, NoParams, Params, Saved, Shape, ShapeError
@@ -56,9 +57,6 @@ def padded_copy(shape: Shape, k: tuple[int, int], s: tuple[int, int], d: tuple[i
     if not (top or bottom or left or right) or pads_itself:
         return 0
     return 4 * shape[0] * (shape[1] + top + bottom) * (shape[2] + left + right)
-
-
-KEEP_OUTPUT = frozenset({"relu", "sigmoid", "tanh", "softmax", "log_softmax"})  # their backward reads the result
 
 
 def with_activation(activation: str | None, padded: int, out_shape: Shape) -> Saved:
