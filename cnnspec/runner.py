@@ -188,7 +188,7 @@ def _fit(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any, t
                f"{trainer.batch_size * world.size} per step (lr {lr}, not scaled)")
     paths = trainer.fast_paths()
     fast = ", ".join(["channels-last"] * paths["channels_last"] + [paths["precision"]]
-                     + [f"fused {spec.optimizer.name}"] * paths["fused_optimizer"] + ["compiled"] * paths["compiled"])
+                     + [f"fused {spec.optimizer.name}"] * paths["fused_optimizer"])
     macs = spec.trace.total_macs
     cost = f"{human(macs)} MACs/sample" if macs is not None else "MACs unknown"
     memory = spec_estimate(spec, trainer.batch_size)

@@ -47,15 +47,35 @@ def tf_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, in
     return total // 2, total - total // 2
 
 
-def padded_copy(shape: Shape, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int], padding: str,
-                pads_itself: bool) -> int:
-    """Bytes of the padded copy of one sample that an asymmetric 'same' pad makes (0 if none)."""
-    if padding != "same" or len(shape) != 3:
-        return 0
+Pads = tuple[int, int, int, int]  # (left, right, top, bottom), as F.pad takes them
+
+
+def same_pads(shape: Shape, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int], padding: str) -> Pads:
+    """The padding TensorFlow gives a C x H x W input; all zero for 'valid'."""
+    if padding != "same":
+        return (0, 0, 0, 0)
     top, bottom = tf_pads(shape[1], k[0], s[0], d[0])
     left, right = tf_pads(shape[2], k[1], s[1], d[1])
-    if not (top or bottom or left or right) or pads_itself:
+    return (left, right, top, bottom)
+
+
+def conv_pads_itself(pads: Pads) -> bool:
+    """torch's convolution pads evenly on both sides; uneven 'same' padding needs a padded copy."""
+    left, right, top, bottom = pads
+    return left == right and top == bottom
+
+
+def max_pool_pads_itself(pads: Pads, k: tuple[int, int]) -> bool:
+    """torch's max pooling pads evenly (with -inf), and by at most half the window."""
+    left, _, top, _ = pads
+    return conv_pads_itself(pads) and top <= k[0] // 2 and left <= k[1] // 2
+
+
+def padded_copy(shape: Shape, pads: Pads, pads_itself: bool) -> int:
+    """Bytes of the padded copy of one sample that the module makes first (0 if it makes none)."""
+    if pads_itself or not any(pads):
         return 0
+    left, right, top, bottom = pads
     return 4 * shape[0] * (shape[1] + top + bottom) * (shape[2] + left + right)
 
 
@@ -127,11 +147,8 @@ class Conv2D(LayerType[Conv2DParams]):
         return math.prod(out_shape) * (in_shape[0] // p.groups) * kh * kw
 
     def saved(self, p: Conv2DParams, in_shape: Shape, out_shape: Shape) -> Saved:
-        k, st, d = pair(p.kernel_size), pair(p.strides), pair(p.dilation_rate)
-        top, bottom = tf_pads(in_shape[1], k[0], st[0], d[0]) if len(in_shape) == 3 else (0, 0)
-        left, right = tf_pads(in_shape[2], k[1], st[1], d[1]) if len(in_shape) == 3 else (0, 0)
-        symmetric = top == bottom and left == right  # then torch's conv pads itself, no copy
-        return with_activation(p.activation, padded_copy(in_shape, k, st, d, p.padding, symmetric), out_shape)
+        pads = same_pads(in_shape, pair(p.kernel_size), pair(p.strides), pair(p.dilation_rate), p.padding)
+        return with_activation(p.activation, padded_copy(in_shape, pads, conv_pads_itself(pads)), out_shape)
 
     def build(self, p: Conv2DParams, shape: Shape) -> Any:
         from .modules import conv2d
@@ -166,11 +183,8 @@ class _Pool(_ZeroMacs, LayerType[PoolParams]):
     def saved(self, p: PoolParams, in_shape: Shape, out_shape: Shape) -> Saved:
         k = pair(p.pool_size)
         s = pair(p.strides) if p.strides is not None else k
-        top, bottom = tf_pads(in_shape[1], k[0], s[0], 1)
-        left, right = tf_pads(in_shape[2], k[1], s[1], 1)
-        pads_itself = self.mode == "max" and top == bottom and left == right and \
-            top <= k[0] // 2 and left <= k[1] // 2
-        padded = padded_copy(in_shape, k, s, (1, 1), p.padding, pads_itself)
+        pads = same_pads(in_shape, k, s, (1, 1), p.padding)
+        padded = padded_copy(in_shape, pads, self.mode == "max" and max_pool_pads_itself(pads, k))
         # the pooling keeps its (padded) input; max pooling also the int64 argmax of every output
         indices = 8 * math.prod(out_shape) if self.mode == "max" else 0
         return Saved(input=not padded, output=False, extra=padded + indices)

@@ -12,7 +12,7 @@ from torch import nn
 
 from cnnspec.shapes import pair
 
-from . import tf_pads
+from . import conv_pads_itself, max_pool_pads_itself, same_pads
 
 _ACT: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "elu": nn.ELU, "selu": nn.SELU, "silu": nn.SiLU,
@@ -78,23 +78,17 @@ class Padded(nn.Module):
         return self.inner(x)
 
 
-def _same(shape: tuple[int, ...], k: tuple[int, int], s: tuple[int, int],
-          d: tuple[int, int]) -> tuple[int, int, int, int]:
-    top, bottom = tf_pads(shape[1], k[0], s[0], d[0])
-    left, right = tf_pads(shape[2], k[1], s[1], d[1])
-    return (left, right, top, bottom)
-
-
 def conv2d(p: Any, shape: tuple[int, ...]) -> nn.Module:
     k, s, d = pair(p.kernel_size), pair(p.strides), pair(p.dilation_rate)
-    left, right, top, bottom = _same(shape, k, s, d) if p.padding == "same" else (0, 0, 0, 0)
-    symmetric = left == right and top == bottom  # then the conv pads itself (keeps channels-last fast)
+    pads = same_pads(shape, k, s, d, p.padding)
+    left, _, top, _ = pads
+    symmetric = conv_pads_itself(pads)  # then the conv pads itself (keeps channels-last fast)
     conv = nn.Conv2d(shape[0], p.filters, k, stride=s, dilation=d, groups=p.groups, bias=p.use_bias,
                      padding=(top, left) if symmetric else 0)
     initialize(conv.weight, p.kernel_initializer)
     if conv.bias is not None:
         initialize(conv.bias, p.bias_initializer)
-    layer: nn.Module = conv if symmetric else Padded((left, right, top, bottom), conv)
+    layer: nn.Module = conv if symmetric else Padded(pads, conv)
     return nn.Sequential(layer, activation(p.activation)) if p.activation not in (None, "linear") else layer
 
 
@@ -125,11 +119,10 @@ class AvgPoolSame(nn.Module):
 def pool2d(mode: str, p: Any, shape: tuple[int, ...]) -> nn.Module:
     k = pair(p.pool_size)
     s = pair(p.strides) if p.strides is not None else k
-    pads = _same(shape, k, s, (1, 1)) if p.padding == "same" else (0, 0, 0, 0)
-    left, right, top, bottom = pads
+    pads = same_pads(shape, k, s, (1, 1), p.padding)
     if mode == "max":  # -inf padding: a padded position can never be the maximum
-        if left == right and top == bottom and top <= k[0] // 2 and left <= k[1] // 2:
-            return nn.MaxPool2d(k, s, padding=(top, left))  # torch pads max pools with -inf too
+        if max_pool_pads_itself(pads, k):
+            return nn.MaxPool2d(k, s, padding=(pads[2], pads[0]))  # torch pads max pools with -inf too
         return Padded(pads, nn.MaxPool2d(k, s), value=-math.inf)
     if not any(pads):
         return nn.AvgPool2d(k, s)
