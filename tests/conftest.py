@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -58,3 +59,23 @@ def write(tmp_path: Path) -> Callable[..., str]:
         return str(p)
 
     return _write
+
+
+@pytest.fixture
+def ctrl_c_on_third_update(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Call it to make the third progress update raise a real SIGINT: in the small specs the
+    tests run, that is epoch 2 after its first step."""
+
+    def arm() -> None:
+        from cnnspec.progress import QuietProgress
+
+        calls = {"n": 0}
+
+        def update(self: QuietProgress, step: int, loss: float, sps: float) -> None:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                signal.raise_signal(signal.SIGINT)
+
+        monkeypatch.setattr(QuietProgress, "update", update)
+
+    return arm

@@ -5,14 +5,12 @@ that was never interrupted."""
 from __future__ import annotations
 
 import json
-import signal
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from cnnspec.default_plugins.callbacks import EarlyStoppingCallback, EarlyStoppingParams
-from cnnspec.progress import QuietProgress
 from test_run import TIMING, metrics
 
 
@@ -149,17 +147,10 @@ train:
 """
 
 
-def test_resume_with_augmentation_and_every_callback_equals_an_uninterrupted_run(cli, write, tmp_path, monkeypatch):
+def test_resume_with_augmentation_and_every_callback_equals_an_uninterrupted_run(cli, write, tmp_path, monkeypatch, ctrl_c_on_third_update):
     spec = write(EVERYTHING)
     assert cli("run", spec, "--quiet", "--output", str(tmp_path / "full")).code == 0
-    calls = {"n": 0}
-
-    def update(self, step, loss, sps):  # a real SIGINT in the middle of epoch 2
-        calls["n"] += 1
-        if calls["n"] == 3:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(QuietProgress, "update", update)
+    ctrl_c_on_third_update()  # a real SIGINT in the middle of epoch 2
     assert cli("run", spec, "--quiet", "--output", str(tmp_path / "cut")).code == 130
     monkeypatch.undo()
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["position"]["epoch"] == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import socket
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import torch
 
 from cnnspec.hookspecs import hookimpl
 from cnnspec.plugins import default_plugin_manager
-from cnnspec.progress import QuietProgress
 from conftest import ROOT, SPECS
 
 SYNTH = "data.dataset={type: synthetic, shape: %s, classes: %d, train_size: 200, test_size: 50}"
@@ -97,18 +95,11 @@ def test_same_seed_same_metrics(cli, write, tmp_path):
     assert lrs == pytest.approx([0.05, 0.025, 0.0125])  # each epoch's rate; step scheduler, gamma 0.5
 
 
-def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(cli, write, tmp_path, monkeypatch):
+def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(cli, write, tmp_path, monkeypatch, ctrl_c_on_third_update):
     spec = small_spec(write)
     assert cli("run", spec, "--quiet", "--output", str(tmp_path / "full")).code == 0
 
-    calls = {"n": 0}
-
-    def update(self, step, loss, sps):  # a real SIGINT in the middle of epoch 2
-        calls["n"] += 1
-        if calls["n"] == 3:  # epoch 2, after its first step
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(QuietProgress, "update", update)
+    ctrl_c_on_third_update()  # a real SIGINT in the middle of epoch 2
     res = cli("run", spec, "--quiet", "--output", str(tmp_path / "cut"))
     assert res.code == 130 and "--resume" in res.err
     state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)

@@ -4,7 +4,6 @@ tensorboard's own reader, hold every epoch's metrics and the model graph; a resu
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -19,7 +18,6 @@ pytest.importorskip("cnnspec_tensorboard", reason="install plugins/cnnspec-tenso
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from test_run import metrics, small_spec  # noqa: E402
 
-from cnnspec.progress import QuietProgress  # noqa: E402
 from cnnspec_tensorboard import TensorBoardCallback, TensorBoardParams  # noqa: E402
 
 ON = ("-p", "cnnspec_tensorboard", "--set", "train.callbacks=[tensorboard]")
@@ -65,16 +63,9 @@ def test_every_epoch_is_written_with_the_graph_and_training_is_unchanged(cli, wr
     assert not (tmp_path / "plain" / "tensorboard").exists()
 
 
-def test_a_resumed_run_appends_the_remaining_epochs(cli, write, tmp_path, monkeypatch):
+def test_a_resumed_run_appends_the_remaining_epochs(cli, write, tmp_path, monkeypatch, ctrl_c_on_third_update):
     spec = small_spec(write)
-    calls = {"n": 0}
-
-    def update(self, step, loss, sps):  # a real SIGINT in the middle of epoch 2
-        calls["n"] += 1
-        if calls["n"] == 3:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(QuietProgress, "update", update)
+    ctrl_c_on_third_update()  # a real SIGINT in the middle of epoch 2
     assert cli("run", spec, "--quiet", "--output", str(tmp_path / "cut"), *ON).code == 130
     monkeypatch.undo()
     log_dir = tmp_path / "cut" / "tensorboard"
