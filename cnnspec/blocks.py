@@ -42,7 +42,7 @@ class BlockDef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     params: dict[str, Any] = Field(
-        default_factory=dict,
+        default={},
         description="NAME: TYPE (required) or NAME: {type: TYPE, default: VALUE, description: ...}; "
                     f"TYPE is one of {', '.join(PARAM_TYPES)}")
     layers: Annotated[list[Any], Field(min_length=1)] = Field(

@@ -44,7 +44,7 @@ class DataSection(Section):
         False, description="standardise each channel with the training split's mean and std"
     )
     augment: list[Ref] = Field(
-        default_factory=list,
+        default=[],
         description="augmentations of the training batches, in order: NAME or {type: NAME, ...parameters}",
     )
 
@@ -98,7 +98,7 @@ class TrainSection(Section):
         "fp32", description="fp32, or bf16 / fp16 mixed precision (autocast; fp16 on CUDA only)"
     )
     callbacks: list[Ref] = Field(
-        default_factory=list, description="callbacks, in order: NAME or {type: NAME, ...parameters}"
+        default=[], description="callbacks, in order: NAME or {type: NAME, ...parameters}"
     )
     warmup: WarmupSection | None = Field(None, description="linear learning-rate warm-up, composed with the scheduler")
     grad_clip: GradClipSection | None = Field(None, description="gradient clipping by norm or by value")
@@ -157,7 +157,7 @@ class SpecFile(Section):
     data: DataSection | None = Field(None, description="the dataset and batching")
     train: TrainSection = Field(default_factory=TrainSection, description="the training loop")
     plugins: list[str] = Field(
-        default_factory=list,
+        default=[],
         description="plugins to load for this spec: module names, or .py files relative to it",
     )
     blocks: dict[str, Any] | None = Field(
