@@ -18,7 +18,8 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, did_you_mean
-from .registry import DuplicateName, Registry
+from .hookspecs import Register, hookimpl
+from .registry import DuplicateName, Kind, Lazy, Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trust import Policy
@@ -27,20 +28,73 @@ ENTRY_POINT_GROUP = "cnnspec"
 # Set to 1 to ignore installed third-party plugins (reproducible runs, tests).
 NO_ENTRYPOINTS_ENV = "CNNSPEC_NO_ENTRYPOINTS"
 
-DEFAULT_PLUGINS: tuple[str, ...] = (
-    "cnnspec.default_plugins.layers",
-    "cnnspec.default_plugins.activations",
-    "cnnspec.default_plugins.composites",
-    "cnnspec.default_plugins.optimizers",
-    "cnnspec.default_plugins.schedulers",
-    "cnnspec.default_plugins.losses",
-    "cnnspec.default_plugins.mnist",
-    "cnnspec.default_plugins.cifar",
-    "cnnspec.default_plugins.image_folder",
-    "cnnspec.default_plugins.datasets",
-    "cnnspec.default_plugins.augment",
-    "cnnspec.default_plugins.callbacks",
-)
+# The built-in plugins and the names each registers. Each is registered as a LazyPlugin: its
+# module is imported only when a spec names one of its types (a test checks these lists against
+# what the modules register), so `validate` imports what the spec uses and nothing more.
+DEFAULT_PLUGINS: dict[str, dict[Kind, tuple[str, ...]]] = {
+    "cnnspec.default_plugins.layers": {"layer": (
+        "conv2d", "maxpool2d", "avgpool2d", "adaptiveavgpool2d", "adaptivemaxpool2d", "batchnorm1d",
+        "batchnorm2d", "dropout", "dropout2d", "flatten", "linear", "identity")},
+    "cnnspec.default_plugins.activations": {"layer": (
+        "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "sigmoid", "tanh",
+        "hardtanh", "hardsigmoid", "hardswish", "softplus", "softmax", "log_softmax", "prelu")},
+    "cnnspec.default_plugins.composites": {"layer": ("sequence", "repeat", "residual", "parallel")},
+    "cnnspec.default_plugins.optimizers": {"optimizer": ("sgd", "adam", "adamw", "rmsprop", "adagrad")},
+    "cnnspec.default_plugins.schedulers": {"scheduler": ("step", "multistep", "exponential", "cosine", "onecycle")},
+    "cnnspec.default_plugins.losses": {"loss": ("cross_entropy", "nll_loss")},
+    "cnnspec.default_plugins.mnist": {"dataset": ("mnist", "fashion_mnist")},
+    "cnnspec.default_plugins.cifar": {"dataset": ("cifar10",)},
+    "cnnspec.default_plugins.image_folder": {"dataset": ("image_folder",)},
+    "cnnspec.default_plugins.datasets": {"dataset": ("digits", "synthetic")},
+    "cnnspec.default_plugins.augment": {"augmentation": (
+        "random_crop", "horizontal_flip", "random_affine", "random_erasing", "mixup", "cutmix")},
+    "cnnspec.default_plugins.callbacks": {"scheduler": ("reduce_on_plateau",), "callback": ("early_stopping",)},
+}
+
+
+class LazyPlugin:
+    """A plugin known by the names it registers; ``module``, which defines them, is imported
+    (by the registry) when one of them is first used."""
+
+    def __init__(self, module: str, names: dict[Kind, tuple[str, ...]]) -> None:
+        self.module = module
+        self.names = names
+
+    def _give(self, kind: Kind, register: Register) -> None:
+        for name in self.names.get(kind, ()):
+            register(Lazy(name, self.module))
+
+    @hookimpl
+    def register_layers(self, register: Register) -> None:
+        self._give("layer", register)
+
+    @hookimpl
+    def register_optimizers(self, register: Register) -> None:
+        self._give("optimizer", register)
+
+    @hookimpl
+    def register_schedulers(self, register: Register) -> None:
+        self._give("scheduler", register)
+
+    @hookimpl
+    def register_losses(self, register: Register) -> None:
+        self._give("loss", register)
+
+    @hookimpl
+    def register_datasets(self, register: Register) -> None:
+        self._give("dataset", register)
+
+    @hookimpl
+    def register_augmentations(self, register: Register) -> None:
+        self._give("augmentation", register)
+
+    @hookimpl
+    def register_callbacks(self, register: Register) -> None:
+        self._give("callback", register)
+
+    @hookimpl
+    def register_blocks(self, register: Register) -> None:
+        self._give("block", register)
 
 
 class PluginManager(pluggy.PluginManager):
@@ -57,8 +111,8 @@ def get_plugin_manager(
     """A fresh plugin manager with the default plugins, entry points (unless disabled) and ``extra``."""
     pm = PluginManager()
     pm.add_hookspecs(hookspecs)
-    for name in DEFAULT_PLUGINS:
-        pm.register(importlib.import_module(name), name=name)
+    for name, names in DEFAULT_PLUGINS.items():
+        pm.register(LazyPlugin(name, names), name=name)
         pm.sources[name] = "built-in"
     if entrypoints is None:
         entrypoints = os.environ.get(NO_ENTRYPOINTS_ENV, "") in ("", "0")
@@ -95,8 +149,6 @@ def installed_entrypoints() -> list[tuple[str, str, str]]:
     `validate`'s budget, so the answer is cached, keyed on the metadata folders on sys.path and
     their modification times: installing, upgrading or removing a package changes the key.
     """
-    import hashlib
-
     parts = []
     for folder in sys.path:
         try:
@@ -105,7 +157,7 @@ def installed_entrypoints() -> list[tuple[str, str, str]]:
                           if e.name.endswith((".dist-info", ".egg-info"))]
         except OSError:
             continue
-    key = hashlib.sha1("\n".join(parts).encode()).hexdigest()
+    key = "\n".join(parts)  # compared whole: hashlib alone would cost a few milliseconds to import
     cache = _cache_file()
     try:
         data = json.loads(cache.read_text())

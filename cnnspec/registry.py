@@ -317,6 +317,20 @@ class DuplicateName(Exception):
     """Two plugins registered the same name for the same kind."""
 
 
+@dataclass(frozen=True)
+class Lazy:
+    """A type registered by its name alone: ``module`` is imported when the type is first used.
+
+    ``module`` defines the usual ``register_*`` function for the type's kind (whether or not it is
+    itself registered with pluggy); the first lookup of any of its names calls that function and
+    puts every type it gives in place. A plugin with many types, or heavy imports, registers
+    ``Lazy("mytype", "mypkg.types")`` for each, so that ``validate`` pays only for what a spec names.
+    """
+
+    name: str
+    module: str
+
+
 @dataclass
 class Registry:
     """Every registered type by kind and name, with the plugin that registered it."""
@@ -342,10 +356,37 @@ class Registry:
         return self.owners.get((kind, name), "?")
 
     def get(self, kind: Kind, name: str) -> Any | None:
-        return self.entries[kind].get(name)
+        item = self.entries[kind].get(name)
+        if isinstance(item, Lazy):
+            self._resolve(kind, name, item.module)
+            item = self.entries[kind][name]
+        return item
 
     def names(self, kind: Kind) -> list[str]:
         return sorted(self.entries[kind])
 
     def items(self, kind: Kind) -> Iterator[tuple[str, Any]]:
+        for name in list(self.entries[kind]):
+            self.get(kind, name)
         yield from sorted(self.entries[kind].items())
+
+    def _resolve(self, kind: Kind, name: str, module: str) -> None:
+        """Import ``module`` and put the types its register function gives in place of its Lazy entries."""
+        import importlib
+
+        from .errors import PluginError
+        from .hookspecs import REGISTER_HOOKS
+
+        hook = next(h for h, k in REGISTER_HOOKS.items() if k == kind)
+        given: dict[str, Any] = {}
+        try:
+            getattr(importlib.import_module(module), hook)(lambda item: given.setdefault(item.name, item))
+        except (Exception, SystemExit) as e:
+            raise PluginError(f"plugin {self.owner(kind, name)!r} failed to load {kind} type '{name}' "
+                              f"from {module}.{hook}: {type(e).__name__}: {e}") from e
+        for n, entry in self.entries[kind].items():
+            if isinstance(entry, Lazy) and entry.module == module and n in given:
+                self.entries[kind][n] = given[n]
+        if name not in given:
+            raise PluginError(f"plugin {self.owner(kind, name)!r} lists {kind} type '{name}', "
+                              f"but {module}.{hook} does not register it")

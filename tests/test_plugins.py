@@ -153,6 +153,82 @@ def test_two_plugins_with_one_name_is_an_error_naming_both():
     assert "'cnnspec.default_plugins.activations'" in str(e.value)
 
 
+@pytest.mark.parametrize("module", sorted(__import__("cnnspec.plugins").plugins.DEFAULT_PLUGINS))
+def test_each_built_in_plugin_lists_exactly_the_names_its_module_registers(module):
+    import importlib
+
+    from cnnspec.plugins import DEFAULT_PLUGINS
+
+    mod = importlib.import_module(module)
+    registered = {}
+    for hook, kind in hookspecs.REGISTER_HOOKS.items():
+        if hasattr(mod, hook):
+            got = []
+            getattr(mod, hook)(lambda item, got=got: got.append(item.name))
+            registered[kind] = sorted(got)
+    assert registered == {kind: sorted(names) for kind, names in DEFAULT_PLUGINS[module].items()}
+
+
+def test_validate_imports_only_the_built_in_modules_the_spec_names():
+    code = ("import sys; from cnnspec.check import check_file; "
+            "assert check_file(sys.argv[1]).valid; "
+            "print(sorted(m for m in sys.modules if m.startswith('cnnspec.default_plugins.')))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "specs" / "mnist_cnn.yaml")],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "CNNSPEC_NO_ENTRYPOINTS": "1"}).stdout
+    # conv2d, relu, maxpool2d, flatten, linear; adam; cross_entropy; mnist: nothing else is imported
+    assert out.strip() == str([f"cnnspec.default_plugins.{m}" for m in
+                               ("activations", "layers", "losses", "mnist", "optimizers")])
+
+
+LAZY_TYPES = '''
+from cnnspec.hookspecs import hookimpl
+from cnnspec.registry import LayerType, NoParams
+
+class Twice(LayerType[NoParams]):
+    name = "twice"
+    def output_shape(self, p, shape):
+        return shape
+
+def register_layers(register):
+    register(Twice())
+'''
+
+
+class LazyTwice:
+    @hookimpl
+    def register_layers(self, register):
+        from cnnspec.registry import Lazy
+
+        register(Lazy("twice", "lazy_types_for_test"))
+        register(Lazy("thrice", "lazy_types_for_test"))  # the module does not define it
+
+
+@pytest.fixture
+def lazy_module(tmp_path, monkeypatch):
+    """Writes the module the LazyTwice plugin names; forgets it afterwards."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path / "lazy_types_for_test.py"
+    sys.modules.pop("lazy_types_for_test", None)
+
+
+def test_a_lazy_type_is_imported_when_first_used(lazy_module):
+    lazy_module.write_text(LAZY_TYPES)
+    reg = build_registry(get_plugin_manager(entrypoints=False, extra=[LazyTwice()]))
+    assert "lazy_types_for_test" not in sys.modules and "twice" in reg.names("layer")
+    assert reg.get("layer", "twice").name == "twice" and "lazy_types_for_test" in sys.modules
+    with pytest.raises(PluginError, match="lists layer type 'thrice', but lazy_types_for_test.register_layers"):
+        reg.get("layer", "thrice")
+
+
+def test_a_lazy_type_whose_module_fails_is_a_plugin_error_naming_the_plugin(lazy_module):
+    lazy_module.write_text("raise ImportError('no torch here')\n")
+    reg = build_registry(get_plugin_manager(entrypoints=False, extra=[LazyTwice()]))
+    with pytest.raises(PluginError, match=r"plugin '.*' failed to load layer type 'twice' from "
+                                          r"lazy_types_for_test.register_layers: ImportError: no torch here"):
+        reg.get("layer", "twice")
+
+
 def test_a_plugin_that_raises_while_registering_is_named():
     with pytest.raises(PluginError) as e:
         build_registry(get_plugin_manager(entrypoints=False, extra=[Raises()]))
