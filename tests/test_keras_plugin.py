@@ -20,6 +20,18 @@ def test_plugin_comes_from_its_entry_point():
     assert default_plugin_manager().sources["keras"].startswith("cnnspec-keras ")
 
 
+def test_the_plugin_names_exactly_the_layers_it_defines_and_loads_them_on_first_use():
+    import cnnspec_keras
+    from cnnspec_keras.layers import LAYERS
+
+    from cnnspec.plugins import build_registry, get_plugin_manager
+
+    assert sorted(cnnspec_keras.NAMES) == sorted(layer.name for layer in LAYERS)
+    reg = build_registry(get_plugin_manager())
+    assert all(type(reg.entries["layer"][n]).__name__ == "Lazy" for n in cnnspec_keras.NAMES)
+    assert type(reg.get("layer", "Conv2D")).__module__ == "cnnspec_keras.layers"
+
+
 def test_keras_reference_shapes_and_params():
     spec = cnnspec.load_spec(str(ROOT / "specs" / "keras_mnist_cnn.yaml"))
     shapes = [r.output_shape for r in spec.trace.rows]

@@ -12,7 +12,7 @@ from torch import nn
 
 from cnnspec.shapes import pair
 
-from . import conv_pads_itself, max_pool_pads_itself, same_pads
+from .layers import conv_pads_itself, max_pool_pads_itself, same_pads
 
 _ACT: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "elu": nn.ELU, "selu": nn.SELU, "silu": nn.SiLU,
