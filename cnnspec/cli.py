@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     _plugin_option(v)
     v.add_argument("--batch-size", type=_positive, metavar="N",
                    help="estimate training memory at this batch size (default: the spec's data.batch_size)")
-    v.set_defaults(func=cmd_validate)
+    v.set_defaults(func=cmd_validate, prints_only=True)
 
     r = sub.add_parser("run", help="train and evaluate as the spec says")
     r.add_argument("spec", nargs="?", metavar="SPEC", help="spec file (or --resume RUN_DIR)")
@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plugins", help="list plugins and what each registers")
     _plugin_option(pl, trust=False)
-    pl.set_defaults(func=cmd_plugins)
+    pl.set_defaults(func=cmd_plugins, prints_only=True)
 
     ev = sub.add_parser("eval", help="test-split metrics and confusion matrix of a finished run")
     ev.add_argument("run_dir", metavar="RUN_DIR")
@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="print the JSON Schema of spec files (for editors)")
     sc.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     _plugin_option(sc, trust=False)
-    sc.set_defaults(func=cmd_schema)
+    sc.set_defaults(func=cmd_schema, prints_only=True)
 
     tr = sub.add_parser("trust", help="trust the plugin files a spec or run folder names (by SHA-256)")
     tr.add_argument("targets", nargs="+", metavar="SPEC", help="spec files, run folders or .py files")
@@ -155,12 +155,17 @@ def _trust_option(p: argparse.ArgumentParser) -> None:
                    help="trust the plugin files the spec (or run folder) names, for this call only")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def entry() -> NoReturn:
+    """The ``cnnspec`` program (console script and ``python -m cnnspec``): ``main``, then exit."""
+    sys.exit(main(exiting=True))
+
+
+def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     """Run the command line; return the exit status (see ``errors.ExitCode``).
 
     The one place where a failure becomes an exit status: every user-facing error is a
     ``CnnspecError`` that knows its status and its lines; anything else is a bug and shows
-    its traceback.
+    its traceback. ``exiting``: the process ends when this returns (see ``_freeze_for_exit``).
     """
     # pydantic scans every installed distribution for pydantic plugins (observability hooks)
     # when it builds its first validator: 15-20 ms of validate's start-up, for models that are
@@ -171,7 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _parser().parse_args(argv)
         except SystemExit as e:  # --help, --version
             return int(e.code or 0)
-        return int(args.func(args) or ExitCode.OK)
+        status = int(args.func(args) or ExitCode.OK)
+        if exiting and getattr(args, "prints_only", False):
+            _freeze_for_exit()
+        return status
     except SystemExit as e:  # a plugin may not decide how cnnspec ends
         return _report(PluginError(f"code run by this command (a plugin?) tried to end the process "
                                    f"with SystemExit({e.code!r}); refused"))
@@ -186,6 +194,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:  # an output path in a missing folder, a full disk, ...
         print(f"cnnspec: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return int(ExitCode.USAGE)
+
+
+def _freeze_for_exit() -> None:
+    """Spare the process Python's garbage collections at interpreter shutdown.
+
+    They walk every object still alive (pydantic's validators, the registry, the parsed spec):
+    about 100 ms of `validate`'s 0.5 s on a 2-core AMD EPYC, against about 15 ms once the objects
+    are frozen out of the collector's reach. Buffers are still flushed and atexit handlers still
+    run; objects in reference cycles are left to the OS, so this is done only after commands that
+    read and print (validate, schema, plugins), which close what they open.
+    """
+    import gc
+
+    gc.freeze()
 
 
 def _report(e: CnnspecError) -> int:

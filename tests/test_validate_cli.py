@@ -272,3 +272,20 @@ def test_yaml_messages_help(cli, write):
     assert "YAML does not allow tabs for indentation" in res.out
     res = cli("validate", write("input: [1,8,8]\nlayers:\n  - {type: conv2d, out_channels: 2\n  - relu\n", "b.yaml"))
     assert "which started at line 3, column 5" in res.out
+
+
+def test_the_program_skips_the_shutdown_garbage_collection_only_after_commands_that_print():
+    # main(exiting=True) is what the `cnnspec` program runs; tests call main() in-process, untouched
+    code = """
+import gc, io, sys, contextlib
+from cnnspec.cli import main
+spec = sys.argv[1]
+with contextlib.redirect_stdout(io.StringIO()):
+    counts = [main(["graph", spec, "--format", "mermaid"], exiting=True), gc.get_freeze_count(),
+              main(["validate", spec]), gc.get_freeze_count(),
+              main(["validate", spec], exiting=True), gc.get_freeze_count() > 1000]
+print(counts)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "specs" / "mnist_cnn.yaml")], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[0, 0, 0, 0, 0, True]"
