@@ -157,6 +157,10 @@ def _trust_option(p: argparse.ArgumentParser) -> None:
 
 def entry() -> NoReturn:
     """The ``cnnspec`` program (console script and ``python -m cnnspec``): ``main``, then exit."""
+    # pydantic scans every installed distribution for pydantic plugins (observability hooks)
+    # when it builds its first validator: 15-20 ms of validate's start-up, for models that are
+    # cnnspec's own. Set PYDANTIC_DISABLE_PLUGINS yourself (even empty) to decide otherwise.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     sys.exit(main(exiting=True))
 
 
@@ -167,10 +171,6 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     ``CnnspecError`` that knows its status and its lines; anything else is a bug and shows
     its traceback. ``exiting``: the process ends when this returns (see ``_freeze_for_exit``).
     """
-    # pydantic scans every installed distribution for pydantic plugins (observability hooks)
-    # when it builds its first validator: 15-20 ms of validate's start-up, for models that are
-    # cnnspec's own. Set PYDANTIC_DISABLE_PLUGINS yourself (even empty) to decide otherwise.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         try:
             args = _parser().parse_args(argv)
