@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import KeyPath, Problem, SpecError, did_you_mean, path_str
+from .errors import KeyPath, PluginError, Problem, SpecError, did_you_mean, path_str
 from .registry import Kind, Registry, ShapeError
 from .shapes import BYTES, MAX_LAYERS, MAX_REPEAT, ShapeTrace, fmt, trace
 from .spec import Component, DataSection, Spec, SpecFile, TrainSection
@@ -220,10 +220,14 @@ class _Checker:
         if parsed is None:
             return None
         name, params = parsed
-        ctype = self.reg.get(kind, name)
         label = path_str(path)
+        where = path + ("type",) if isinstance(raw, dict) else path
+        try:
+            ctype = self.reg.get(kind, name)
+        except PluginError as e:  # a plugin registered the name lazily and its module failed
+            self.fail(where, f"{label}: {e}")
+            return None
         if ctype is None:
-            where = path + ("type",) if isinstance(raw, dict) else path
             hint = did_you_mean(name, self.reg.names(kind)) or _known(self.reg.names(kind)) or (
                 "; if a plugin provides it, list the plugin under 'plugins:' or pass -p")
             self.fail(where, f"{label}: unknown {kind} type '{name}'{hint}")
@@ -339,7 +343,7 @@ class _Checker:
         known = sorted(set(self.blocks) | set(self.reg.names("block")))
         if name not in known:
             hint = did_you_mean(name, known)
-            if not hint and self.reg.get("layer", name) is not None:
+            if not hint and name in self.reg.names("layer"):
                 hint = f" ('{name}' is a layer type: write {{type: {name}, ...}})"
             self.fail(path + ("block",), f"{label}: unknown block '{name}'" + (
                 hint or (f" (known: {', '.join(known)})" if known else " (define it under 'blocks:')")))

@@ -159,7 +159,8 @@ def entry() -> NoReturn:
     """The ``cnnspec`` program (console script and ``python -m cnnspec``): ``main``, then exit."""
     # pydantic scans every installed distribution for pydantic plugins (observability hooks)
     # when it builds its first validator: 15-20 ms of validate's start-up, for models that are
-    # cnnspec's own. Set PYDANTIC_DISABLE_PLUGINS yourself (even empty) to decide otherwise.
+    # cnnspec's own. This holds for every command and the processes it starts (sweep trials,
+    # torchrun workers); set PYDANTIC_DISABLE_PLUGINS yourself (even empty) to decide otherwise.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     sys.exit(main(exiting=True))
 

@@ -378,15 +378,22 @@ class Registry:
         from .hookspecs import REGISTER_HOOKS
 
         hook = next(h for h, k in REGISTER_HOOKS.items() if k == kind)
-        given: dict[str, Any] = {}
+        owner = self.owner(kind, name)
+        given: list[Any] = []
         try:
-            getattr(importlib.import_module(module), hook)(lambda item: given.setdefault(item.name, item))
+            getattr(importlib.import_module(module), hook)(given.append)
         except (Exception, SystemExit) as e:
-            raise PluginError(f"plugin {self.owner(kind, name)!r} failed to load {kind} type '{name}' "
+            raise PluginError(f"plugin {owner!r} failed to load {kind} type '{name}' "
                               f"from {module}.{hook}: {type(e).__name__}: {e}") from e
-        for n, entry in self.entries[kind].items():
-            if isinstance(entry, Lazy) and entry.module == module and n in given:
-                self.entries[kind][n] = given[n]
-        if name not in given:
-            raise PluginError(f"plugin {self.owner(kind, name)!r} lists {kind} type '{name}', "
-                              f"but {module}.{hook} does not register it")
+        listed = {n for n, entry in self.entries[kind].items() if isinstance(entry, Lazy) and entry.module == module}
+        names = [getattr(item, "name", None) for item in given]
+        found = dict(zip(names, given))
+        # the names a plugin lists and the types its module gives must agree, as for eager plugins
+        wrong = [f"registers '{n}' twice" for n in sorted({n for n in names if names.count(n) > 1}, key=str)]
+        wrong += [f"does not register '{n}'" for n in sorted(listed - set(found))]
+        wrong += [f"registers '{n}', which the plugin does not list" for n in sorted(set(found) - listed, key=str)]
+        if wrong:
+            raise PluginError(f"plugin {owner!r} lists {kind} types in {module}, but {module}.{hook} "
+                              + "; ".join(wrong))
+        for n in listed:
+            self.entries[kind][n] = found[n]

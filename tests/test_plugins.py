@@ -182,51 +182,82 @@ def test_validate_imports_only_the_built_in_modules_the_spec_names():
 
 
 LAZY_TYPES = '''
-from cnnspec.hookspecs import hookimpl
 from cnnspec.registry import LayerType, NoParams
 
-class Twice(LayerType[NoParams]):
-    name = "twice"
+class Same(LayerType[NoParams]):
+    def __init__(self, name):
+        self.name = name
     def output_shape(self, p, shape):
         return shape
 
 def register_layers(register):
-    register(Twice())
+    for name in NAMES:
+        register(Same(name))
 '''
 
 
-class LazyTwice:
+class LazyNames:
+    """Lists layer names that the module lazy_types_for_test defines."""
+
+    def __init__(self, *names):
+        self.names = names
+
     @hookimpl
     def register_layers(self, register):
         from cnnspec.registry import Lazy
 
-        register(Lazy("twice", "lazy_types_for_test"))
-        register(Lazy("thrice", "lazy_types_for_test"))  # the module does not define it
+        for name in self.names:
+            register(Lazy(name, "lazy_types_for_test"))
 
 
 @pytest.fixture
 def lazy_module(tmp_path, monkeypatch):
-    """Writes the module the LazyTwice plugin names; forgets it afterwards."""
+    """Writes the module LazyNames points at, defining the given names; forgets it afterwards."""
     monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path / "lazy_types_for_test.py"
+
+    def write(*names, text=LAZY_TYPES):
+        (tmp_path / "lazy_types_for_test.py").write_text(f"NAMES = {names!r}\n" + text)
+
+    yield write
     sys.modules.pop("lazy_types_for_test", None)
 
 
 def test_a_lazy_type_is_imported_when_first_used(lazy_module):
-    lazy_module.write_text(LAZY_TYPES)
-    reg = build_registry(get_plugin_manager(entrypoints=False, extra=[LazyTwice()]))
+    lazy_module("twice", "thrice")
+    reg = build_registry(get_plugin_manager(entrypoints=False, extra=[LazyNames("twice", "thrice")]))
     assert "lazy_types_for_test" not in sys.modules and "twice" in reg.names("layer")
     assert reg.get("layer", "twice").name == "twice" and "lazy_types_for_test" in sys.modules
-    with pytest.raises(PluginError, match="lists layer type 'thrice', but lazy_types_for_test.register_layers"):
-        reg.get("layer", "thrice")
+    assert reg.get("layer", "thrice").name == "thrice"
+
+
+def test_a_lazy_plugin_whose_names_and_module_disagree_is_named(lazy_module):
+    lazy_module("twice", "once", "once")
+    reg = build_registry(get_plugin_manager(entrypoints=False, extra=[LazyNames("twice", "thrice")]))
+    with pytest.raises(PluginError) as e:
+        reg.get("layer", "twice")
+    assert "lazy_types_for_test.register_layers registers 'once' twice; does not register 'thrice'; " \
+           "registers 'once', which the plugin does not list" in str(e.value)
 
 
 def test_a_lazy_type_whose_module_fails_is_a_plugin_error_naming_the_plugin(lazy_module):
-    lazy_module.write_text("raise ImportError('no torch here')\n")
-    reg = build_registry(get_plugin_manager(entrypoints=False, extra=[LazyTwice()]))
+    lazy_module(text="raise ImportError('no torch here')\n")
+    reg = build_registry(get_plugin_manager(entrypoints=False, extra=[LazyNames("twice")]))
     with pytest.raises(PluginError, match=r"plugin '.*' failed to load layer type 'twice' from "
                                           r"lazy_types_for_test.register_layers: ImportError: no torch here"):
         reg.get("layer", "twice")
+
+
+def test_a_lazy_type_that_fails_to_load_is_a_located_error_and_other_specs_are_still_checked(
+        lazy_module, tmp_path, cli):
+    lazy_module(text="raise ImportError('no torch here')\n")
+    (tmp_path / "lazy_plugin.py").write_text(
+        "from cnnspec.hookspecs import hookimpl\nfrom cnnspec.registry import Lazy\n\n"
+        "@hookimpl\ndef register_layers(register):\n    register(Lazy('twice', 'lazy_types_for_test'))\n")
+    (tmp_path / "bad.yaml").write_text("plugins: [lazy_plugin.py]\ninput: [4]\nlayers:\n  - {type: twice}\n")
+    res = cli("validate", "--trust", str(tmp_path / "bad.yaml"), str(ROOT / "specs" / "mnist_cnn.yaml"))
+    assert res.code == 1
+    assert "bad.yaml:4:12: error: layers[0]: plugin" in res.out and "ImportError: no torch here" in res.out
+    assert "total params: 50,186" in res.out  # the second spec was checked
 
 
 def test_a_plugin_that_raises_while_registering_is_named():

@@ -289,3 +289,14 @@ print(counts)
     out = subprocess.run([sys.executable, "-c", code, str(ROOT / "specs" / "mnist_cnn.yaml")], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[0, 0, 0, 0, 0, True]"
+
+
+@pytest.mark.parametrize(("before", "after"), [(None, "__all__"), ("", ""), ("logfire", "logfire")])
+def test_the_program_turns_pydantic_plugins_off_unless_the_user_decided(before, after):
+    code = ("import os, sys; from cnnspec.cli import entry; sys.argv = ['cnnspec', '--version']\n"
+            "try:\n    entry()\nexcept SystemExit:\n    print(repr(os.environ.get('PYDANTIC_DISABLE_PLUGINS')))")
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if before is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = before
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.splitlines()[-1] == repr(after)
