@@ -149,6 +149,8 @@ def compile_block(name: str, raw: Any, owner: str) -> tuple[Block | None, list[t
 class BlockUse(CompositeType[Params]):
     """A use of a named block: its layers in order, as one nested nn.Sequential."""
 
+    chain = True
+
     def __init__(self, block: Block) -> None:
         self.block = block
         self.name = block.name

@@ -59,7 +59,10 @@ def _module(spec: Spec, row: Row) -> nn.Module:
     if comp is None:  # a path inside a composite (main, shortcut, branch): its layers in order
         parts = _sequence(spec, row.children)
         return nn.Sequential(*parts) if parts else nn.Identity()
-    parts = [_module(spec, child) for child in row.children]
+    if getattr(comp.type, "chain", False):  # its parts run in order: rewrite among them too
+        parts = _sequence(spec, row.children)
+    else:
+        parts = [_module(spec, child) for child in row.children]
     if hasattr(comp.type, "assemble"):
         module = call_plugin(spec.registry, "layer", comp.name, comp.type.assemble, comp.params,
                              row.input_shape, parts)

@@ -142,8 +142,8 @@ def _nodes(rows: Sequence[Row], tensor: int, sizes: list[int], out: list[_Node],
             sizes.append(r.activation_bytes)
             out.append(_Node(r, ends, len(sizes) - 1, _saved(r)))
             tensor = len(sizes) - 1
-        elif r.composite:
-            tensor = _nodes(r.children, tensor, sizes, out)
+        elif r.composite:  # children in order; reordered by the builder if the composite chains them
+            tensor = _nodes(r.children, tensor, sizes, out, built=getattr(r.component.type, "chain", False))
         elif not (saved := _saved(r)).view:  # a view passes its input on: no new tensor
             sizes.append(r.activation_bytes)
             out.append(_Node(r, [tensor], len(sizes) - 1, saved, weights=r.params > 0))

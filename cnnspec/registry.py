@@ -141,9 +141,12 @@ class CompositeType(LayerType[P]):
     ``assemble`` gets the built modules of the rows ``trace`` made, in order, and returns one module.
     Its MACs are its children's sum plus ``macs`` (its own, 0 by default: a sum or concat costs none);
     ``merges`` says its output is a new tensor (a sum or concat), which counts as activation memory.
+    ``chain`` says ``assemble`` runs the parts one after another (an ``nn.Sequential``), so the
+    builder may rewrite among them as among top-level layers (see ``shapes.pooled_relus``).
     """
 
     merges: bool = False
+    chain: bool = False
 
     def macs(self, p: P, in_shape: Shape, out_shape: Shape) -> int | None:
         return 0

@@ -68,3 +68,49 @@ def test_flatten_hands_a_channels_last_gradient_back_channels_last() -> None:
     y.backward(torch.arange(y.numel(), dtype=torch.float32).reshape(y.shape))
     assert x.grad is not None and x.grad.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x.grad, torch.arange(y.numel(), dtype=torch.float32).reshape(4, 5, 3, 3))
+
+
+CHAINS = """input: [3, 12, 12]
+blocks:
+  conv_pool:
+    params: {c: int}
+    layers: [{type: conv2d, out_channels: $c, kernel_size: 3, padding: 1}, relu, {type: maxpool2d, kernel_size: 2}]
+layers:
+  - {type: sequence, layers: [{type: conv2d, out_channels: 4, kernel_size: 3, padding: 1}, relu,
+                              {type: maxpool2d, kernel_size: 2, stride: 1}]}
+  - sigmoid  # keeps only its output: memory differs between the two orders (the check below sees it)
+  - {type: repeat, times: 2, layers: [{type: conv2d, out_channels: 4, kernel_size: 1}, relu, {type: maxpool2d, kernel_size: 1}]}
+  - {block: conv_pool, c: 6}
+  - flatten
+  - {type: linear, out_features: 3}
+"""
+
+
+def test_pool_first_inside_sequences_repeats_and_blocks(monkeypatch) -> None:
+    from cnnspec import build
+
+    spec = cnnspec.loads_spec(CHAINS, "f.yaml")
+    torch.manual_seed(0)
+    model = cnnspec.build_model(spec)
+    assert [type(m).__name__ for m in model[0]] == ["Conv2d", "Identity", "Sequential"]
+    assert [type(m).__name__ for m in model[2]] == ["Conv2d", "Identity", "Sequential"] * 2
+    assert [type(m).__name__ for m in model[3]] == ["Conv2d", "Identity", "Sequential"]
+    monkeypatch.setattr(build, "pooled_relus", lambda rows: [])  # the model as torch.nn would have it
+    ref = cnnspec.build_model(spec)
+    assert isinstance(ref[0][1], nn.ReLU)
+    ref.load_state_dict(model.state_dict())  # the rewrite moved no weight
+    x = torch.randn(5, 3, 12, 12)
+    x[0] = -1.0
+    outs, grads = [], []
+    for m in (model, ref):
+        xi = x.clone().requires_grad_(True)
+        out = m(xi)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([xi.grad] + [p.grad for p in m.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    for a, b in zip(grads[0], grads[1], strict=True):
+        assert torch.equal(a, b)
+    from autograd_memory import assert_kept_exact
+
+    assert_kept_exact(model, spec)  # the memory estimate follows the reordered model

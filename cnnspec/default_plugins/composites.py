@@ -28,6 +28,7 @@ class SequenceParams(Params):
 class Sequence(CompositeType[SequenceParams]):
     name = "sequence"
     Params = SequenceParams
+    chain = True
     description = "layers one after the other, as one layer (a nested nn.Sequential)"
 
     def paths(self, p: SequenceParams) -> list[tuple[str | int, ...]]:
@@ -52,6 +53,7 @@ class Repeat(CompositeType[RepeatParams]):
 
     name = "repeat"
     Params = RepeatParams
+    chain = True
     description = "its layers N times over, each copy with its own weights"
 
     def paths(self, p: RepeatParams) -> list[tuple[str | int, ...]]:
