@@ -161,14 +161,21 @@ def export(trained: Trained, fmt: str, output: str | None) -> Path:
 
 def plot(run_dirs: Sequence[str], output: str) -> Path:
     """Compare the curves of several runs in one PNG."""
+    import sys
+
     from .plot import plot_runs
 
-    runs = []
+    runs, empty = [], []
     for d in run_dirs:
         rows = read_metrics_rows(Path(d))
-        if not rows:
-            raise ToolError(f"{d}: no metrics.jsonl with epochs in it")
-        runs.append((Path(d).name, rows))
+        if rows:
+            runs.append((Path(d).name, rows))
+        else:  # a sweep's folder, a run stopped in its first epoch: `plot runs/*` draws the others
+            empty.append(d)
+    if not runs:
+        raise ToolError(f"{', '.join(empty)}: no metrics.jsonl with epochs in it")
+    for d in empty:
+        print(f"cnnspec: warning: {d}: no metrics.jsonl with epochs in it; left out", file=sys.stderr)
     return plot_runs(runs, output)
 
 

@@ -97,6 +97,11 @@ def test_plot_compares_runs(cli, run_dir, tmp_path):
     assert res.code == 0 and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     res = cli("plot", str(tmp_path), "-o", str(tmp_path / "d.png"))
     assert res.code == 2 and "no metrics.jsonl" in res.err
+    # `plot runs/*` with a sweep's folder or a run stopped in its first epoch among them
+    (tmp_path / "stopped").mkdir()
+    res = cli("plot", str(run_dir), str(tmp_path / "stopped"), "-o", str(tmp_path / "e.png"))
+    assert res.code == 0 and (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"cnnspec: warning: {tmp_path / 'stopped'}: no metrics.jsonl with epochs in it; left out" in res.err
 
 
 def test_tools_on_a_missing_run_say_so(cli, tmp_path):
@@ -113,3 +118,16 @@ def test_tool_output_paths_and_devices_are_checked(cli, run_dir, tmp_path):
     assert res.code == 2
     res = cli("eval", str(run_dir), "--device", "gpu")
     assert res.code == 2 and "not one of auto, cpu" in res.err
+
+
+@pytest.mark.parametrize("command", [["plugins"], ["eval", "RUN"], ["validate", "SPEC"]])
+def test_a_reader_that_leaves_ends_the_command_quietly(run_dir, command):
+    """`cnnspec eval RUN | head -1`: rich's tables as well as plain prints end with status 0."""
+    import subprocess
+    import sys
+
+    args = [{"RUN": str(run_dir), "SPEC": str(ROOT / "specs" / "mnist_cnn.yaml")}.get(a, a) for a in command]
+    p = subprocess.Popen([sys.executable, "-m", "cnnspec", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader is gone before the first line
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and err == "", err
