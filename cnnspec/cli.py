@@ -281,9 +281,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from .console import Console
     from .plugins import build_registry, get_plugin_manager, load_local_plugin
     from .registry import KINDS
 
@@ -314,9 +314,9 @@ def cmd_schema(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from .console import Console
     from .tools import evaluate, load_run
     from .train import resolve_device
 

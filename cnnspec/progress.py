@@ -32,7 +32,7 @@ class RichProgress(QuietProgress):
     """A live bar with throughput and running loss per epoch; one line kept per finished epoch."""
 
     def __init__(self) -> None:
-        from rich.console import Console
+        from .console import Console
 
         self.console = Console(file=sys.stderr, highlight=False)
         self._bar: Any = None

@@ -87,7 +87,7 @@ class Reporter:
     """Progress lines (rich) and the sweep folder's result files."""
 
     def __init__(self, quiet: bool, sweep: Sweep, folder: Path) -> None:
-        from rich.console import Console
+        from .console import Console
 
         self.quiet, self.sweep, self.folder = quiet, sweep, folder
         self.console = Console(highlight=False, soft_wrap=True)

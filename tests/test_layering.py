@@ -11,7 +11,7 @@ from conftest import ROOT
 PACKAGE = ROOT / "cnnspec"
 # Lowest first. A module may import its own layer or any layer below, never one above.
 LAYERS = [
-    {"errors", "types", "files"},
+    {"errors", "types", "files", "console"},
     {"registry", "hookspecs", "yamlpos", "shapes"},
     {"cost"},  # pure arithmetic on the shape trace
     {"spec", "plugins", "overrides", "check", "blocks", "report", "schema", "graph", "sweepspace", "trust"},
