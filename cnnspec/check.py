@@ -76,6 +76,7 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
             registry = default_registry()
     c = _Checker(located, registry)
     c.problems.extend(problems)
+    c.plugins_failed = bool(problems)
     return c.run()
 
 
@@ -117,6 +118,7 @@ class _Checker:
         self.trail: tuple[tuple[str, KeyPath], ...] = ()  # the block uses being expanded, outermost first
         self.blocks: dict[str, Any] = {}  # name -> compiled Block, or None when its definition is bad
         self.bad_plugin_blocks: dict[str, str] = {}  # name -> what is wrong with a plugin's block
+        self.plugins_failed = False  # a plugin the spec lists was not loaded (untrusted, failed)
 
     def fail(self, path: KeyPath, message: str, *, key: bool = False) -> None:
         """Record a located problem; inside a block's body, say which use (line) it came from."""
@@ -228,8 +230,11 @@ class _Checker:
             self.fail(where, f"{label}: {e}")
             return None
         if ctype is None:
-            hint = did_you_mean(name, self.reg.names(kind)) or _known(self.reg.names(kind)) or (
-                "; if a plugin provides it, list the plugin under 'plugins:' or pass -p")
+            if self.plugins_failed:  # most likely the type of the plugin that did not load
+                hint = "; a plugin listed under 'plugins:' was not loaded (see its error)"
+            else:
+                hint = did_you_mean(name, self.reg.names(kind)) or _known(self.reg.names(kind)) or (
+                    "; if a plugin provides it, list the plugin under 'plugins:' or pass -p")
             self.fail(where, f"{label}: unknown {kind} type '{name}'{hint}")
             return None
         p = self.validate_model(ctype.Params, params, path, f"{label} {name}: ")

@@ -360,6 +360,9 @@ def test_validate_imports_nothing_untrusted_then_trust_then_change(tmp_path):
     assert (f"{spec}:1:11: error: plugins[0]: plugin file 'evil.py' is not trusted (sha256 "
             in res.stdout), res.stdout
     assert f"nothing was imported. Read it, then trust it with `cnnspec trust {spec}`" in res.stdout
+    # the layer it would provide is unknown, and the hint says why (not "list the plugin")
+    assert (f"{spec}:3:10: error: layers[0]: unknown layer type 'double'; a plugin listed under "
+            "'plugins:' was not loaded (see its error)") in res.stdout, res.stdout
     assert "Traceback" not in res.stdout + res.stderr
 
     res = cnnspec("trust", str(spec))
