@@ -55,8 +55,10 @@ class Located:
     def problem(self, path: KeyPath, message: str, *, key: bool = False) -> Problem:
         line, col = self.where(path, key=key)
         for over, arg in self.overridden.items():
-            # under the overridden value, or about the component it sits in (train.optimizer)
-            if path[: len(over)] == over or (len(path) >= 2 and over[: len(path)] == path):
+            # under the overridden value, about the component it sits in (train.optimizer), or
+            # about a key the override created (--set trian.epochs=1: the file has no 'trian')
+            created = bool(path) and over[: len(path)] == path and path not in self.keys
+            if path[: len(over)] == over or (len(path) >= 2 and over[: len(path)] == path) or created:
                 message += f" (from --set {arg})"
                 break
         return Problem(line, col, message, path, self.file)

@@ -26,6 +26,8 @@ def test_validate_takes_set_like_run(cli, write):
     spec = small_spec(write)
     res = cli("validate", spec, "--set", "layers.0.kernel_size=30")
     assert res.code == 1 and "(from --set layers.0.kernel_size=30)" in res.out
+    res = cli("validate", spec, "--set", "trian.epochs=1")  # a key the file does not have: the --set made it
+    assert res.code == 1 and "unknown key 'trian'" in res.out and "(from --set trian.epochs=1)" in res.out, res.out
     res = cli("validate", spec, "--set", "nonsense")
     assert res.code == 2 and "expected KEY.PATH=VALUE" in res.err
     res = cli("validate", spec, "--set", "train.epochs=0", "--format", "json")
