@@ -80,10 +80,12 @@ class RichProgress(QuietProgress):
         if not rows:
             return
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
-        cols = [("epoch", "epoch", "{}"), ("train_loss", "train loss", "{:.4f}"),
-                ("train_accuracy", "train acc", "{:.4f}"), ("val_loss", "val loss", "{:.4f}"),
-                ("val_accuracy", "val acc", "{:.4f}"), ("test_loss", "test loss", "{:.4f}"),
-                ("test_accuracy", "test acc", "{:.4f}"), ("lr", "lr", "{:.2g}"),
+        # two-line headers keep every column as narrow as its numbers: 68 columns, so an
+        # 80-column terminal shows them whole (one-line headers made rich cut the lr to "0.000…")
+        cols = [("epoch", "epoch", "{}"), ("train_loss", "train\nloss", "{:.4f}"),
+                ("train_accuracy", "train\nacc", "{:.4f}"), ("val_loss", "val\nloss", "{:.4f}"),
+                ("val_accuracy", "val\nacc", "{:.4f}"), ("test_loss", "test\nloss", "{:.4f}"),
+                ("test_accuracy", "test\nacc", "{:.4f}"), ("lr", "lr", "{:.2g}"),
                 ("seconds", "secs", "{:.1f}")]
         cols = [c for c in cols if c[0] in rows[-1]]
         for _, head, _ in cols:

@@ -304,3 +304,18 @@ def test_a_plugin_failing_mid_training_ends_the_run_cleanly(cli, write, tmp_path
     assert res.code == 3 and "training failed: ValueError: plugin broke" in res.err
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
     assert (run / "last.pt").is_file()
+
+
+def test_the_end_of_run_table_fits_an_80_column_terminal():
+    import io
+
+    from cnnspec.console import Console
+    from cnnspec.progress import RichProgress
+
+    progress = RichProgress()
+    progress.console = Console(file=io.StringIO(), width=80, highlight=False)
+    row = {"epoch": 10, "train_loss": 0.4013, "train_accuracy": 0.9891, "val_loss": 0.3829, "val_accuracy": 0.9931,
+           "test_loss": 0.4105, "test_accuracy": 0.9806, "lr": 4.9e-05, "seconds": 12.5}
+    progress.finish([row])
+    out = progress.console.file.getvalue()
+    assert "…" not in out and "4.9e-05" in out and "0.9806" in out and "12.5" in out, out
