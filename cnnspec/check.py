@@ -472,10 +472,10 @@ class _Checker:
             inp *= d
         prof = activation_profile(t)
         checks: list[tuple[str, Any, Any, int, Any]] = [
-            ("params", lim.params, lambda r: r.params, 0, lambda n, f: f"{n:,} parameters"),
-            ("macs", lim.macs, lambda r: r.macs or 0, 0, lambda n, f: f"{f(n)} MACs per sample"),
+            ("params", lim.params, lambda r: r.params, 0, lambda n, show: f"{n:,} parameters"),
+            ("macs", lim.macs, lambda r: r.macs or 0, 0, lambda n, show: f"{show(n)} MACs per sample"),
             ("memory", lim.memory, lambda r: row_memory(r, prof, batch, state), (inp + prof.in_flight) * batch,
-             lambda n, f: f"~{f(n)} estimated training memory at batch {batch:,}"),
+             lambda n, show: f"~{show(n)} estimated training memory at batch {batch:,}"),
         ]
         for key, limit, value, start, say in checks:
             if limit is None:
@@ -490,14 +490,15 @@ class _Checker:
             where = f"{path_str(comp.path)} {comp.name}"
             line = self.loc.where(comp.path, key=True)[0]
             at = f" (first crossed at {where}{f', line {line}' if line else ''})"
-            f: Any = human_bytes if key == "memory" else human
-            if f(total) == f(int(limit)):  # "needs 36.0 MiB, over the limit of 36.0 MiB": exact numbers
-                f = (lambda n: f"{n:,} bytes") if key == "memory" else (lambda n: f"{n:,}")
-            short = f(int(limit))
-            self.fail(("limits", key), f"limits.{key}: the model needs {say(total, f)}, over the limit of "
+            show: Any = human_bytes if key == "memory" else human
+            if show(total) == show(int(limit)):  # "needs 36.0 MiB, over the limit of 36.0 MiB": exact numbers
+                show = (lambda n: f"{n:,} bytes") if key == "memory" else (lambda n: f"{n:,}")
+            short = show(int(limit))
+            self.fail(("limits", key), f"limits.{key}: the model needs {say(total, show)}, over the limit of "
                       f"{short}{at}")
             self.trail = comp.trail
-            self.fail(comp.path, f"{where}: reaches {say(reached, f)} here, over limits.{key} ({short})", key=True)
+            self.fail(comp.path, f"{where}: reaches {say(reached, show)} here, over limits.{key} ({short})",
+                      key=True)
             self.trail = ()
 
     def dataset_fits(self, ds: Component, inp: tuple[int, ...], t: ShapeTrace) -> None:
