@@ -1,7 +1,8 @@
 """In-process A/B of the builder's fast paths: cnnspec's built model against the plain torch.nn one.
 
-Both models hold the same weights; "plain" puts each relu back before its max pooling and uses
-torch.nn.Flatten, as a hand-built model would. Blocks of 10 training steps (channels-last, fused
+Both models hold the same weights; "plain" puts each relu back before its max pooling (into the
+Keras-style Conv2D it came from, where it came from one) and uses torch.nn.Flatten, as a
+hand-built model would. Blocks of 10 training steps (channels-last, fused
 Adam, batch 100, random data) alternate between the two in one process, so the host's drift
 hits both alike; the median of the blocks is reported. Then Adam's step alone, torch's default
 (for-each-parameter) implementation against the fused kernel, on the spec's parameters.
@@ -35,7 +36,12 @@ def plain(model: nn.Sequential) -> nn.Sequential:
         if isinstance(m, nn.Identity):
             continue  # where a relu stood before the builder moved it after the pooling
         if isinstance(m, nn.Sequential) and len(m) == 2 and isinstance(m[1], nn.ReLU):
-            mods += [m[1], m[0]]
+            before = mods[-1] if mods else None
+            if isinstance(before, nn.Sequential) and isinstance(before[-1], nn.Identity):
+                before[-1] = m[1]  # a Keras Conv2D(activation=relu) gets its relu back
+                mods.append(m[0])
+            else:
+                mods += [m[1], m[0]]
         elif isinstance(m, Flatten):
             mods.append(nn.Flatten(m.start_dim, m.end_dim))
         else:

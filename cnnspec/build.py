@@ -46,10 +46,20 @@ def build_model(spec: Spec) -> nn.Sequential:
 def _sequence(spec: Spec, rows: Sequence[Row]) -> list[nn.Module]:
     """The modules of rows that run one after another. A relu before max pooling moves after
     it (see shapes.pooled_relus): the same numbers, a quarter of the element-wise work for 2 x 2
-    pooling. Each module keeps its row's position and output shape; neither has parameters."""
+    pooling. Each module keeps its row's position and output shape, and its parameters' names."""
     parts = [_module(spec, row) for row in rows]
     for i in pooled_relus(rows):
-        parts[i], parts[i + 1] = nn.Identity(), nn.Sequential(parts[i + 1], parts[i])
+        if rows[i].type == "relu":
+            relu, parts[i] = parts[i], nn.Identity()
+        else:  # a layer ending with a ReLU (LayerType.without_relu): take it off the end
+            module = parts[i]
+            if not (isinstance(module, nn.Sequential) and isinstance(module[-1], nn.ReLU)):
+                owner = spec.registry.owner("layer", rows[i].type)
+                raise PluginError(f"layer type '{rows[i].type}' (from plugin '{owner}') declares "
+                                  f"without_relu but built {type(module).__name__}, not an "
+                                  "nn.Sequential ending with nn.ReLU")
+            relu, module[-1] = module[-1], nn.Identity()
+        parts[i + 1] = nn.Sequential(parts[i + 1], relu)
     return parts
 
 

@@ -130,10 +130,16 @@ def _nodes(rows: Sequence[Row], tensor: int, sizes: list[int], out: list[_Node],
             continue
         if i in swap:  # pool the relu's input, then the relu on the pooled tensor
             pool = rows[i + 1]
+            relu_rule = _saved(r)
+            if r.type != "relu":  # a layer ending with a relu: the layer alone runs first
+                sizes.append(r.activation_bytes)
+                out.append(_Node(r, [tensor], len(sizes) - 1, r.component.type.without_relu(
+                    r.component.params, r.input_shape, r.output_shape), weights=r.params > 0))
+                tensor, relu_rule = len(sizes) - 1, Saved(input=False, output=True)  # relu keeps its output
             sizes.append(pool.activation_bytes)
             out.append(_Node(pool, [tensor], len(sizes) - 1, _saved(pool)))
             sizes.append(pool.activation_bytes)
-            out.append(_Node(r, [len(sizes) - 2], len(sizes) - 1, _saved(r)))
+            out.append(_Node(r, [len(sizes) - 2], len(sizes) - 1, relu_rule))
             tensor = len(sizes) - 1
         elif r.component is None:  # a path (main, shortcut, branch): its layers in order
             tensor = _nodes(r.children, tensor, sizes, out, built=True)

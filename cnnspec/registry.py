@@ -109,6 +109,16 @@ class LayerType(Generic[P]):
         input and the output, an upper bound for element-wise layers and convolutions alike."""
         return Saved()
 
+    # Its output is a max over windows of its input, so a relu just before it may run after it.
+    max_pooling: bool = False
+
+    def without_relu(self, p: P, in_shape: Shape, out_shape: Shape) -> Saved | None:
+        """For a layer whose module ends with a ReLU (a convolution with ``activation: relu``):
+        its memory rule without that ReLU. The builder may then move the ReLU after a max pooling
+        that follows (see ``shapes.pooled_relus``), so the built module must be an
+        ``nn.Sequential`` whose last module is the ``nn.ReLU``. None (the default): no ReLU at its end."""
+        return None
+
     def build(self, p: P, shape: Shape) -> torch.nn.Module:
         """The torch module for input ``shape``; the only place torch is touched."""
         raise NotImplementedError

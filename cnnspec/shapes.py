@@ -116,16 +116,23 @@ class Row:
             yield from c.walk(depth + 1)
 
 
-MAX_POOLS = ("maxpool2d", "adaptivemaxpool2d")
+def ends_in_relu(row: Row) -> bool:
+    """A relu, or a layer whose module ends with one (``LayerType.without_relu``)."""
+    if row.composite:
+        return False
+    rule = getattr(row.component.type, "without_relu", None)
+    return row.type == "relu" or (rule is not None and rule(row.component.params, row.input_shape,
+                                                            row.output_shape) is not None)
 
 
 def pooled_relus(rows: Sequence[Row]) -> list[int]:
-    """Indices i where a relu is followed by max pooling in the sequence ``rows``: the builder
-    pools first and applies the relu to the smaller pooled tensor, which is exact, gradients
-    included (relu(max(x)) == max(relu(x)), and both send a window's gradient to its argmax or
-    to nowhere). ``cost`` follows the same order, so its estimate is the built model's."""
-    return [i for i in range(len(rows) - 1) if rows[i].type == "relu" and rows[i + 1].type in MAX_POOLS
-            and not rows[i].composite and not rows[i + 1].composite]
+    """Indices i where a relu (or a layer ending with one) is followed by max pooling in the
+    sequence ``rows``: the builder pools first and applies the relu to the smaller pooled tensor,
+    which is exact, gradients included (relu(max(x)) == max(relu(x)), and both send a window's
+    gradient to its argmax or to nowhere). ``cost`` follows the same order, so its estimate is
+    the built model's."""
+    return [i for i in range(len(rows) - 1) if ends_in_relu(rows[i]) and not rows[i + 1].composite
+            and getattr(rows[i + 1].component.type, "max_pooling", False)]
 
 
 @dataclass

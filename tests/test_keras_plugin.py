@@ -160,3 +160,46 @@ def test_add_and_concatenate_are_keras_residuals_and_joins(cli, write):
                                 "      - [{type: Conv2D, filters: 4, kernel_size: 3}]\n      - []\n"))
     assert res.code == 1
     assert ":6:9: error: layers[0] Add: branch 1 gives 1 x 8 x 8 but branch 0 gives 4 x 6 x 6; sum needs" in res.out
+
+
+KERAS_POOLS = """input: [3, 11, 11]
+layers:
+  - {type: Conv2D, filters: 4, kernel_size: 3, padding: same, activation: relu}
+  - {type: MaxPool2D, pool_size: 2, padding: same}      # -inf padding on the odd row and column
+  - {type: Conv2D, filters: 6, kernel_size: 2, activation: relu}
+  - {type: MaxPooling2D, pool_size: 2}
+  - {type: Conv2D, filters: 6, kernel_size: 1, activation: tanh}   # not a relu: stays where it is
+  - {type: MaxPool2D, pool_size: 1}
+  - Flatten
+  - {type: Dense, units: 3}
+"""
+
+
+def test_conv_relu_before_max_pooling_runs_after_it_with_the_same_numbers(monkeypatch):
+    from autograd_memory import assert_kept_exact
+    from torch import nn
+
+    from cnnspec import build
+
+    spec = cnnspec.loads_spec(KERAS_POOLS, "k.yaml")
+    torch.manual_seed(0)
+    model = cnnspec.build_model(spec)
+    assert isinstance(model[0][-1], nn.Identity) and isinstance(model[1][-1], nn.ReLU)
+    assert isinstance(model[2][-1], nn.Identity) and isinstance(model[3][-1], nn.ReLU)
+    assert isinstance(model[4][-1], nn.Tanh) and not isinstance(model[5], nn.Sequential)
+    monkeypatch.setattr(build, "pooled_relus", lambda rows: [])  # the model as it was built before
+    ref = cnnspec.build_model(spec)
+    ref.load_state_dict(model.state_dict())  # the same parameter names: old checkpoints still load
+    x = torch.randn(5, 3, 11, 11)
+    x[0] = -1.0
+    outs, grads = [], []
+    for m in (model, ref):
+        xi = x.clone().requires_grad_(True)
+        out = m(xi)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([xi.grad] + [p.grad for p in m.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    for a, b in zip(grads[0], grads[1], strict=True):
+        assert torch.equal(a, b)
+    assert_kept_exact(model, spec)  # the memory estimate follows the built order

@@ -164,6 +164,7 @@ class MaxPool2dParams(PoolParams):
 class MaxPool2d(ZeroMacs, LayerType[MaxPool2dParams]):
     name = "maxpool2d"
     Params = MaxPool2dParams
+    max_pooling = True
     description = "2-D max pooling (torch.nn.MaxPool2d)"
 
     def output_shape(self, p: MaxPool2dParams, shape: Shape) -> Shape:
@@ -239,6 +240,7 @@ class AdaptiveAvgPool2d(_Adaptive):
 class AdaptiveMaxPool2d(_Adaptive):
     name = "adaptivemaxpool2d"
     description = "pools to a fixed output size by maxima (torch.nn.AdaptiveMaxPool2d)"
+    max_pooling = True
 
     def saved(self, p: AdaptiveParams, in_shape: Shape, out_shape: Shape) -> Saved:
         return pool_indices(out_shape)

@@ -151,6 +151,12 @@ class Conv2D(LayerType[Conv2DParams]):
         pads = same_pads(in_shape, pair(p.kernel_size), pair(p.strides), pair(p.dilation_rate), p.padding)
         return with_activation(p.activation, padded_copy(in_shape, pads, conv_pads_itself(pads)), out_shape)
 
+    def without_relu(self, p: Conv2DParams, in_shape: Shape, out_shape: Shape) -> Saved | None:
+        """With ``activation: relu`` the module is Sequential(conv, ReLU): the cnnspec builder may
+        move that ReLU after a following MaxPool2D; the convolution alone keeps only its input."""
+        return self.saved(p.model_copy(update={"activation": None}), in_shape, out_shape) \
+            if p.activation == "relu" else None
+
     def build(self, p: Conv2DParams, shape: Shape) -> Any:
         from .modules import conv2d
 
@@ -199,6 +205,7 @@ class _Pool(_ZeroMacs, LayerType[PoolParams]):
 class MaxPool2D(_Pool):
     name = "MaxPool2D"
     description = "Keras MaxPool2D: padded positions are never the maximum"
+    max_pooling = True
 
 
 class MaxPooling2D(MaxPool2D):
