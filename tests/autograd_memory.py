@@ -1,4 +1,5 @@
-"""What autograd really keeps for backward, to hold the layers' memory rules (LayerType.saved) to."""
+"""What autograd really keeps for backward, to hold the layers' memory rules (LayerType.saved) to;
+and the check that a builder rewrite changes no number, outputs and gradients alike."""
 
 from __future__ import annotations
 
@@ -40,3 +41,31 @@ def assert_kept_exact(model, spec):
     prof = activation_profile(spec.trace)
     assert sum(prof.kept.values()) == per_sample, (sum(prof.kept.values()), per_sample)
     assert prof.peak >= per_sample
+
+
+def assert_same_numbers(model, ref, x) -> None:
+    """``model`` and ``ref`` (the same weights) give equal outputs and equal gradients, bit for bit,
+    for the input ``x`` and every parameter, after a backward pass of a squared-sum loss."""
+    outs, grads = [], []
+    for m in (model, ref):
+        m.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        out = m(xi)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([xi.grad] + [p.grad for p in m.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    for a, b in zip(grads[0], grads[1], strict=True):
+        assert torch.equal(a, b)
+
+
+def unrewritten(spec, model, monkeypatch):
+    """The model as built without the relu-after-max-pooling rewrite, holding ``model``'s weights
+    (loading them also checks that the rewrite kept every parameter's name)."""
+    from cnnspec import build
+
+    with monkeypatch.context() as m:
+        m.setattr(build, "pooled_relus", lambda rows: [])
+        ref = build.build_model(spec)
+    ref.load_state_dict(model.state_dict())
+    return ref

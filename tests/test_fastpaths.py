@@ -7,6 +7,7 @@ import pytest
 import cnnspec
 
 torch = pytest.importorskip("torch")
+from autograd_memory import assert_kept_exact, assert_same_numbers, unrewritten  # noqa: E402
 from torch import nn  # noqa: E402
 
 SPEC = """input: [3, 12, 12]
@@ -46,17 +47,7 @@ def test_pool_first_and_flatten_give_the_same_numbers_and_gradients(channels_las
     model, ref = model.to(memory_format=fmt), ref.to(memory_format=fmt)
     x = torch.randn(6, 3, 12, 12).contiguous(memory_format=fmt)
     x[0] = -1.0  # a sample whose windows are all negative: no gradient through either order
-    outs, grads = [], []
-    for m in (model, ref):
-        m.zero_grad()
-        xi = x.clone().requires_grad_(True)
-        out = m(xi)
-        out.square().sum().backward()
-        outs.append(out.detach())
-        grads.append([xi.grad] + [p.grad for p in m.parameters()])
-    assert torch.equal(outs[0], outs[1])
-    for a, b in zip(grads[0], grads[1], strict=True):
-        assert torch.equal(a, b)
+    assert_same_numbers(model, ref, x)
 
 
 def test_flatten_hands_a_channels_last_gradient_back_channels_last() -> None:
@@ -87,30 +78,15 @@ layers:
 
 
 def test_pool_first_inside_sequences_repeats_and_blocks(monkeypatch) -> None:
-    from cnnspec import build
-
     spec = cnnspec.loads_spec(CHAINS, "f.yaml")
     torch.manual_seed(0)
     model = cnnspec.build_model(spec)
     assert [type(m).__name__ for m in model[0]] == ["Conv2d", "Identity", "Sequential"]
     assert [type(m).__name__ for m in model[2]] == ["Conv2d", "Identity", "Sequential"] * 2
     assert [type(m).__name__ for m in model[3]] == ["Conv2d", "Identity", "Sequential"]
-    monkeypatch.setattr(build, "pooled_relus", lambda rows: [])  # the model as torch.nn would have it
-    ref = cnnspec.build_model(spec)
+    ref = unrewritten(spec, model, monkeypatch)  # the model as torch.nn would have it
     assert isinstance(ref[0][1], nn.ReLU)
-    ref.load_state_dict(model.state_dict())  # the rewrite moved no weight
     x = torch.randn(5, 3, 12, 12)
     x[0] = -1.0
-    outs, grads = [], []
-    for m in (model, ref):
-        xi = x.clone().requires_grad_(True)
-        out = m(xi)
-        out.square().sum().backward()
-        outs.append(out.detach())
-        grads.append([xi.grad] + [p.grad for p in m.parameters()])
-    assert torch.equal(outs[0], outs[1])
-    for a, b in zip(grads[0], grads[1], strict=True):
-        assert torch.equal(a, b)
-    from autograd_memory import assert_kept_exact
-
+    assert_same_numbers(model, ref, x)
     assert_kept_exact(model, spec)  # the memory estimate follows the reordered model

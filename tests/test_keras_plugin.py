@@ -176,10 +176,8 @@ layers:
 
 
 def test_conv_relu_before_max_pooling_runs_after_it_with_the_same_numbers(monkeypatch):
-    from autograd_memory import assert_kept_exact
+    from autograd_memory import assert_kept_exact, assert_same_numbers, unrewritten
     from torch import nn
-
-    from cnnspec import build
 
     spec = cnnspec.loads_spec(KERAS_POOLS, "k.yaml")
     torch.manual_seed(0)
@@ -187,19 +185,8 @@ def test_conv_relu_before_max_pooling_runs_after_it_with_the_same_numbers(monkey
     assert isinstance(model[0][-1], nn.Identity) and isinstance(model[1][-1], nn.ReLU)
     assert isinstance(model[2][-1], nn.Identity) and isinstance(model[3][-1], nn.ReLU)
     assert isinstance(model[4][-1], nn.Tanh) and not isinstance(model[5], nn.Sequential)
-    monkeypatch.setattr(build, "pooled_relus", lambda rows: [])  # the model as it was built before
-    ref = cnnspec.build_model(spec)
-    ref.load_state_dict(model.state_dict())  # the same parameter names: old checkpoints still load
+    ref = unrewritten(spec, model, monkeypatch)  # the same parameter names: old checkpoints still load
     x = torch.randn(5, 3, 11, 11)
     x[0] = -1.0
-    outs, grads = [], []
-    for m in (model, ref):
-        xi = x.clone().requires_grad_(True)
-        out = m(xi)
-        out.square().sum().backward()
-        outs.append(out.detach())
-        grads.append([xi.grad] + [p.grad for p in m.parameters()])
-    assert torch.equal(outs[0], outs[1])
-    for a, b in zip(grads[0], grads[1], strict=True):
-        assert torch.equal(a, b)
+    assert_same_numbers(model, ref, x)
     assert_kept_exact(model, spec)  # the memory estimate follows the built order
