@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import Kind
 
 hookspec = pluggy.HookspecMarker("cnnspec")
 hookimpl = pluggy.HookimplMarker("cnnspec")
@@ -69,7 +72,7 @@ def after_training(context: Any, summary: dict[str, Any]) -> None:
 
 
 # hook name -> registry kind, for the register_* hooks
-REGISTER_HOOKS = {
+REGISTER_HOOKS: dict[str, Kind] = {
     "register_layers": "layer",
     "register_optimizers": "optimizer",
     "register_schedulers": "scheduler",

@@ -54,7 +54,8 @@ DEFAULT_PLUGINS: dict[str, dict[Kind, tuple[str, ...]]] = {
 
 class LazyPlugin:
     """A plugin known by the names it registers; ``module``, which defines them, is imported
-    (by the registry) when one of them is first used."""
+    (by the registry) when one of them is first used. It implements every register_* hook
+    (attached below, one per entry of ``hookspecs.REGISTER_HOOKS``)."""
 
     def __init__(self, module: str, names: dict[Kind, tuple[str, ...]]) -> None:
         self.module = module
@@ -64,37 +65,16 @@ class LazyPlugin:
         for name in self.names.get(kind, ()):
             register(Lazy(name, self.module))
 
-    @hookimpl
-    def register_layers(self, register: Register) -> None:
-        self._give("layer", register)
 
-    @hookimpl
-    def register_optimizers(self, register: Register) -> None:
-        self._give("optimizer", register)
+def _lazy_hook(kind: Kind) -> Any:
+    def hook(self: LazyPlugin, register: Register) -> None:
+        self._give(kind, register)
 
-    @hookimpl
-    def register_schedulers(self, register: Register) -> None:
-        self._give("scheduler", register)
+    return hookimpl(hook)
 
-    @hookimpl
-    def register_losses(self, register: Register) -> None:
-        self._give("loss", register)
 
-    @hookimpl
-    def register_datasets(self, register: Register) -> None:
-        self._give("dataset", register)
-
-    @hookimpl
-    def register_augmentations(self, register: Register) -> None:
-        self._give("augmentation", register)
-
-    @hookimpl
-    def register_callbacks(self, register: Register) -> None:
-        self._give("callback", register)
-
-    @hookimpl
-    def register_blocks(self, register: Register) -> None:
-        self._give("block", register)
+for _hook, _kind in hookspecs.REGISTER_HOOKS.items():
+    setattr(LazyPlugin, _hook, _lazy_hook(_kind))
 
 
 class PluginManager(pluggy.PluginManager):
