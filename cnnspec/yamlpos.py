@@ -154,6 +154,12 @@ def _count_events(text: str, file: str) -> None:
                 count += 1
                 if count > MAX_NODES:
                     raise _refused(event, f"the document has more than {MAX_NODES} nodes; refused", file)
+    except yaml.MarkedYAMLError as e:
+        # libyaml (bundled with PyYAML >= 6.0.2) refuses deep nesting itself, while scanning ahead
+        # of the events counted here: give the same refusal as ours, whichever comes first
+        if e.problem and "nesting depth" in e.problem and e.problem_mark is not None:
+            raise _refused_at(e.problem_mark, f"the YAML is nested more than {MAX_DEPTH} levels deep; refused",
+                              file) from None
     except yaml.YAMLError:
         pass
     finally:
@@ -161,7 +167,10 @@ def _count_events(text: str, file: str) -> None:
 
 
 def _refused(event: Any, message: str, file: str) -> SpecError:
-    mark = event.start_mark
+    return _refused_at(event.start_mark, message, file)
+
+
+def _refused_at(mark: Any, message: str, file: str) -> SpecError:
     return SpecError([Problem(mark.line + 1, mark.column + 1, message, (), file)], file)
 
 
