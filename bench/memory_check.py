@@ -38,11 +38,11 @@ COLUMNS = ["", "parameter", "optimizer_state", "input", "temporary", "activation
 
 def trainer_for(spec_path: Path, batch_size: int, device: str):
     """cnnspec's Trainer for the spec on random data, so the step measured is the one `run` takes."""
-    from cnnspec.data import Batches
-    from cnnspec.plugins import default_plugin_manager
-    from cnnspec.progress import QuietProgress
-    from cnnspec.runner import load_for_run
-    from cnnspec.train import Trainer, resolve_device
+    from cnnspec.data.splits import Batches
+    from cnnspec.registry.manager import default_plugin_manager
+    from cnnspec.train.loop import Trainer, resolve_device
+    from cnnspec.train.progress import QuietProgress
+    from cnnspec.train.runner import load_for_run
 
     spec = load_for_run(str(spec_path), [f"data.batch_size={batch_size}"], device)
     dev = resolve_device(device)
@@ -58,7 +58,7 @@ def measure(spec_path: Path, batch_size: int, device: str) -> dict[str, object]:
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import MemoryProfileTimeline
 
-    from cnnspec.cost import spec_estimate
+    from cnnspec.spec.cost import spec_estimate
 
     spec, trainer = trainer_for(spec_path, batch_size, device)
     est = spec_estimate(spec, batch_size)
@@ -99,7 +99,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
-    from cnnspec.host import cpu_model
+    from cnnspec.train.host import cpu_model
 
     results = [measure(p, args.batch_size, args.device) for p in args.specs]
     mib = 2**20

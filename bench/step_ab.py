@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnspec
-from cnnspec.host import cpu_model, keep_freed_memory
-from cnnspec.modules import Flatten
+from cnnspec.build.modules import Flatten
+from cnnspec.train.host import cpu_model, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 

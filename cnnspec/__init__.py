@@ -5,43 +5,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .errors import Problem, SpecError
-from .spec import Spec
+from cnnspec.errors import Problem, SpecError
+from cnnspec.spec.sections import Spec
+from cnnspec.version import __version__ as __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-    from .check import CheckResult
-    from .registry import Registry
+    from cnnspec.registry.types import Registry
+    from cnnspec.spec.check import CheckResult
 
 __all__ = ["Problem", "Spec", "SpecError", "build_model", "check_file", "load_spec", "loads_spec"]
-__version__ = "0.1.0"
 
 
 def check_file(path: str, registry: Registry | None = None, plugins: Sequence[str] = (),
                trust: bool = False) -> CheckResult:
-    """Check a spec file and return a ``cnnspec.check.CheckResult`` (never raises SpecError).
+    """Check a spec file and return a ``cnnspec.spec.check.CheckResult`` (never raises SpecError).
 
     ``plugins`` are extra plugin modules or .py files to load, like ``-p`` on the command line.
     Plugin files the spec lists load only if trusted (``cnnspec trust``), or with ``trust=True``
     (``--trust``): this call trusts them.
     """
-    from .check import check_file as _check_file
+    from cnnspec.spec.load import check_file as _check_file
 
     return _check_file(path, registry, plugins, trust=trust)
 
 
 def load_spec(path: str, registry: Registry | None = None, plugins: Sequence[str] = ()) -> Spec:
     """Load and validate a spec file; raise SpecError with every located problem."""
-    from .check import load_spec as _load_spec
+    from cnnspec.spec.load import load_spec as _load_spec
 
     return _load_spec(path, registry, plugins)
 
 
 def loads_spec(text: str, file: str = "<string>", registry: Registry | None = None) -> Spec:
     """Like load_spec, from YAML text."""
-    from .check import check
-    from .yamlpos import load
+    from cnnspec.spec.check import check
+    from cnnspec.spec.yamlpos import load
 
     result = check(load(text, file), registry)
     if result.spec is None:
@@ -51,6 +51,6 @@ def loads_spec(text: str, file: str = "<string>", registry: Registry | None = No
 
 def build_model(spec: Spec) -> nn.Sequential:
     """Compile a checked spec into a ``torch.nn.Sequential`` (imports torch)."""
-    from .build import build_model as _build
+    from cnnspec.build.model import build_model as _build
 
     return _build(spec)

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import __version__
-from .errors import CnnspecError, ExitCode, PluginError, UsageError
+from cnnspec.errors import CnnspecError, ExitCode, PluginError, UsageError
+from cnnspec.version import __version__
 
 CHECKPOINT_HELP = ("best: the epoch with the best validation accuracy (runs with data.val_split > 0), "
                    "else the last epoch; last: the last epoch")
@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 def _device(value: str) -> str:
     import re
 
-    from .spec import DEVICE_PATTERN
+    from cnnspec.spec.sections import DEVICE_PATTERN
 
     if not re.match(DEVICE_PATTERN, value):
         raise argparse.ArgumentTypeError(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps")
@@ -218,10 +218,10 @@ def _report(e: CnnspecError) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> ExitCode:
-    from .check import check_file
-    from .cost import spec_estimate
-    from .errors import UnreadableSpec
-    from .report import print_problems, print_table, result_json
+    from cnnspec.errors import UnreadableSpec
+    from cnnspec.spec.cost import spec_estimate
+    from cnnspec.spec.load import check_file
+    from cnnspec.tools.show import print_problems, print_table, result_json
 
     status = ExitCode.OK
     docs = []
@@ -246,7 +246,7 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
             assert result.spec is not None
             if len(args.specs) > 1:
                 print(f"--- # {path}")
-            from .rundir import spec_text  # only for --resolved: validate's start-up stays lean
+            from cnnspec.train.rundir import spec_text  # only for --resolved: validate's start-up stays lean
 
             sys.stdout.write(spec_text(result.spec.resolved(args.plugins)))
         elif result.valid:
@@ -263,19 +263,19 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_graph(args: argparse.Namespace) -> None:
-    from .graph import write_graph
+    from cnnspec.tools.graph import write_graph
 
     write_graph(args.spec, args.output, args.format, args.plugins)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from .runner import run_command
+    from cnnspec.train.runner import run_command
 
     run_command(args)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .sweep import sweep_command
+    from cnnspec.sweep.sweeper import sweep_command
 
     sweep_command(args)
 
@@ -283,9 +283,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 def cmd_plugins(args: argparse.Namespace) -> None:
     from rich.table import Table
 
-    from .console import Console
-    from .plugins import build_registry, get_plugin_manager, load_local_plugin
-    from .registry import KINDS
+    from cnnspec.registry.hookspecs import KINDS
+    from cnnspec.registry.manager import build_registry, get_plugin_manager, load_local_plugin
+    from cnnspec.util.console import Console
 
     pm = get_plugin_manager(extra=[load_local_plugin(p) for p in args.plugins])
     reg = build_registry(pm)
@@ -295,14 +295,14 @@ def cmd_plugins(args: argparse.Namespace) -> None:
     for name in pm.sources:
         owned = [f"{k}: {', '.join(n for n in reg.names(k) if reg.owner(k, n) == name)}"
                  for k in KINDS if any(reg.owner(k, n) == name for n in reg.names(k))]
-        shown = name.removeprefix("cnnspec.default_plugins.")
+        shown = name.removeprefix("cnnspec.plugins.")
         table.add_row(shown, pm.sources[name], "\n".join(owned) or "(hooks only)")
     Console(highlight=False, soft_wrap=True).print(table)
 
 
 def cmd_schema(args: argparse.Namespace) -> None:
-    from .plugins import default_registry, load_local_plugin, registry_with
-    from .schema import json_schema
+    from cnnspec.registry.manager import default_registry, load_local_plugin, registry_with
+    from cnnspec.tools.schema import json_schema
 
     reg = registry_with([load_local_plugin(p) for p in args.plugins]) if args.plugins else default_registry()
     text = json.dumps(json_schema(reg), indent=2) + "\n"
@@ -316,9 +316,9 @@ def cmd_schema(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from rich.table import Table
 
-    from .console import Console
-    from .tools import evaluate, load_run
-    from .train import resolve_device
+    from cnnspec.tools.runs import evaluate, load_run
+    from cnnspec.train.loop import resolve_device
+    from cnnspec.util.console import Console
 
     result = evaluate(load_run(args.run_dir, args.checkpoint, args.trust), resolve_device(args.device))
     if args.format == "json":
@@ -338,7 +338,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .tools import load_run, predict
+    from cnnspec.tools.runs import load_run, predict
 
     results = predict(load_run(args.run_dir, args.checkpoint, args.trust), args.images, max(1, args.top), args.invert)
     if args.format == "json":
@@ -350,20 +350,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .tools import export, load_run
+    from cnnspec.tools.runs import export, load_run
 
     path = export(load_run(args.run_dir, args.checkpoint, args.trust), args.format, args.output)
     print(f"wrote {path} ({args.format}; input: images scaled to [0, 1], any batch size)")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from .tools import plot
+    from cnnspec.tools.runs import plot
 
     print(f"wrote {plot(args.run_dirs, args.output)}")
 
 
 def cmd_trust(args: argparse.Namespace) -> None:
-    from .trust import trust_targets
+    from cnnspec.tools.trust import trust_targets
 
     for line in trust_targets(args.targets):
         print(line)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from cnnspec.cost import activation_profile
+from cnnspec.spec.cost import activation_profile
 
 
 def saved_bytes(model, x) -> int:
@@ -62,7 +62,7 @@ def assert_same_numbers(model, ref, x) -> None:
 def unrewritten(spec, model, monkeypatch):
     """The model as built without the relu-after-max-pooling rewrite, holding ``model``'s weights
     (loading them also checks that the rewrite kept every parameter's name)."""
-    from cnnspec import build
+    from cnnspec.build import model as build
 
     with monkeypatch.context() as m:
         m.setattr(build, "pooled_relus", lambda rows: [])

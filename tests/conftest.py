@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -67,7 +67,7 @@ def ctrl_c_on_third_update(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None
     tests run, that is epoch 2 after its first step."""
 
     def arm() -> None:
-        from cnnspec.progress import QuietProgress
+        from cnnspec.train.progress import QuietProgress
 
         calls = {"n": 0}
 

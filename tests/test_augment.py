@@ -7,8 +7,14 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from cnnspec.default_plugins.augment_ops import (CutMixOp, HorizontalFlipOp, MixupOp, RandomAffineOp,
-                                                 RandomCropOp, RandomErasingOp)
+from cnnspec.plugins.augment_ops import (
+    CutMixOp,
+    HorizontalFlipOp,
+    MixupOp,
+    RandomAffineOp,
+    RandomCropOp,
+    RandomErasingOp,
+)
 
 
 def batch(n: int = 4, c: int = 2, h: int = 7, w: int = 9) -> torch.Tensor:

@@ -6,9 +6,9 @@ import json
 import re
 
 import pytest
+from conftest import ROOT
 
 import cnnspec
-from conftest import ROOT
 
 RESNET18 = ROOT / "specs" / "resnet18.yaml"
 
@@ -244,8 +244,8 @@ def test_repeat_counts_are_checked(cli, write, item, where, message):
 
 def test_a_plugin_can_ship_blocks(cli, write, tmp_path):
     (tmp_path / "blocklib.py").write_text('''
-from cnnspec.hookspecs import hookimpl
-from cnnspec.registry import BlockType
+from cnnspec.registry.hookspecs import hookimpl
+from cnnspec.registry.types import BlockType
 
 @hookimpl
 def register_blocks(register):
@@ -272,7 +272,7 @@ def test_cifar_resnet_trains_resumes_and_exports(cli, tmp_path):
     torch = pytest.importorskip("torch")
     import numpy as np
 
-    from cnnspec.trained import load_run
+    from cnnspec.train.trained import load_run
 
     run = tmp_path / "r20"
     spec = str(ROOT / "specs" / "resnet20_cifar.yaml")

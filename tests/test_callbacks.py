@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from cnnspec.default_plugins.callbacks import EarlyStoppingCallback, EarlyStoppingParams
 from test_run import TIMING, metrics
+
+from cnnspec.plugins.callbacks import EarlyStoppingCallback, EarlyStoppingParams
 
 
 def _context_with_weights(value: float) -> SimpleNamespace:
@@ -48,8 +48,8 @@ def test_early_stopping_stops_at_the_right_epoch_and_restores_the_best_weights()
 
 RECORDING_OPTIMIZER = '''
 import json, os
-from cnnspec.hookspecs import hookimpl
-from cnnspec.registry import OptimizerType, NoParams
+from cnnspec.registry.hookspecs import hookimpl
+from cnnspec.registry.types import OptimizerType, NoParams
 
 class Recording(OptimizerType[NoParams]):
     name = "recording_sgd"

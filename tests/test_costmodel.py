@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SPECS
 
 import cnnspec
-from cnnspec.plugins import default_registry
-
-from conftest import SPECS
+from cnnspec.registry.manager import default_registry
 
 torch = pytest.importorskip("torch")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
@@ -52,7 +51,7 @@ def test_spec_kept_memory_equals_what_autograd_keeps(path: Path) -> None:
 
 
 def test_unknown_rule_shows_question_mark_and_incomplete_total(cli, write) -> None:
-    from cnnspec.registry import LayerType, Registry
+    from cnnspec.registry.types import LayerType, Registry
 
     class NoRule(LayerType):
         name = "norule"
@@ -133,7 +132,7 @@ MEM_SPEC = ("input: [1, 8, 8]\nlayers:\n  - {type: conv2d, out_channels: 4, kern
     ("adagrad", 1),
 ])
 def test_memory_estimate_counts_weights_grads_state_and_activations(optimizer, states) -> None:
-    from cnnspec.cost import spec_estimate
+    from cnnspec.spec.cost import spec_estimate
 
     spec = cnnspec.loads_spec(MEM_SPEC + f"  optimizer: {optimizer}\n", "m.yaml")
     params = 4 * 9 + 4 + 256 * 3 + 3
@@ -198,7 +197,7 @@ def test_limits_are_located_at_the_limit_and_the_crossing_layer(cli, write) -> N
 
 
 def test_limits_within_budget_and_units(cli, write) -> None:
-    from cnnspec.cost import parse_amount
+    from cnnspec.spec.cost import parse_amount
 
     assert parse_amount("2GiB", True) == 2 * 2**30 and parse_amount("500MB", True) == 500 * 10**6
     assert parse_amount("1.5G", False) == 1_500_000_000 and parse_amount(3e9, False) == 3 * 10**9
@@ -243,14 +242,14 @@ BOMBS = {
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if a run gets as far as building the model or loading data."""
-    import cnnspec.distributed
-    import cnnspec.runner
+    import cnnspec.train.distributed
+    import cnnspec.train.runner
 
     def refuse(*a, **k):
         raise AssertionError("the run went on to allocate")
 
-    monkeypatch.setattr(cnnspec.runner, "_train", refuse)
-    monkeypatch.setattr(cnnspec.distributed, "init", refuse)
+    monkeypatch.setattr(cnnspec.train.runner, "_train", refuse)
+    monkeypatch.setattr(cnnspec.train.distributed, "init", refuse)
 
 
 @pytest.mark.parametrize("name", sorted(BOMBS))
@@ -275,10 +274,10 @@ def test_resource_bomb_over_a_limit_is_a_located_error(cli, write, tmp_path, no_
 
 
 def test_device_check_uses_free_memory_and_force_overrides(cli, write, tmp_path, monkeypatch) -> None:
-    import cnnspec.host
+    import cnnspec.train.host
 
     path = write(MEM_SPEC)
-    monkeypatch.setattr(cnnspec.host, "available_memory", lambda device: 1000)
+    monkeypatch.setattr(cnnspec.train.host, "available_memory", lambda device: 1000)
     r = cli("run", path, "--output", str(tmp_path / "a"))
     assert r.code == 2 and "but only 1000 B is available RAM" in r.err
     r = cli("run", path, "--force", "--output", str(tmp_path / "b"))

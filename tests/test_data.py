@@ -1,4 +1,4 @@
-"""Tests of the dataset plugins (IDX, CIFAR, image folders, digits, synthetic) and cnnspec.data's splits."""
+"""Tests of the dataset plugins (IDX, CIFAR, image folders, digits, synthetic) and cnnspec.data.splits's splits."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from cnnspec import data
-from cnnspec.data import DataError, Splits
-from cnnspec.default_plugins import cifar, datasets, image_folder, mnist
-from cnnspec.plugins import default_registry
-from cnnspec.registry import NoParams
+from cnnspec.data import splits as data
+from cnnspec.data.splits import DataError, Splits
+from cnnspec.plugins import cifar, datasets, image_folder, mnist
+from cnnspec.registry.manager import default_registry
+from cnnspec.registry.types import NoParams
 
 
 def load(name: str, root: str | None, download: bool) -> Splits:

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import cnnspec
-from cnnspec.distributed import World, shard
+from cnnspec.train.distributed import World, shard
 
 PROBE = '''
 import hashlib, json, os
-from cnnspec.hookspecs import hookimpl
+from cnnspec.registry.hookspecs import hookimpl
 
 OUT = os.environ["CNNSPEC_PROBE_DIR"]
 

@@ -51,7 +51,7 @@ def test_pool_first_and_flatten_give_the_same_numbers_and_gradients(channels_las
 
 
 def test_flatten_hands_a_channels_last_gradient_back_channels_last() -> None:
-    from cnnspec.modules import Flatten
+    from cnnspec.build.modules import Flatten
 
     x = torch.randn(4, 5, 3, 3).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     y = Flatten()(x)

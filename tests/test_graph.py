@@ -8,8 +8,9 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-import cnnspec
 from conftest import ROOT
+
+import cnnspec
 
 SVG = "{http://www.w3.org/2000/svg}"
 RESNET20 = str(ROOT / "specs" / "resnet20_cifar.yaml")

@@ -8,10 +8,10 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 import cnnspec
-from cnnspec.plugins import default_plugin_manager, default_registry
-from conftest import ROOT
+from cnnspec.registry.manager import default_plugin_manager, default_registry
 
 
 def test_plugin_comes_from_its_entry_point():
@@ -22,9 +22,8 @@ def test_plugin_comes_from_its_entry_point():
 
 def test_the_plugin_names_exactly_the_layers_it_defines_and_loads_them_on_first_use():
     import cnnspec_keras
+    from cnnspec.registry.manager import build_registry, get_plugin_manager
     from cnnspec_keras.layers import LAYERS
-
-    from cnnspec.plugins import build_registry, get_plugin_manager
 
     assert sorted(cnnspec_keras.NAMES) == sorted(layer.name for layer in LAYERS)
     reg = build_registry(get_plugin_manager())

@@ -7,18 +7,18 @@ import json
 import re
 
 import pytest
-
-from cnnspec import hookspecs
-from cnnspec.plugins import default_registry
-from cnnspec.registry import KINDS
 from conftest import ROOT
+
+from cnnspec.registry import hookspecs
+from cnnspec.registry.hookspecs import KINDS
+from cnnspec.registry.manager import default_registry
 
 README = (ROOT / "README.md").read_text()
 HOOKS = sorted(name for name, fn in vars(hookspecs).items()
                if callable(fn) and hasattr(fn, "cnnspec_spec"))
 TEST_SOURCES = {p.name: p.read_text() for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_meta.py"}
 BUILT_IN = sorted((kind, name) for kind in KINDS for name in default_registry().names(kind)
-                  if default_registry().owner(kind, name).startswith("cnnspec.default_plugins."))
+                  if default_registry().owner(kind, name).startswith("cnnspec.plugins."))
 
 
 def test_hooks_are_found():

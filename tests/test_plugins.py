@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess
@@ -10,18 +9,18 @@ import sys
 
 import pytest
 import torch
-
-from cnnspec import hookspecs
-from cnnspec.hookspecs import hookimpl
-from cnnspec.plugins import PluginError, build_registry, get_plugin_manager
-from cnnspec.registry import LayerType, NoParams
 from conftest import ROOT
+
+from cnnspec.registry import hookspecs
+from cnnspec.registry.hookspecs import hookimpl
+from cnnspec.registry.manager import PluginError, build_registry, get_plugin_manager
+from cnnspec.registry.types import LayerType, NoParams
 
 EXAMPLE = str(ROOT / "specs" / "example_plugin.yaml")
 
 LOCAL_PLUGIN = '''
-from cnnspec.hookspecs import hookimpl
-from cnnspec.registry import LayerType, NoParams
+from cnnspec.registry.hookspecs import hookimpl
+from cnnspec.registry.types import LayerType, NoParams
 
 class Double(LayerType[NoParams]):
     name = "double"
@@ -150,14 +149,14 @@ def test_two_plugins_with_one_name_is_an_error_naming_both():
     with pytest.raises(PluginError) as e:
         build_registry(get_plugin_manager(entrypoints=False, extra=[Clash()]))
     assert "layer type 'relu' is registered by two plugins" in str(e.value)
-    assert "'cnnspec.default_plugins.activations'" in str(e.value)
+    assert "'cnnspec.plugins.activations'" in str(e.value)
 
 
-@pytest.mark.parametrize("module", sorted(__import__("cnnspec.plugins").plugins.DEFAULT_PLUGINS))
+@pytest.mark.parametrize("module", sorted(__import__("cnnspec.registry.manager").registry.manager.DEFAULT_PLUGINS))
 def test_each_built_in_plugin_lists_exactly_the_names_its_module_registers(module):
     import importlib
 
-    from cnnspec.plugins import DEFAULT_PLUGINS
+    from cnnspec.registry.manager import DEFAULT_PLUGINS
 
     mod = importlib.import_module(module)
     registered = {}
@@ -170,19 +169,19 @@ def test_each_built_in_plugin_lists_exactly_the_names_its_module_registers(modul
 
 
 def test_validate_imports_only_the_built_in_modules_the_spec_names():
-    code = ("import sys; from cnnspec.check import check_file; "
+    code = ("import sys; from cnnspec.spec.load import check_file; "
             "assert check_file(sys.argv[1]).valid; "
-            "print(sorted(m for m in sys.modules if m.startswith(('cnnspec.default_plugins.', 'cnnspec_keras'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('cnnspec.plugins.', 'cnnspec_keras'))))")
     out = subprocess.run([sys.executable, "-c", code, str(ROOT / "specs" / "mnist_cnn.yaml")],
                          capture_output=True, text=True, check=True).stdout
     # conv2d, relu, maxpool2d, flatten, linear; adam; cross_entropy; mnist: nothing else is imported,
     # and of the Keras plugin (an entry point) only its list of names
-    assert out.strip() == str([f"cnnspec.default_plugins.{m}" for m in
+    assert out.strip() == str([f"cnnspec.plugins.{m}" for m in
                                ("activations", "layers", "losses", "mnist", "optimizers")] + ["cnnspec_keras"])
 
 
 LAZY_TYPES = '''
-from cnnspec.registry import LayerType, NoParams
+from cnnspec.registry.types import LayerType, NoParams
 
 class Same(LayerType[NoParams]):
     def __init__(self, name):
@@ -204,7 +203,7 @@ class LazyNames:
 
     @hookimpl
     def register_layers(self, register):
-        from cnnspec.registry import Lazy
+        from cnnspec.registry.types import Lazy
 
         for name in self.names:
             register(Lazy(name, "lazy_types_for_test"))
@@ -251,7 +250,7 @@ def test_a_lazy_type_that_fails_to_load_is_a_located_error_and_other_specs_are_s
         lazy_module, tmp_path, cli):
     lazy_module(text="raise ImportError('no torch here')\n")
     (tmp_path / "lazy_plugin.py").write_text(
-        "from cnnspec.hookspecs import hookimpl\nfrom cnnspec.registry import Lazy\n\n"
+        "from cnnspec.registry.hookspecs import hookimpl\nfrom cnnspec.registry.types import Lazy\n\n"
         "@hookimpl\ndef register_layers(register):\n    register(Lazy('twice', 'lazy_types_for_test'))\n")
     (tmp_path / "bad.yaml").write_text("plugins: [lazy_plugin.py]\ninput: [4]\nlayers:\n  - {type: twice}\n")
     res = cli("validate", "--trust", str(tmp_path / "bad.yaml"), str(ROOT / "specs" / "mnist_cnn.yaml"))
@@ -273,7 +272,7 @@ def test_a_hook_name_typo_is_caught():
 
 
 def test_entry_point_cache_is_used_and_invalidated(tmp_path, monkeypatch):
-    from cnnspec import plugins
+    from cnnspec.registry import manager as plugins
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = plugins.installed_entrypoints()
@@ -292,8 +291,8 @@ def test_entry_point_cache_is_used_and_invalidated(tmp_path, monkeypatch):
 
 COMPONENTS_PLUGIN = '''
 import json, os
-from cnnspec.hookspecs import hookimpl
-from cnnspec.registry import DatasetType, LossType, NoParams, SchedulerType
+from cnnspec.registry.hookspecs import hookimpl
+from cnnspec.registry.types import DatasetType, LossType, NoParams, SchedulerType
 
 class Halves(DatasetType[NoParams]):  # left half bright = class 0, right half = class 1
     name = "halves"
@@ -303,7 +302,7 @@ class Halves(DatasetType[NoParams]):  # left half bright = class 0, right half =
         return 2
     def load(self, p, root, download):
         import torch
-        from cnnspec.data import Splits
+        from cnnspec.data.splits import Splits
         def make(n):
             y = torch.arange(n) % 2
             x = torch.zeros(n, 1, 4, 4)
@@ -363,8 +362,8 @@ def test_plugins_add_datasets_losses_and_schedulers(cli, write, tmp_path, monkey
 
 AUGMENT_AND_CALLBACK_PLUGIN = '''
 import json, os
-from cnnspec.hookspecs import hookimpl
-from cnnspec.registry import AugmentationType, Callback, CallbackType, NoParams, ShapeError
+from cnnspec.registry.hookspecs import hookimpl
+from cnnspec.registry.types import AugmentationType, Callback, CallbackType, NoParams, ShapeError
 
 class Invert(AugmentationType[NoParams]):
     name = "invert"

@@ -12,12 +12,11 @@ from hypothesis import strategies as st
 
 import cnnspec
 from cnnspec import SpecError
-from cnnspec.plugins import default_registry
+from cnnspec.registry.manager import default_registry
 
 torch = pytest.importorskip("torch")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
 from autograd_memory import assert_kept_exact  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 EXAMPLES = int(os.environ.get("CNNSPEC_PROPERTY_EXAMPLES", "400"))
 
@@ -98,7 +97,7 @@ def test_validate_agrees_with_torch(inp, layers):
         for p in e.problems:
             assert p.line >= 1 and p.column >= 1 and p.message
         # Every rejection of a conv or pool layer must be one torch makes too.
-        result = cnnspec.check.check(cnnspec.yamlpos.load(text, "gen.yaml"), default_registry())
+        result = cnnspec.spec.check.check(cnnspec.spec.yamlpos.load(text, "gen.yaml"), default_registry())
         t = result.trace
         if t is not None and t.error is not None:
             i, err = t.error

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import yaml
-
 from test_run import small_spec
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from cnnspec.hookspecs import hookimpl
-from cnnspec.plugins import default_plugin_manager
 from conftest import ROOT, SPECS
+
+from cnnspec.registry.hookspecs import hookimpl
+from cnnspec.registry.manager import default_plugin_manager
 
 SYNTH = "data.dataset={type: synthetic, shape: %s, classes: %d, train_size: 200, test_size: 50}"
 TIMING = {"seconds", "eval_seconds", "samples_per_second", "train_gflops_per_second"}
@@ -309,8 +309,8 @@ def test_a_plugin_failing_mid_training_ends_the_run_cleanly(cli, write, tmp_path
 def test_the_end_of_run_table_fits_an_80_column_terminal():
     import io
 
-    from cnnspec.console import Console
-    from cnnspec.progress import RichProgress
+    from cnnspec.train.progress import RichProgress
+    from cnnspec.util.console import Console
 
     progress = RichProgress()
     progress.console = Console(file=io.StringIO(), width=80, highlight=False)

@@ -7,16 +7,15 @@ import json
 
 import pytest
 import torch
-
-from cnnspec.errors import CnnspecError, ExitCode, SpecError
-from cnnspec.hookspecs import hookimpl
 from test_run import plugin, small_spec  # noqa: F401  (plugin is a fixture)
 
+from cnnspec.errors import CnnspecError, ExitCode, SpecError
+from cnnspec.registry.hookspecs import hookimpl
 
 PLUGIN_HEAD = """\
 import torch
-from cnnspec.hookspecs import hookimpl
-from cnnspec.registry import LayerType, Params, WeightInitParams
+from cnnspec.registry.hookspecs import hookimpl
+from cnnspec.registry.types import LayerType, Params, WeightInitParams
 
 """
 
@@ -36,7 +35,7 @@ def spec_with_layer_plugin(write, tmp_path, source: str, layer: str) -> tuple[st
 
 def trust_file(path) -> None:
     """Trust a plugin file the way `cnnspec trust` does (the test's own store, see conftest)."""
-    from cnnspec.trust import add_to_store, file_hash
+    from cnnspec.registry.trust import add_to_store, file_hash
 
     add_to_store({str(path.resolve()): file_hash(path)})
 

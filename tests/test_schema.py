@@ -6,7 +6,6 @@ import json
 
 import pytest
 import yaml
-
 from conftest import SPECS
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -14,8 +13,8 @@ jsonschema = pytest.importorskip("jsonschema")
 
 @pytest.fixture(scope="module")
 def validator():
-    from cnnspec.plugins import default_registry
-    from cnnspec.schema import json_schema
+    from cnnspec.registry.manager import default_registry
+    from cnnspec.tools.schema import json_schema
 
     schema = json_schema(default_registry())
     jsonschema.Draft202012Validator.check_schema(schema)

@@ -24,7 +24,6 @@ import pytest
 import torch
 
 from cnnspec.cli import main
-from conftest import ROOT
 
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
 
@@ -38,7 +37,7 @@ OTHER = SPEC.replace("out_channels: 4", "out_channels: 6")
 def marker_plugin(marker: Path) -> str:
     """A plugin that leaves a marker file when its code runs, and registers a layer 'double'."""
     return (f"open({str(marker)!r}, 'w').write('plugin code ran')\n"
-            "from cnnspec.hookspecs import hookimpl\nfrom cnnspec.registry import LayerType, NoParams\n"
+            "from cnnspec.registry.hookspecs import hookimpl\nfrom cnnspec.registry.types import LayerType, NoParams\n"
             "class Double(LayerType[NoParams]):\n    name = 'double'\n"
             "    def output_shape(self, p, shape):\n        return shape\n"
             "    def build(self, p, shape):\n        import torch\n        class M(torch.nn.Module):\n"
@@ -240,7 +239,7 @@ def _fifo(c: Case) -> list[str]:
 
 def _exit0_plugin(c: Case, where: str) -> list[str]:
     code = "raise SystemExit(0)\n" if where == "import" else (
-        "from cnnspec.hookspecs import hookimpl\n@hookimpl\ndef register_layers(register):\n    raise SystemExit(0)\n")
+        "from cnnspec.registry.hookspecs import hookimpl\n@hookimpl\ndef register_layers(register):\n    raise SystemExit(0)\n")
     (c.tmp / "quit.py").write_text(code)
     return ["validate", "--trust", c.write("plugins: [quit.py]\ninput: [1, 8, 8]\nlayers: [relu]\n")]
 
@@ -452,7 +451,7 @@ def test_a_resume_from_another_folder_needs_trust_of_the_run_plugins(tmp_path):
 
 def test_a_plugin_cannot_end_a_run_with_exit_status_0(tmp_path):
     plugin = tmp_path / "quit.py"
-    plugin.write_text("from cnnspec.hookspecs import hookimpl\n@hookimpl\n"
+    plugin.write_text("from cnnspec.registry.hookspecs import hookimpl\n@hookimpl\n"
                       "def after_epoch(context, metrics):\n    raise SystemExit(0)\n")
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
@@ -562,7 +561,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(finished, tmp_path):
 
 
 def _make_folder(args):
-    from cnnspec.rundir import new_run_dir
+    from cnnspec.train.rundir import new_run_dir
 
     barrier, base = args
     barrier.wait()
@@ -608,7 +607,7 @@ def test_summary_records_the_batch_that_ran(tmp_path):
 
 def test_interrupt_before_the_first_checkpoint_names_no_checkpoint(tmp_path):
     plugin = tmp_path / "stop.py"
-    plugin.write_text("from cnnspec.hookspecs import hookimpl\n@hookimpl\n"
+    plugin.write_text("from cnnspec.registry.hookspecs import hookimpl\n@hookimpl\n"
                       "def before_training(context):\n    raise KeyboardInterrupt\n")
     spec = tmp_path / "s.yaml"
     spec.write_text(SPEC)
@@ -623,7 +622,7 @@ def test_interrupt_before_the_first_checkpoint_names_no_checkpoint(tmp_path):
 def test_predict_image_modes(tmp_path):
     from PIL import Image
 
-    from cnnspec.tools import load_image
+    from cnnspec.tools.runs import load_image
 
     f = tmp_path / "f.tiff"
     Image.fromarray(np.full((4, 4), 0.25, dtype=np.float32), mode="F").save(f)

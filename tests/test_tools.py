@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from cnnspec.trained import load_run
 from conftest import ROOT
+
+from cnnspec.train.trained import load_run
 
 QUICK = str(ROOT / "specs" / "quickstart.yaml")
 
@@ -47,7 +47,6 @@ def test_eval_reports_accuracy_and_confusion(cli, run_dir):
 
 def test_predict_an_image(cli, run_dir, tmp_path):
     from PIL import Image
-
     from sklearn.datasets import load_digits
 
     digits = load_digits()

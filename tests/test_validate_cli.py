@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, SPECS
 
 GOOD = """\
@@ -258,7 +257,7 @@ def test_shape_errors_are_reported_beside_unrelated_ones(cli, write):
 
 def test_a_shape_rule_that_crashes_is_a_located_error(cli, write, tmp_path):
     (tmp_path / "badrule.py").write_text(
-        "from cnnspec.hookspecs import hookimpl\nfrom cnnspec.registry import LayerType\n"
+        "from cnnspec.registry.hookspecs import hookimpl\nfrom cnnspec.registry.types import LayerType\n"
         "class L(LayerType):\n    name = 'bad'\n    def output_shape(self, p, shape):\n        return 3\n"
         "@hookimpl\ndef register_layers(register):\n    register(L())\n")
     path = write("plugins: [badrule.py]\ninput: [1, 8, 8]\nlayers: [bad]\n")

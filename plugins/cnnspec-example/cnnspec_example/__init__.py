@@ -10,9 +10,19 @@ from typing import Any
 
 from pydantic import Field
 
-from cnnspec.hookspecs import Register, hookimpl
-from cnnspec.registry import DatasetType, LayerType, OptimizerType, Params, Saved, Shape, ShapeError
-from cnnspec.types import PosFloat, PosInt
+from cnnspec.plugin import (
+    DatasetType,
+    LayerType,
+    OptimizerType,
+    Params,
+    PosFloat,
+    PosInt,
+    Register,
+    Saved,
+    Shape,
+    ShapeError,
+    hookimpl,
+)
 
 
 class ChannelScaleParams(Params):
@@ -103,7 +113,7 @@ class Stripes(DatasetType[StripesParams]):
     def load(self, p: StripesParams, root: str | None, download: bool) -> Any:
         import torch
 
-        from cnnspec.data import Splits
+        from cnnspec.plugin import Splits
 
         g = torch.Generator().manual_seed(0)
 

@@ -1,13 +1,12 @@
 """Keras-style layers for cnnspec: Keras names, parameters and defaults, TensorFlow's padding rules.
 
 This module only names the layers: ``layers`` defines them, and cnnspec imports it the first time
-a spec uses one (``cnnspec.registry.Lazy``), so specs that use none of them do not pay for it.
+a spec uses one (``cnnspec.registry.types.Lazy``), so specs that use none of them do not pay for it.
 """
 
 from __future__ import annotations
 
-from cnnspec.hookspecs import Register, hookimpl
-from cnnspec.registry import Lazy
+from cnnspec.plugin import Lazy, Register, hookimpl
 
 NAMES = ("Conv2D", "MaxPool2D", "MaxPooling2D", "AveragePooling2D", "AvgPool2D", "Dense", "Dropout",
          "Flatten", "BatchNormalization", "Activation", "Add", "Concatenate")

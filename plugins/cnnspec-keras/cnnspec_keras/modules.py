@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnspec.shapes import pair
+from cnnspec.plugin import pair
 
-from .layers import conv_pads_itself, max_pool_pads_itself, same_pads
+from .padding import conv_pads_itself, max_pool_pads_itself, same_pads
 
 _ACT: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "elu": nn.ELU, "selu": nn.SELU, "silu": nn.SiLU,

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from cnnspec.hookspecs import Register, hookimpl
-from cnnspec.registry import Callback, CallbackType, Params
+from cnnspec.plugin import Callback, CallbackType, Params, Register, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch.utils.tensorboard import SummaryWriter

@@ -1,0 +1,1 @@
+"""A checked Spec to a torch.nn.Sequential: the builder and the modules it shares."""

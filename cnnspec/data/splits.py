@@ -1,0 +1,146 @@
+"""What every dataset shares: Splits in [0, 1], the validation split, channel statistics, and
+``prepare_data``, which turns a spec's dataset into Batches on the training device.
+
+The readers of particular formats (IDX, CIFAR pickles, image folders, ...) live in the
+dataset plugins that use them (``cnnspec.plugins``); core never names a dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cnnspec.errors import DataError, SpecError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cnnspec.spec.sections import Spec
+
+__all__ = ["DEFAULT_ROOT", "Batches", "DataError", "Splits", "channel_stats", "data_root",
+           "images_from_uint8", "labels_from_ints", "prepare_data", "validation_split"]
+
+DEFAULT_ROOT = Path("~/.cache/cnnspec/data")
+
+
+@dataclass
+class Splits:
+    """A train and a test set: x is float32 N x C x H x W in [0, 1], y is int64 N."""
+
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    classes: list[str]
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train_x.shape[1:]
+        return (int(c), int(h), int(w))
+
+    def split_validation(self, fraction: float, seed: int) -> tuple[Splits, tuple[Tensor, Tensor] | None]:
+        """Move a seeded random ``fraction`` of train into a validation set (None when 0)."""
+        tx, ty, vx, vy = validation_split(self.train_x, self.train_y, fraction, seed)
+        rest = Splits(tx, ty, self.test_x, self.test_y, list(self.classes))
+        return rest, (None if vx is None or vy is None else (vx, vy))
+
+
+@dataclass
+class Batches:
+    """The splits as tensors on the device, already scaled (and normalised if asked)."""
+
+    train: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor] | None
+    classes: list[str]
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    def to(self, device: torch.device) -> Batches:
+        """The same splits on another device."""
+        def move(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            return pair[0].to(device), pair[1].to(device)
+
+        val = move(self.val) if self.val is not None else None
+        return Batches(move(self.train), move(self.test), val, self.classes, self.mean, self.std)
+
+
+def validation_split(x: Tensor, y: Tensor, fraction: float, seed: int
+                     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(train_x, train_y, val_x, val_y) from a seeded permutation; val is None when fraction is 0.
+
+    The schema keeps ``fraction`` in [0, 1); a dataset's sizes are only known here.
+    """
+    if fraction == 0.0:
+        return x, y, None, None
+    n = len(x)
+    n_val = max(1, round(n * fraction))
+    if n_val >= n:
+        raise DataError(f"a validation fraction of {fraction} leaves no training samples out of {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:n_val], perm[n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std (each of shape C) of N x C x H x W; std is floored at 1e-6."""
+    xd = x.to(torch.float64)
+    mean = xd.mean(dim=(0, 2, 3))
+    std = xd.std(dim=(0, 2, 3), correction=0).clamp_min(1e-6)
+    return mean.to(torch.float32), std.to(torch.float32)
+
+
+def data_root(root: str | None) -> Path:
+    """``data.root`` as a path, or the default cache folder."""
+    return (Path(root) if root else DEFAULT_ROOT).expanduser()
+
+
+def images_from_uint8(a: np.ndarray) -> Tensor:
+    """uint8 N x C x H x W pixels as float32 in [0, 1] (for dataset plugins)."""
+    return torch.from_numpy(a.astype(np.float32)).mul_(1.0 / 255.0)
+
+
+def labels_from_ints(a: np.ndarray | list[int]) -> Tensor:
+    """Integer class labels as an int64 tensor (for dataset plugins)."""
+    return torch.from_numpy(np.asarray(a).astype(np.int64))
+
+
+def prepare_data(spec: Spec, device: torch.device) -> Batches:
+    """Load the spec's dataset, check it fits the model (located errors), split, scale, move."""
+    from cnnspec.registry.manager import call_plugin
+    from cnnspec.spec.check import fit_problems
+
+    assert spec.data is not None and spec.dataset is not None, "run checks that a dataset is named"
+    ds = spec.dataset
+    splits = call_plugin(spec.registry, "dataset", ds.name, ds.type.load, ds.params, spec.data.root,
+                         spec.data.download, passthrough=(DataError,))
+    if not isinstance(splits, Splits):
+        raise DataError(f"dataset type '{ds.name}' returned {type(splits).__name__}, not cnnspec.data.splits.Splits")
+    for split, x, y in (("training", splits.train_x, splits.train_y), ("test", splits.test_x, splits.test_y)):
+        if x.ndim != 4 or len(x) != len(y):
+            raise DataError(f"dataset '{ds.name}' gave {split} images of shape {tuple(x.shape)} with "
+                            f"{len(y)} labels; expected N x C x H x W and N labels")
+        if len(x) == 0:
+            raise DataError(f"dataset '{ds.name}' has no {split} samples")
+    problems = fit_problems(spec.located, ds.name, splits.sample_shape, len(splits.classes),
+                            spec.input_shape, spec.trace)
+    if problems:
+        raise SpecError(problems, spec.file)
+    seed = spec.train.seed or 0
+    splits, val = splits.split_validation(spec.data.val_split, seed)
+    mean = std = None
+    tensors = [splits.train_x, splits.test_x] + ([val[0]] if val else [])
+    if spec.data.normalize:  # the same statistics, from the training split, for every split
+        m, s = channel_stats(splits.train_x)
+        tensors = [(t - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1) for t in tensors]
+        mean, std = m.tolist(), s.tolist()
+    moved = [t.to(device) for t in tensors]
+    return Batches(
+        train=(moved[0], splits.train_y.to(device)),
+        test=(moved[1], splits.test_y.to(device)),
+        val=(moved[2], val[1].to(device)) if val else None,
+        classes=splits.classes, mean=mean, std=std,
+    )

@@ -1,0 +1,171 @@
+"""Which plugin code may run: a store of trusted files (path -> SHA-256), and loading them.
+
+Installed plugins (entry points, and module names importable from the Python environment) are
+trusted by being installed. A ``.py`` file named by a spec or a run folder runs only when the
+user trusted exactly its bytes (``cnnspec trust``, recorded here), or for one call (``--trust``,
+or naming it with ``-p``). The bytes that are hashed are the bytes that are executed.
+
+Light on purpose: ``validate`` imports this, and must stay free of heavy modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from cnnspec.errors import PluginError
+from cnnspec.util.files import NotRegularFile, read_regular
+
+TRUST_FILE_ENV = "CNNSPEC_TRUST_FILE"  # where the store lives, if not the default
+MAX_PLUGIN_BYTES = 5_000_000
+LOADED: dict[str, str] = {}  # path -> SHA-256 of the bytes this process executed
+
+
+def is_plugin_file(ref: str) -> bool:
+    """A plugin reference names a file (``x.py``, ``dir/x``) rather than an importable module."""
+    return ref.endswith(".py") or "/" in ref or os.sep in ref
+
+
+class UntrustedPlugin(PluginError):
+    """A plugin file that the user has not trusted (or that changed since); nothing was imported."""
+
+
+def store_path() -> Path:
+    """``$CNNSPEC_TRUST_FILE``, else ``$XDG_CONFIG_HOME/cnnspec/trusted.json`` (~/.config by default)."""
+    explicit = os.environ.get(TRUST_FILE_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "cnnspec" / "trusted.json"
+
+
+def read_store() -> dict[str, str]:
+    """Trusted files: absolute path -> SHA-256 hex. A missing or broken store trusts nothing."""
+    try:
+        doc = json.loads(store_path().read_text(encoding="utf-8"))
+        files = doc.get("files", {}) if isinstance(doc, dict) else {}
+        return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def add_to_store(entries: Mapping[str, str]) -> Path:
+    """Record files as trusted (path -> SHA-256); written atomically. Returns the store's path."""
+    path = store_path()
+    files = read_store()
+    files.update(entries)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_plugin_file(path: Path, ref: str = "") -> bytes:
+    """The bytes of a plugin file: a regular ``.py`` file of sane size, else PluginError."""
+
+    ref = ref or str(path)
+    if path.suffix != ".py":
+        raise PluginError(f"plugin file {ref!r} is not a .py file (looked at {path})")
+    try:
+        data = read_regular(path, MAX_PLUGIN_BYTES)
+    except FileNotFoundError:
+        raise PluginError(f"plugin file {ref!r} not found (looked at {path})") from None
+    except NotRegularFile:
+        raise PluginError(f"plugin file {ref!r} is not a regular file (looked at {path})") from None
+    except OSError as e:
+        raise PluginError(f"plugin file {ref!r} cannot be read ({e.strerror or e}; looked at {path})") from None
+    if len(data) > MAX_PLUGIN_BYTES:
+        raise PluginError(f"plugin file {ref!r} is larger than {MAX_PLUGIN_BYTES} bytes")
+    return data
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a plugin file (PluginError when it is not a readable .py file)."""
+    return sha256(read_plugin_file(Path(path)))
+
+
+@dataclass
+class Policy:
+    """What this call trusts beyond the store.
+
+    ``listed``: every file the spec names (``--trust``). ``files``: these exact paths (``-p``).
+    ``pinned``: a run folder's record (path -> SHA-256); a file must still have that hash.
+    ``how``: the command that would trust the spec, for the message.
+    """
+
+    listed: bool = False
+    files: frozenset[str] = frozenset()
+    pinned: Mapping[str, str] | None = None
+    how: str = ""
+    store: dict[str, str] | None = field(default=None, repr=False)
+
+    def check(self, path: Path, digest: str, ref: str) -> None:
+        key = str(path)
+        if self.pinned is not None and self.pinned.get(key) != digest:
+            was = self.pinned.get(key)
+            raise UntrustedPlugin(
+                f"plugin file {ref!r} changed since the run was made (sha256 {digest[:12]}, the run "
+                f"recorded {(was or 'nothing')[:12]}); nothing was imported")
+        if self.listed or key in self.files:
+            return
+        if self.store is None:
+            self.store = read_store()
+        known = self.store.get(key)
+        if known == digest:
+            return
+        what = "changed since it was trusted" if known else "is not trusted"
+        how = self.how or "cnnspec trust SPEC"
+        raise UntrustedPlugin(
+            f"plugin file {ref!r} {what} (sha256 {digest[:12]}); nothing was imported. "
+            f"Read it, then trust it with `{how}`, or pass --trust for this call")
+
+
+def load_plugin_file(ref: str, path: Path, policy: Policy | None) -> ModuleType:
+    """Import a plugin file if ``policy`` trusts its bytes (None: trusted, e.g. named with -p)."""
+    data = read_plugin_file(path, ref)
+    digest = sha256(data)
+    if policy is not None:
+        policy.check(path, digest, ref)
+    name = f"cnnspec_local_{path.stem}_{digest[:16]}"
+    LOADED[str(path)] = digest
+    if name in sys.modules:
+        return sys.modules[name]
+    module = ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module
+    try:
+        code = compile(data, str(path), "exec")
+        exec(code, module.__dict__)
+    except (Exception, SystemExit) as e:
+        del sys.modules[name]
+        if isinstance(e, SystemExit):
+            raise PluginError(f"plugin {ref!r} tried to end the process while importing "
+                              f"(SystemExit({e.code!r})); refused") from None
+        raise PluginError(f"plugin {ref!r} failed to import: {type(e).__name__}: {e}") from e
+    return module
+
+
+@contextmanager
+def without_current_folder() -> Iterator[None]:
+    """Import module names from the installed environment only, never from the current folder
+    (``python -m`` puts it first on sys.path, where a spec's repository could shadow a name)."""
+    here = {"", ".", os.getcwd()}
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if p not in here]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved

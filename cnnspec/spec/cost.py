@@ -1,0 +1,287 @@
+"""What a model costs, from its shape trace alone (no torch): MACs, memory, a training step's estimate.
+
+Conventions: ``macs`` are multiply-accumulates of one sample's forward pass, exactly
+``torch.utils.flop_counter.FlopCounterMode``'s forward FLOPs / 2 (convolutions and matrix
+products only). Memory is fp32: 4 bytes a value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cnnspec.registry.types import Saved
+from cnnspec.spec.shapes import BYTES, Row, ShapeTrace, pooled_relus
+
+DEFAULT_BATCH_SIZE = 64  # DataSection's default, for specs without a data: section
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a training step needs at ``batch_size``: weights, gradients, optimizer state, activations.
+
+    ``activations`` is the most the layers hold at once for the whole batch: the tensors autograd
+    keeps for backward (each layer's memory rule, ``LayerType.saved``) and the gradients in flight
+    (see ActivationProfile); ``input`` is the batch itself.
+    """
+
+    batch_size: int
+    params: int
+    grads: int
+    optimizer_state: int
+    activations: int
+    input: int
+    dominant: tuple[tuple[str, int], ...] = ()  # (layer, bytes) with the most memory, largest first
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer_state + self.activations + self.input
+
+    def to_json(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "total_bytes": self.total, "param_bytes": self.params,
+                "grad_bytes": self.grads, "optimizer_state_bytes": self.optimizer_state,
+                "activation_bytes": self.activations, "input_bytes": self.input,
+                "dominant": [{"layer": n, "bytes": b} for n, b in self.dominant]}
+
+    def line(self) -> str:
+        """One line: the total and its parts."""
+        return (f"training memory at batch {self.batch_size:,}: ~{human_bytes(self.total)} "
+                f"(params {human_bytes(self.params)}, grads {human_bytes(self.grads)}, "
+                f"optimizer {human_bytes(self.optimizer_state)}, activations "
+                f"{human_bytes(self.activations + self.input)})")
+
+    def dominant_text(self) -> str:
+        return ", ".join(f"{n} {human_bytes(b)}" for n, b in self.dominant)
+
+
+def human(n: int | float, unit: str = "", base: int = 1000) -> str:
+    """3.2M, 1.5G (base 1000) or 2.0 MiB (base 1024); small numbers as they are."""
+    prefixes = ["", "K", "M", "G", "T", "P", "E"]
+    i = 0
+    x = float(n)
+    while abs(x) >= base and i < len(prefixes) - 1:
+        x /= base
+        i += 1
+    if i == 0:
+        return f"{int(n)}{' ' + unit if unit else ''}"
+    p = prefixes[i] + ("i" if base == 1024 else "")
+    return f"{x:.1f}{' ' if unit else ''}{p}{unit}"
+
+
+def human_bytes(n: int) -> str:
+    return human(n, "B", 1024)
+
+
+def _label(path: str, r: Row) -> str:
+    return f"#{path} {r.type}"
+
+
+@dataclass
+class _Node:
+    """One operation of the forward pass: a leaf layer, or the sum/concat of a merging composite."""
+
+    row: Row
+    inputs: list[int]  # tensor ids
+    output: int
+    saved: Saved
+    weights: bool = False  # has parameters of its own
+
+
+@dataclass(frozen=True)
+class ActivationProfile:
+    """Per sample: what a training step holds besides weights, from the layers' memory rules.
+
+    The forward pass keeps tensors for backward (each layer's ``Saved``); backward then walks the
+    layers in reverse, freeing a tensor once the last layer that kept it is done, while the
+    gradient of the layer it is at (of its output and of its input) is alive. ``peak`` is the
+    most bytes alive at any layer of that walk; ``kept`` gives each row (by id) the tensors it
+    made that are kept, so the rows' shares plus ``in_flight`` (the gradients at the peak) sum
+    to ``peak``. The input batch is not included (MemoryEstimate.input).
+    """
+
+    peak: int
+    kept: dict[int, int]
+
+    @property
+    def in_flight(self) -> int:
+        return self.peak - sum(self.kept.values())
+
+    def row_bytes(self, r: Row) -> int:
+        """The kept bytes of a row and every row below it."""
+        return self.kept.get(id(r), 0) + sum(self.row_bytes(c) for c in r.children)
+
+
+def _saved(r: Row) -> Saved:
+    t = getattr(r.component, "type", None)
+    rule = getattr(t, "saved", None)
+    return rule(r.component.params, r.input_shape, r.output_shape) if rule is not None else Saved()
+
+
+def _nodes(rows: Sequence[Row], tensor: int, sizes: list[int], out: list[_Node], built: bool = False) -> int:
+    """Append the operations of ``rows`` (run in order from ``tensor``); the id of what they give.
+
+    ``built``: the rows are a sequence the builder reorders (a relu before max pooling runs
+    after it, see shapes.pooled_relus), so the operations follow the built model."""
+    swap = set(pooled_relus(rows)) if built else set()
+    for i, r in enumerate(rows):
+        if i - 1 in swap:  # the pooling, already run before this relu
+            continue
+        if i in swap:  # pool the relu's input, then the relu on the pooled tensor
+            pool = rows[i + 1]
+            relu_rule = _saved(r)
+            if r.type != "relu":  # a layer ending with a relu: the layer alone runs first
+                sizes.append(r.activation_bytes)
+                out.append(_Node(r, [tensor], len(sizes) - 1, r.component.type.without_relu(
+                    r.component.params, r.input_shape, r.output_shape), weights=r.params > 0))
+                tensor, relu_rule = len(sizes) - 1, Saved(input=False, output=True)  # relu keeps its output
+            sizes.append(pool.activation_bytes)
+            out.append(_Node(pool, [tensor], len(sizes) - 1, _saved(pool)))
+            sizes.append(pool.activation_bytes)
+            out.append(_Node(r, [len(sizes) - 2], len(sizes) - 1, relu_rule))
+            tensor = len(sizes) - 1
+        elif r.component is None:  # a path (main, shortcut, branch): its layers in order
+            tensor = _nodes(r.children, tensor, sizes, out, built=True)
+        elif r.composite and getattr(r.component.type, "merges", False):
+            ends = [_nodes([c], tensor, sizes, out) for c in r.children]  # paths from the same input
+            sizes.append(r.activation_bytes)
+            out.append(_Node(r, ends, len(sizes) - 1, _saved(r)))
+            tensor = len(sizes) - 1
+        elif r.composite:  # children in order; reordered by the builder if the composite chains them
+            tensor = _nodes(r.children, tensor, sizes, out, built=getattr(r.component.type, "chain", False))
+        elif not (saved := _saved(r)).view:  # a view passes its input on: no new tensor
+            sizes.append(r.activation_bytes)
+            out.append(_Node(r, [tensor], len(sizes) - 1, saved, weights=r.params > 0))
+            tensor = len(sizes) - 1
+    return tensor
+
+
+def activation_profile(trace: ShapeTrace) -> ActivationProfile:
+    """Replay the forward pass and backward walk of one sample (see ActivationProfile)."""
+    sizes = [0]  # tensor 0 is the input batch, counted apart
+    nodes: list[_Node] = []
+    _nodes(trace.rows, 0, sizes, nodes, built=True)
+    # layers before the first weights see no tensor that needs a gradient: autograd keeps nothing
+    grad = {0: False}
+    for n in nodes:
+        grad[n.output] = n.weights or any(grad[t] for t in n.inputs)
+        if not grad[n.output]:
+            n.saved = Saved(input=False, output=False)
+    # a kept tensor is freed when backward finishes the first (in forward order) node keeping it
+    freed_at: dict[int, int] = {}
+    for j, n in enumerate(nodes):
+        keeps = ([n.output] if n.saved.output else []) + (n.inputs if n.saved.input else [])
+        for t in keeps:
+            if t and t not in freed_at:
+                freed_at[t] = j
+    producer = {n.output: n for n in nodes}
+    kept: dict[int, int] = {}
+    for t in freed_at:
+        kept[id(producer[t].row)] = kept.get(id(producer[t].row), 0) + sizes[t]
+    for n in nodes:
+        kept[id(n.row)] = kept.get(id(n.row), 0) + n.saved.extra
+    # alive[j]: what is still kept while backward is at node j
+    alive = [0] * (len(nodes) + 1)
+    for t, j in freed_at.items():
+        alive[j] += sizes[t]
+    for j, n in enumerate(nodes):
+        alive[j] += n.saved.extra
+    peak, held = 0, sum(alive)
+    for j in range(len(nodes) - 1, -1, -1):
+        n = nodes[j]
+        # the gradients of its output and of its inputs (none for tensors that need none)
+        grads = sum(sizes[t] for t in [n.output, *n.inputs] if grad[t])
+        peak = max(peak, held + grads)
+        held -= alive[j]
+    return ActivationProfile(peak=max(peak, sum(kept.values())), kept=kept)
+
+
+def _leaf_costs(rows: list[Row], prof: ActivationProfile, batch: int, prefix: str = "") -> list[tuple[str, int]]:
+    """(label, bytes) for every layer: what it keeps for the batch, its weights with grads and state."""
+    out = []
+    for r in rows:
+        path = f"{prefix}{r.index}"
+        if r.children:
+            out += _leaf_costs(list(r.children), prof, batch, path + ".")
+            if prof.kept.get(id(r)):
+                out.append((_label(path, r), prof.kept[id(r)] * batch))
+        elif r.composite:
+            continue
+        else:
+            out.append((_label(path, r), prof.kept.get(id(r), 0) * batch + r.param_bytes))
+    return out
+
+
+def estimate(trace: ShapeTrace, optimizer: Any | None, batch_size: int) -> MemoryEstimate:
+    """The training memory estimate; ``optimizer`` is the spec's optimizer Component (or None)."""
+    per_param = per_param_state(optimizer)
+    params = trace.param_bytes
+    inp = 1
+    for d in trace.input_shape:
+        inp *= d
+    prof = activation_profile(trace)
+    costs = sorted(_leaf_costs(trace.rows, prof, batch_size), key=lambda c: -c[1])
+    return MemoryEstimate(batch_size=batch_size, params=params, grads=params,
+                          optimizer_state=params * per_param,
+                          activations=prof.peak * batch_size,
+                          input=inp * BYTES * batch_size, dominant=tuple(costs[:3]))
+
+
+def spec_estimate(spec: Any, batch_size: int | None = None) -> MemoryEstimate:
+    """The estimate for a checked Spec at its data.batch_size (or ``batch_size``)."""
+    if batch_size is None:
+        batch_size = spec.data.batch_size if spec.data is not None else DEFAULT_BATCH_SIZE
+    return estimate(spec.trace, spec.optimizer, batch_size)
+
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
+
+
+def parse_amount(text: Any, bytes_: bool) -> int:
+    """``2GiB``, ``500MB``, ``1.5G``, ``3e9``, ``1000000`` as a number; ValueError if not one.
+
+    For bytes, the unit may end in ``B``; K, M, G... are powers of 1000, Ki, Mi, Gi... of 1024.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"expected a number, got {text!r}")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise ValueError(f"must be positive, got {text}")
+        return int(text)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtTpP]i?)?\s*([bB])?\s*", str(text))
+    if not m or (m.group(3) and not bytes_):
+        unit = "a size such as 2GiB, 500MB or 1.5G" if bytes_ else "a count such as 500M, 1.5G or 3e9"
+        raise ValueError(f"{text!r} is not {unit}")
+    unit = (m.group(2) or "").lower()
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def per_param_state(optimizer: Any | None) -> int:
+    if optimizer is not None and hasattr(optimizer.type, "state_per_param"):
+        return int(optimizer.type.state_per_param(optimizer.params))
+    return 0
+
+
+def row_memory(r: Row, prof: ActivationProfile, batch_size: int, state_per_param: int) -> int:
+    """What a row adds to the training estimate: what it keeps for the batch, its weights, their
+    gradients and optimizer state. The rows' sum plus the input batch and the gradients in
+    flight (``prof.in_flight``) is MemoryEstimate.total."""
+    return prof.row_bytes(r) * batch_size + r.param_bytes * (2 + state_per_param)
+
+
+def first_crossing(rows: Sequence[Row], value: Callable[[Row], int], limit: int,
+                   start: int = 0) -> tuple[list[Row], int] | None:
+    """The rows (outermost first, down to the innermost it can tell) where the running total of
+    ``value`` first goes over ``limit``, and the total there; None if it never does."""
+    total = start
+    for r in rows:
+        v = value(r)
+        if total + v > limit:
+            inner = first_crossing(r.children, value, limit, total) if r.children else None
+            if inner is not None:
+                return [r, *inner[0]], inner[1]
+            return [r], total + v
+        total += v
+    return None

@@ -1,0 +1,231 @@
+"""What you do with a finished run: evaluate it, predict images, export the model, plot curves."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnspec.errors import ToolError
+from cnnspec.registry.manager import call_plugin
+from cnnspec.train.trained import Trained, load_run
+
+
+def evaluate(trained: Trained, device: torch.device, batch: int = 1000) -> dict[str, Any]:
+    """Test-split loss, accuracy, per-class accuracy and the confusion matrix (rows: true class)."""
+    from cnnspec.data.splits import prepare_data
+
+    spec = trained.spec
+    data = prepare_data(spec, device)
+    model = trained.model.to(device)
+    loss_fn = call_plugin(spec.registry, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params)
+    x, y = data.test
+    k = len(data.classes)
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    total = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            out = model(x[i:i + batch])
+            total += float(loss_fn(out, y[i:i + batch])) * len(out)
+            pairs = y[i:i + batch].cpu() * k + out.argmax(1).cpu()
+            confusion += torch.bincount(pairs, minlength=k * k).view(k, k)
+    per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1)).tolist()
+    return {
+        "checkpoint": str(trained.checkpoint), "samples": len(x), "loss": total / len(x),
+        "accuracy": confusion.diag().sum().item() / len(x), "classes": data.classes,
+        "per_class_accuracy": per_class, "confusion": confusion.tolist(),
+    }
+
+
+MAX_IMAGE_PIXELS = 50_000_000  # a photo has tens of megapixels; more is a decompression bomb
+
+
+def load_image(path: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """An image file as a 1 x C x H x W tensor in [0, 1], converted and resized to ``shape``.
+
+    Pixels are scaled by the image's real range: 8-bit by 255, 16-bit by 65535, float images
+    as they are when within [0, 1]. Transparent pixels are laid on white (as viewers show
+    them). What cannot be converted faithfully is refused in one line."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = shape
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise ToolError(f"{path}: {img.width} x {img.height} pixels is more than "
+                                    f"{MAX_IMAGE_PIXELS:,}; refused (a decompression bomb?)")
+                img.load()
+                data = _as_float(path, img, c, (w, h), np)
+    except FileNotFoundError:
+        raise ToolError(f"{path}: no such file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ToolError(f"{path}: refused: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ToolError(f"{path}: not a readable image ({e})") from None
+    return torch.from_numpy(data).permute(2, 0, 1).unsqueeze(0).clamp(0.0, 1.0)  # 1 x C x H x W
+
+
+def _as_float(path: str, img: Any, channels: int, size: tuple[int, int], np: Any) -> Any:
+    """Pixels as float32 H x W x channels in [0, 1] at ``size`` (w, h), by mode and bit depth."""
+    from PIL import Image
+
+    bilinear = Image.Resampling.BILINEAR
+    mode = img.mode
+    if mode in ("P", "PA") or (mode in ("L", "RGB") and "transparency" in img.info):
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img.convert("RGBA")).convert("RGB")
+        mode = "RGB"
+    if mode in ("1", "L", "RGB", "CMYK", "YCbCr", "LAB", "HSV"):  # 8 bits: resized as 8 bits
+        small = img.convert("L" if channels == 1 else "RGB").resize(size, bilinear)
+        a = np.asarray(small, dtype=np.float32) / 255.0
+        return np.ascontiguousarray(a.reshape(size[1], size[0], channels))
+    if mode.startswith("I"):  # 16- or 32-bit integer greys
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or a.max(initial=0) <= 65535 else float(a.max())
+        if a.min(initial=0) < 0:
+            raise ToolError(f"{path}: a {mode} image with negative values; convert it to 8 or 16 bits first")
+        a = (a / top).astype(np.float32)
+    elif mode == "F":
+        a = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(a).all():
+            raise ToolError(f"{path}: a float image holding NaN or infinite values; refused")
+        if a.min(initial=0) < 0 or a.max(initial=0) > 1:
+            raise ToolError(f"{path}: a float image with values from {a.min():g} to {a.max():g}; "
+                            "predict reads float images in [0, 1] only: rescale it first")
+    else:
+        raise ToolError(f"{path}: image mode {mode} is not supported; save it as 8-bit PNG")
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F").resize(size, bilinear))
+    return np.ascontiguousarray(np.repeat(small[:, :, None], channels, axis=2), dtype=np.float32)
+
+
+def predict(trained: Trained, images: Sequence[str], top: int, invert: bool = False) -> list[dict[str, Any]]:
+    """The ``top`` classes with probabilities for each image file (``invert``: 1 - pixel first)."""
+    shape = trained.spec.input_shape
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ToolError(f"predict needs a 1- or 3-channel image input, the spec's input is {shape}")
+    out = []
+    with torch.inference_mode():
+        for path in images:
+            x = load_image(path, shape)
+            x = trained.preprocess(1.0 - x if invert else x)
+            probs = torch.softmax(trained.model(x), dim=1)[0]
+            p, idx = probs.topk(min(top, len(probs)))
+            names = trained.classes or [str(i) for i in range(len(probs))]
+            out.append({"image": path, "top": [{"class": names[i], "index": i, "probability": q}
+                                               for q, i in zip(p.tolist(), idx.tolist())]})
+    return out
+
+
+def export(trained: Trained, fmt: str, output: str | None) -> Path:
+    """Write a TorchScript or ONNX model that takes [0, 1] images (any batch size).
+
+    ``output`` may be a file or an existing folder (the file goes inside it, default name)."""
+    from cnnspec.train.rundir import atomic_write
+
+    default = "model.torchscript.pt" if fmt == "torchscript" else "model.onnx"
+    if output and Path(output).is_dir():
+        output = str(Path(output) / default)
+    if output and not Path(output).resolve().parent.is_dir():
+        raise ToolError(f"{output}: its folder does not exist")
+    module = trained.with_preprocessing().eval()
+    example = torch.rand(2, *trained.spec.input_shape)
+    path = Path(output or trained.checkpoint.parent / default)
+    if fmt == "torchscript":
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # jit.trace and save are deprecated, still supported
+            scripted = torch.jit.trace(module, example)
+            atomic_write(path, lambda f: torch.jit.save(scripted, f), binary=True)
+        return path
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise ToolError("ONNX export needs the onnx package: pip install 'cnnspec[onnx]'") from None
+
+    def write_onnx(f: Any) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter warns it is legacy
+            torch.onnx.export(module, (example,), f, input_names=["images"], output_names=["logits"],
+                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+
+    atomic_write(path, write_onnx, binary=True)
+    return path
+
+
+def plot(run_dirs: Sequence[str], output: str) -> Path:
+    """Compare the curves of several runs in one PNG."""
+    import sys
+
+    from cnnspec.train.curves import plot_runs
+
+    runs, empty = [], []
+    for d in run_dirs:
+        rows = read_metrics_rows(Path(d))
+        if rows:
+            runs.append((Path(d).name, rows))
+        else:  # a sweep's folder, a run stopped in its first epoch: `plot runs/*` draws the others
+            empty.append(d)
+    if not runs:
+        raise ToolError(f"{', '.join(empty)}: no metrics.jsonl with epochs in it")
+    for d in empty:
+        print(f"cnnspec: warning: {d}: no metrics.jsonl with epochs in it; left out", file=sys.stderr)
+    return plot_runs(runs, output)
+
+
+MAX_METRICS_BYTES = 100_000_000
+
+
+def read_metrics_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The epoch rows of RUN_DIR/metrics.jsonl; a line that is not one is skipped with a
+    warning naming the file and line."""
+    import json
+    import sys
+
+    from cnnspec.spec.metrics import ALWAYS, VAL
+    from cnnspec.train.rundir import METRICS_FILE
+    from cnnspec.util.files import NotRegularFile, read_regular
+
+    path = run_dir / METRICS_FILE
+    try:
+        raw = read_regular(path, MAX_METRICS_BYTES)
+    except FileNotFoundError:
+        return []
+    except NotRegularFile:
+        raise ToolError(f"{path}: not a regular file") from None
+    except OSError as e:
+        raise ToolError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(raw) > MAX_METRICS_BYTES:
+        raise ToolError(f"{path}: larger than {MAX_METRICS_BYTES} bytes; not a metrics file")
+    rows: list[dict[str, Any]] = []
+    wanted: tuple[str, ...] = ALWAYS
+    for n, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            why = "not JSON"
+        else:
+            if rows == [] and isinstance(row, dict) and VAL[0] in row:
+                wanted = (*ALWAYS, *VAL)
+            bad = [k for k in wanted if not (isinstance(row, dict) and _number(row.get(k)))]
+            if isinstance(row, dict) and type(row.get("epoch")) is int and not bad:
+                rows.append(row)
+                continue
+            why = f"missing or not a number: {', '.join(bad) or 'epoch'}"
+        print(f"cnnspec: warning: {path}:{n}: not a metrics row ({why}); skipped", file=sys.stderr)
+    return rows
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+__all__ = ["ToolError", "evaluate", "export", "load_run", "plot", "predict"]

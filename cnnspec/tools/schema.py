@@ -1,0 +1,128 @@
+"""A JSON Schema of the spec format, with every registered type's parameters, for editors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cnnspec.registry.types import Kind, Registry
+from cnnspec.spec.sections import DataSection, SpecFile, TrainSection
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+_LAYERS = {"type": "array", "items": {"$ref": "#/$defs/layer"}}
+# what a composite's child-list fields stand for (see default_plugins/composites.py)
+_MARKERS: dict[str, dict[str, Any]] = {
+    "layers": _LAYERS,
+    "branch": {"anyOf": [_LAYERS, {"$ref": "#/$defs/layer"}]},
+}
+
+
+def _unmark(node: Any) -> Any:
+    if isinstance(node, dict):
+        if "x-cnnspec" in node:
+            return {**{k: v for k, v in node.items() if k != "x-cnnspec"}, **_MARKERS[node["x-cnnspec"]]}
+        return {k: _unmark(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unmark(v) for v in node]
+    return node
+
+
+def _params_schema(params: Any, prefix: str, defs: dict[str, Any]) -> dict[str, Any]:
+    """A params model's schema with its $defs hoisted to the root under unique names."""
+    schema = params.model_json_schema()
+    schema = _unmark(schema)
+    local = schema.pop("$defs", {})
+    text = json.dumps(schema)
+    for name, d in local.items():
+        text = text.replace(f'"#/$defs/{name}"', f'"#/$defs/{prefix}{name}"')
+        defs[f"{prefix}{name}"] = json.loads(json.dumps(d).replace('"#/$defs/', f'"#/$defs/{prefix}'))
+    return json.loads(text)
+
+
+_REPEAT = {"type": "integer", "minimum": 1, "maximum": 1000,
+           "description": "this many copies in a row, each with its own weights"}
+
+
+def _component(reg: Registry, kind: Kind, defs: dict[str, Any]) -> dict[str, Any]:
+    """``NAME`` or ``{type: NAME, ...params}`` for every registered type of ``kind``."""
+    options: list[dict[str, Any]] = []
+    bare = []
+    for name, t in reg.items(kind):
+        s = _params_schema(t.Params, f"{kind}_{name}_", defs)
+        props = {"type": {"const": name, "description": t.description or name}, **s.get("properties", {})}
+        if kind == "layer":
+            props["repeat"] = _REPEAT
+        options.append({
+            "type": "object", "title": name, "description": t.description or name,
+            "properties": props, "required": ["type", *s.get("required", [])],
+            "additionalProperties": False,
+        })
+        if not s.get("required"):
+            bare.append(name)
+    if bare:
+        options.insert(0, {"type": "string", "enum": bare, "description": f"a {kind} with default parameters"})
+    if kind == "layer":
+        block: dict[str, Any] = {"type": "string", "description": "a block under 'blocks:' or from a plugin"}
+        options.append({
+            "type": "object", "title": "block",
+            "description": "a use of a named block; the other keys are its arguments",
+            "properties": {"block": block, "repeat": _REPEAT}, "required": ["block"],
+        })
+    return {"anyOf": options}
+
+
+def _blocks() -> dict[str, Any]:
+    """``blocks:``: bodies are templates ($NAME values), so their layers are checked by cnnspec, not here."""
+    from cnnspec.spec.blocks import BlockDef
+
+    s = BlockDef.model_json_schema()
+    s.pop("title", None)
+    s["properties"]["layers"]["items"] = {"anyOf": [{"type": "string"}, {"type": "object"}]}
+    return {"anyOf": [{"type": "object", "additionalProperties": s}, {"type": "null"}],
+            "description": "named, parameterised blocks of layers, used as {block: NAME, ...arguments}"}
+
+
+def _section(model: Any, components: dict[str, dict[str, Any]], defs: dict[str, Any]) -> dict[str, Any]:
+    s = _params_schema(model, f"{model.__name__}_", defs)  # nested sections' $defs go to the root
+    s.pop("title", None)
+    s["additionalProperties"] = False
+    for key, schema in components.items():
+        desc = s["properties"][key].get("description")
+        s["properties"][key] = {**schema, "description": desc}
+    return s
+
+
+def json_schema(reg: Registry) -> dict[str, Any]:
+    """The whole spec format as one JSON Schema document."""
+    defs: dict[str, Any] = {}
+    root = SpecFile.model_json_schema()
+    props = root["properties"]
+    defs["layer"] = _component(reg, "layer", defs)
+    props["layers"] = {
+        "type": "array", "minItems": 1, "description": props["layers"].get("description"),
+        "items": defs["layer"],
+    }
+    props["blocks"] = _blocks()
+    props["data"] = {"anyOf": [_section(DataSection, {
+        "dataset": _component(reg, "dataset", defs),
+        "augment": {"type": "array", "items": _component(reg, "augmentation", defs)},
+    }, defs), {"type": "null"}], "description": "the dataset and batching"}
+    props["train"] = _section(TrainSection, {
+        "optimizer": _component(reg, "optimizer", defs),
+        "scheduler": {"anyOf": [_component(reg, "scheduler", defs), {"type": "null"}]},
+        "loss": _component(reg, "loss", defs),
+        "callbacks": {"type": "array", "items": _component(reg, "callback", defs)},
+    }, defs)
+    props["train"]["description"] = "the training loop"
+    root.pop("$defs", None)
+    return {
+        "$schema": DIALECT,
+        "$id": "https://cnnspec.invalid/spec.schema.json",
+        "title": "cnnspec spec",
+        "description": "A CNN, its data and its training, for cnnspec",
+        **{k: v for k, v in root.items() if k != "title"},
+        "additionalProperties": False,
+        "$defs": defs,
+    }

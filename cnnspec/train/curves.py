@@ -1,0 +1,46 @@
+"""Training curves as a PNG: loss and accuracy per epoch, train and test, for one or more runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+CURVES_FILE = "curves.png"
+
+
+def plot_runs(runs: Sequence[tuple[str, list[dict[str, Any]]]], out: str | Path) -> Path:
+    """Draw (label, metrics rows) pairs into one figure with a loss and an accuracy panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, rows) in enumerate(runs):
+        color = colors[i % len(colors)]
+        epochs = [r["epoch"] for r in rows]
+        prefix = f"{label} " if len(runs) > 1 else ""
+        for split, style in (("train", "--"), ("val", ":"), ("test", "-")):
+            if rows and f"{split}_loss" in rows[0]:
+                ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], style, color=color,
+                             marker=".", label=f"{prefix}{split}")
+                ax_acc.plot(epochs, [r[f"{split}_accuracy"] for r in rows], style, color=color,
+                            marker=".", label=f"{prefix}{split}")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(", ".join(label for label, _ in runs) if len(runs) <= 3 else f"{len(runs)} runs")
+    fig.tight_layout()
+    out = Path(out)
+    from cnnspec.train.rundir import atomic_write
+
+    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
+    plt.close(fig)
+    return out

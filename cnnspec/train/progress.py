@@ -1,0 +1,95 @@
+"""Progress display for training: a rich bar per epoch and a table at the end, or silence."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Protocol
+
+
+class Progress(Protocol):
+    """What the training loop tells the person watching."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None: ...
+    def update(self, step: int, loss: float, samples_per_second: float) -> None: ...
+    def end_epoch(self, row: dict[str, Any]) -> None: ...
+    def interrupted(self, epoch: int, step: int) -> None: ...
+    def message(self, text: str) -> None: ...
+    def finish(self, rows: list[dict[str, Any]]) -> None: ...
+
+
+class QuietProgress:
+    """Shows nothing (``--quiet``, and ranks other than 0)."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None: ...
+    def update(self, step: int, loss: float, samples_per_second: float) -> None: ...
+    def end_epoch(self, row: dict[str, Any]) -> None: ...
+    def interrupted(self, epoch: int, step: int) -> None: ...
+    def message(self, text: str) -> None: ...
+    def finish(self, rows: list[dict[str, Any]]) -> None: ...
+
+
+class RichProgress(QuietProgress):
+    """A live bar with throughput and running loss per epoch; one line kept per finished epoch."""
+
+    def __init__(self) -> None:
+        from cnnspec.util.console import Console
+
+        self.console = Console(file=sys.stderr, highlight=False)
+        self._bar: Any = None
+        self._task: Any = None
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
+
+        self._bar = Bar(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                        console=self.console)
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=steps, completed=done, info="")
+
+    def update(self, step: int, loss: float, samples_per_second: float) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step,
+                             info=f"loss {loss:.4f}  {samples_per_second:,.0f} samples/s")
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def end_epoch(self, row: dict[str, Any]) -> None:
+        if self._bar is not None:  # the finished bar stays, with the epoch's results
+            val = f" val {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""
+            self._bar.update(self._task, info=f"loss {row['train_loss']:.4f}{val} test {row['test_accuracy']:.4f}"
+                             f" {row['samples_per_second']:,.0f}/s")
+        self._close()
+
+    def interrupted(self, epoch: int, step: int) -> None:
+        self._close()
+
+    def message(self, text: str) -> None:
+        self._close()
+        self.console.print(text)
+
+    def finish(self, rows: list[dict[str, Any]]) -> None:
+        from rich import box
+        from rich.table import Table
+
+        self._close()
+        if not rows:
+            return
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
+        # two-line headers keep every column as narrow as its numbers: 68 columns, so an
+        # 80-column terminal shows them whole (one-line headers made rich cut the lr to "0.000…")
+        cols = [("epoch", "epoch", "{}"), ("train_loss", "train\nloss", "{:.4f}"),
+                ("train_accuracy", "train\nacc", "{:.4f}"), ("val_loss", "val\nloss", "{:.4f}"),
+                ("val_accuracy", "val\nacc", "{:.4f}"), ("test_loss", "test\nloss", "{:.4f}"),
+                ("test_accuracy", "test\nacc", "{:.4f}"), ("lr", "lr", "{:.2g}"),
+                ("seconds", "secs", "{:.1f}")]
+        cols = [c for c in cols if c[0] in rows[-1]]
+        for _, head, _ in cols:
+            table.add_column(head, justify="right")
+        for r in rows:
+            table.add_row(*[fmt.format(r[key]) for key, _, fmt in cols])
+        self.console.print(table)

@@ -1,0 +1,264 @@
+"""The run folder: resolved spec, metrics, checkpoints and summary, every file written atomically."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnspec.errors import CheckpointError, DiskFull, RunFolderError
+
+CHECKPOINT_FORMAT = "cnnspec-checkpoint-1"
+SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.json"
+LAST, BEST = "last.pt", "best.pt"
+LOCK_FILE = ".lock"
+RUN_PLUGINS_FILE = "plugins.json"  # the plugins a run was made with (train.runplugins)
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    A crash mid-write leaves the old file (or none), never a half-written one. A full disk
+    raises DiskFull naming the file; a folder that cannot be written, RunFolderError.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _write_error(path, e) from None
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        cause = _os_error(e)
+        if cause is not None:
+            raise _write_error(path, cause) from None
+        raise
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e`` (torch.save wraps a full disk in a RuntimeError), if any."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(e, RuntimeError) and ("No space left" in str(e) or "ENOSPC" in str(e)):
+        return OSError(errno.ENOSPC, "No space left on device")
+    return None
+
+
+def _write_error(path: Path, e: OSError) -> RunFolderError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"no space left on {path.parent} (writing {path.name})")
+    return RunFolderError(f"cannot write {path}: {e.strerror or e}")
+
+
+def new_run_dir(name: str, output: str | None, base: str = "runs") -> Path:
+    """``output`` if given (must be empty or new), else ``runs/NAME-YYYYmmdd-HHMMSS``.
+
+    Made atomically: ``mkdir`` without exist_ok, the next suffix when another process won the
+    name; an existing empty ``output`` is claimed through the lock file (see RunDir.lock).
+    """
+    if output:
+        path = Path(output)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise FileExistsError(f"{output}: the output folder exists and is not empty")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    Path(base).mkdir(parents=True, exist_ok=True)
+    path, n = Path(base) / f"{name}-{stamp}", 2
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            path = Path(base) / f"{name}-{stamp}-{n}"
+            n += 1
+
+
+def spec_text(spec: dict[str, Any]) -> str:
+    """A resolved spec as the YAML a run folder holds (and ``validate --resolved`` prints)."""
+    return "# resolved spec of this run: every default filled in\n" + yaml.safe_dump(
+        spec, sort_keys=False, default_flow_style=None)
+
+
+class RunDir:
+    """Reads and writes the files of one run folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def write_spec(self, spec: dict[str, Any]) -> None:
+        text = spec_text(spec)
+        atomic_write(self.path / SPEC_FILE, lambda f: f.write(text))
+
+    def write_plugins(self, record: list[dict[str, Any]]) -> None:
+        text = json.dumps({"plugins": record}, indent=2) + "\n"
+        atomic_write(self.path / RUN_PLUGINS_FILE, lambda f: f.write(text))
+
+    def lock(self) -> None:
+        """Claim the folder for this process: a lock file holding our PID, made with O_EXCL.
+
+        A lock whose process is gone is stale and taken over; a live one is refused."""
+        lock = self.path / LOCK_FILE
+        for _ in range(3):
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                pid = _lock_owner(lock)
+                if pid is not None and pid != os.getpid() and _alive(pid):
+                    raise RunFolderError(f"{self.path}: another cnnspec process (PID {pid}) is writing "
+                                         f"this run folder; refused (if it is gone, delete {lock})") from None
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            except OSError as e:
+                raise _write_error(lock, e) from None
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            return
+        raise RunFolderError(f"{self.path}: could not take the lock {lock}; refused")
+
+    def unlock(self) -> None:
+        lock = self.path / LOCK_FILE
+        if _lock_owner(lock) == os.getpid():
+            lock.unlink(missing_ok=True)
+
+    def clean_stale_temporaries(self) -> list[Path]:
+        """Remove what a killed process left half-written (``.NAME.*.tmp``); call with the lock held."""
+        removed = []
+        for tmp in self.path.glob(".*.tmp"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+        return removed
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        atomic_write(self.path / METRICS_FILE, lambda f: f.write(text))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        p = self.path / METRICS_FILE
+        return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()] if p.exists() else []
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        text = json.dumps(summary, indent=2) + "\n"
+        atomic_write(self.path / SUMMARY_FILE, lambda f: f.write(text))
+
+    def save_checkpoint(self, name: str, state: dict[str, Any]) -> None:
+        import torch
+
+        state = {"format": CHECKPOINT_FORMAT, **state}
+        atomic_write(self.path / name, lambda f: torch.save(state, f), binary=True)
+
+    def load_checkpoint(self, name: str = LAST, map_location: Any = "cpu") -> dict[str, Any]:
+        return load_checkpoint(self.path / name, map_location)
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True``: a file that needs arbitrary unpickling is refused."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint there")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        found = (re.search(r"GLOBAL\s+([\w.]+)", text)
+                 or re.search(r"unsupported (?:global|class|function)\W*([\w.]+)", text, re.IGNORECASE))
+        if found:
+            raise CheckpointError(
+                f"{path}: refused: not a plain weights file: it holds Python code or objects "
+                f"({found.group(1)}), so it was not loaded and nothing in it ran") from None
+        # torch's message is a paragraph of advice; the line that says what is wrong is short
+        detail = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(
+            ("Weights only load failed", "Please file", "Check the documentation"))]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({(detail or ['unreadable'])[0][:200]})") from None
+    except Exception as e:  # truncated zip, wrong file type, ...
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a cnnspec checkpoint")
+    return state
+
+
+def weights_mismatch(model: Any, weights: Any) -> str | None:
+    """Why a checkpoint's weights do not fit ``model`` (missing, extra or reshaped tensors), or None."""
+    import torch
+
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        return "its 'model' entry is not a set of named tensors"
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in weights.items()}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing:
+        return f"it lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+    if extra:
+        return f"it has tensors this model does not ({', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''})"
+    for k, shape in want.items():
+        if have[k] != shape:
+            return f"{k} is {list(have[k])} in the checkpoint but {list(shape)} in this model"
+    return None
+
+
+# what a resumable checkpoint must hold, and of which type (the position's fields below)
+_RESUMABLE = {"model": dict, "optimizer": dict, "spec": dict, "position": dict, "metrics": list,
+              "rng": dict, "seed": int}
+
+
+def resumable_problem(state: dict[str, Any]) -> str | None:
+    """Why ``state`` cannot be resumed from (a key missing or of the wrong type), or None."""
+    import torch
+
+    for key, kind in _RESUMABLE.items():
+        if not isinstance(state.get(key), kind):
+            return f"'{key}' is missing or not a {kind.__name__}"
+    pos = state["position"]
+    if set(pos) != {"epoch", "step", "gen", "sums"} or not all(
+            type(pos[k]) is int and pos[k] >= 0 for k in ("epoch", "step")):
+        return "its 'position' is not an epoch, step, shuffling state and sums"
+    if not isinstance(pos["gen"], torch.Tensor) or not (pos["sums"] is None or isinstance(pos["sums"], dict)):
+        return "its 'position' is not an epoch, step, shuffling state and sums"
+    if not isinstance(state["rng"].get("torch"), torch.Tensor):
+        return "its random-number state is missing"
+    if not all(isinstance(r, dict) for r in state["metrics"]):
+        return "its 'metrics' are not rows of numbers"
+    return None
