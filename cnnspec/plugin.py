@@ -47,6 +47,7 @@ from cnnspec.registry.types import (
     SchedulerType,
     Shape,
     ShapeError,
+    TensorSpec,
     Tracer,
     WeightInitParams,
 )
@@ -74,7 +75,8 @@ __all__ = [
     "ConvPadding", "DataError", "DatasetType", "Flatten", "Int", "KEEP_OUTPUT", "Kind", "LayerType", "Lazy",
     "LossType", "NoParams", "NonNegFloat", "NonNegInt", "NonNegPair", "OptimizerType", "Pad2", "Parallel",
     "Params", "PluginError", "PosFloat", "PosInt", "PosPair", "Probability", "Register", "Saved",
-    "SchedulerType", "Shape", "ShapeError", "Size2", "Splits", "Tracer", "WeightInitParams", "check_given",
+    "SchedulerType", "Shape", "ShapeError", "Size2", "Splits", "TensorSpec", "Tracer", "WeightInitParams",
+    "check_given",
     "conv_out", "expect_chw", "expect_flat", "fmt", "hookimpl", "pair", "pool_out",
 ]
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from cnnspec.registry.hookspecs import Register, hookimpl
 from cnnspec.registry.params import Int, PosInt
-from cnnspec.registry.types import LayerType, NoParams, Params, Saved, Shape, ShapeError
+from cnnspec.registry.types import LayerType, NoParams, Params, Saved, Shape, ShapeError, TensorSpec
 from cnnspec.spec.shapes import fmt
 
 
@@ -90,6 +90,10 @@ class PRelu(Activation):
     def num_params(self, p: Params, shape: Shape) -> int:
         assert isinstance(p, PReluParams)
         return p.num_parameters
+
+    def tensors(self, p: Params, in_shape: Shape, out_shape: Shape) -> list[TensorSpec]:
+        assert isinstance(p, PReluParams)
+        return [TensorSpec("weight", (p.num_parameters,))]
 
 
 ACTIVATIONS: tuple[Activation, ...] = (

@@ -123,6 +123,9 @@ class Residual(CompositeType[ResidualParams]):
         conv = {"type": "conv2d", "out_channels": out[0], "kernel_size": 1, "stride": strides, "bias": False}
         return t.generated([conv, "batchnorm2d"], shape, group="shortcut", shortcut="auto")
 
+    def part_names(self, p: ResidualParams, n: int) -> list[str]:
+        return ["main", "shortcut"]
+
     def assemble(self, p: ResidualParams, shape: Shape, parts: list[Any]) -> Any:
         from cnnspec.plugins.composite_modules import Residual as Module
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from cnnspec.registry.hookspecs import Register, hookimpl
-from cnnspec.registry.types import LayerType, NoParams, Params, Saved, Shape, ShapeError, WeightInitParams
+from cnnspec.registry.types import LayerType, NoParams, Params, Saved, Shape, ShapeError, TensorSpec, WeightInitParams
 from cnnspec.spec.shapes import check_given, conv_out, expect_chw, expect_flat, fmt, pair, pool_out
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,6 +84,11 @@ class Conv2d(LayerType[Conv2dParams]):
     def num_params(self, p: Conv2dParams, shape: Shape) -> int:
         kh, kw = pair(p.kernel_size)
         return p.out_channels * (shape[0] // p.groups) * kh * kw + (p.out_channels if p.bias else 0)
+
+    def tensors(self, p: Conv2dParams, in_shape: Shape, out_shape: Shape) -> list[TensorSpec]:
+        kh, kw = pair(p.kernel_size)
+        weight = TensorSpec("weight", (p.out_channels, in_shape[0] // p.groups, kh, kw))
+        return [weight, TensorSpec("bias", (p.out_channels,))] if p.bias else [weight]
 
     def macs(self, p: Conv2dParams, in_shape: Shape, out_shape: Shape) -> int:
         kh, kw = pair(p.kernel_size)  # every output element: in_ch/groups x kh x kw products
@@ -280,6 +285,14 @@ class _BatchNorm(ZeroMacs, LayerType[BatchNormParams]):
     def num_params(self, p: BatchNormParams, shape: Shape) -> int:
         return 2 * shape[0] if p.affine else 0
 
+    def tensors(self, p: BatchNormParams, in_shape: Shape, out_shape: Shape) -> list[TensorSpec]:
+        c = (in_shape[0],)
+        out = [TensorSpec("weight", c), TensorSpec("bias", c)] if p.affine else []
+        if p.track_running_stats:
+            out += [TensorSpec("running_mean", c, trainable=False), TensorSpec("running_var", c, trainable=False),
+                    TensorSpec("num_batches_tracked", (), "int64", trainable=False)]
+        return out
+
     def saved(self, p: BatchNormParams, in_shape: Shape, out_shape: Shape) -> Saved:
         return KEEPS_INPUT  # and two floats a channel (mean, inverse std), left out
 
@@ -379,6 +392,10 @@ class Linear(LayerType[LinearParams]):
 
     def num_params(self, p: LinearParams, shape: Shape) -> int:
         return shape[0] * p.out_features + (p.out_features if p.bias else 0)
+
+    def tensors(self, p: LinearParams, in_shape: Shape, out_shape: Shape) -> list[TensorSpec]:
+        weight = TensorSpec("weight", (p.out_features, in_shape[0]))
+        return [weight, TensorSpec("bias", (p.out_features,))] if p.bias else [weight]
 
     def macs(self, p: LinearParams, in_shape: Shape, out_shape: Shape) -> int:
         return in_shape[0] * p.out_features

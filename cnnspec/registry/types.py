@@ -80,6 +80,18 @@ class Saved:
     view: bool = False
 
 
+@dataclass(frozen=True)
+class TensorSpec:
+    """One entry of a built module's ``state_dict()``, known without torch: its name inside the
+    layer's module (``weight``, ``1.bias``), shape, dtype, and whether it is a trainable parameter
+    (False: a buffer, such as BatchNorm's running statistics)."""
+
+    name: str
+    shape: Shape
+    dtype: str = "float32"
+    trainable: bool = True
+
+
 class LayerType(Generic[P]):
     """A layer a spec can name: its parameters, its shape rule, its parameter count, its module."""
 
@@ -94,6 +106,13 @@ class LayerType(Generic[P]):
     def num_params(self, p: P, shape: Shape) -> int:
         """Trainable parameters of the module built for input ``shape`` (no torch)."""
         return 0
+
+    def tensors(self, p: P, in_shape: Shape, out_shape: Shape) -> list[TensorSpec] | None:
+        """The ``state_dict()`` of the module ``build`` makes, in its order (no torch): what lets
+        ``validate`` check a weights file against the spec. The default covers layers without
+        parameters or buffers; a layer with either must list them (None = unknown: a weights file
+        cannot be checked against a spec that uses it)."""
+        return [] if self.num_params(p, in_shape) == 0 else None
 
     def macs(self, p: P, in_shape: Shape, out_shape: Shape) -> int | None:
         """Multiply-accumulates of one sample's forward pass (no torch); None = unknown (``?``).
@@ -178,6 +197,15 @@ class CompositeType(LayerType[P]):
     def info(self, p: P) -> dict[str, Any]:
         """Extra facts shown on its row (``validate`` table and JSON), e.g. {"merge": "concat"}."""
         return {}
+
+    def part_names(self, p: P, n: int) -> list[str]:
+        """The names ``assemble`` gives its ``n`` parts in the module it returns (the prefixes of
+        their ``state_dict()`` keys): ``"0"`` to ``"n-1"`` by default, as ``nn.Sequential`` does."""
+        return [str(i) for i in range(n)]
+
+    def tensors(self, p: P, in_shape: Shape, out_shape: Shape) -> list[TensorSpec] | None:
+        """Its own ``state_dict()`` entries besides its parts' (none by default)."""
+        return []
 
     def assemble(self, p: P, shape: Shape, parts: list[Any]) -> torch.nn.Module:
         """One module from the children's modules (torch imported here only)."""

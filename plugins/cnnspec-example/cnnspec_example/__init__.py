@@ -21,6 +21,7 @@ from cnnspec.plugin import (
     Saved,
     Shape,
     ShapeError,
+    TensorSpec,
     hookimpl,
 )
 
@@ -43,6 +44,9 @@ class ChannelScale(LayerType[ChannelScaleParams]):
 
     def num_params(self, p: ChannelScaleParams, shape: Shape) -> int:
         return shape[0]
+
+    def tensors(self, p: ChannelScaleParams, in_shape: Shape, out_shape: Shape) -> list[TensorSpec]:
+        return [TensorSpec("scale", (in_shape[0], 1, 1))]
 
     def macs(self, p: ChannelScaleParams, in_shape: Shape, out_shape: Shape) -> int:
         return 0  # an element-wise product: no matrix product or convolution (FlopCounterMode's rule)

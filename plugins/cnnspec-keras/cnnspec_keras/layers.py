@@ -25,6 +25,7 @@ from cnnspec.plugin import (
     Shape,
     ShapeError,
     Size2,
+    TensorSpec,
     expect_chw,
     expect_flat,
     fmt,
@@ -94,6 +95,11 @@ def _spatial(name: str, shape: Shape, k: tuple[int, int], s: tuple[int, int],
     return oh, ow
 
 
+def _with_activation(activation: str | None) -> str:
+    """The key prefix of a module built as Sequential(layer, activation) when it has one."""
+    return "0." if activation not in (None, "linear") else ""
+
+
 class Conv2D(LayerType[Conv2DParams]):
     name = "Conv2D"
     Params = Conv2DParams
@@ -115,6 +121,15 @@ class Conv2D(LayerType[Conv2DParams]):
     def macs(self, p: Conv2DParams, in_shape: Shape, out_shape: Shape) -> int:
         kh, kw = pair(p.kernel_size)
         return math.prod(out_shape) * (in_shape[0] // p.groups) * kh * kw
+
+    def tensors(self, p: Conv2DParams, in_shape: Shape, out_shape: Shape) -> list[TensorSpec]:
+        k = pair(p.kernel_size)
+        pads = same_pads(in_shape, k, pair(p.strides), pair(p.dilation_rate), p.padding)
+        # modules.conv2d: the conv, inside Padded ("inner") when it cannot pad itself, inside
+        # Sequential(conv, activation) ("0") when it has an activation
+        at = _with_activation(p.activation) + ("" if conv_pads_itself(pads) else "inner.")
+        out = [TensorSpec(f"{at}weight", (p.filters, in_shape[0] // p.groups, *k))]
+        return out + [TensorSpec(f"{at}bias", (p.filters,))] if p.use_bias else out
 
     def saved(self, p: Conv2DParams, in_shape: Shape, out_shape: Shape) -> Saved:
         pads = same_pads(in_shape, pair(p.kernel_size), pair(p.strides), pair(p.dilation_rate), p.padding)
@@ -214,6 +229,11 @@ class Dense(LayerType[DenseParams]):
     def macs(self, p: DenseParams, in_shape: Shape, out_shape: Shape) -> int:
         return in_shape[0] * p.units
 
+    def tensors(self, p: DenseParams, in_shape: Shape, out_shape: Shape) -> list[TensorSpec]:
+        at = _with_activation(p.activation)  # modules.dense: Sequential(linear, activation) or the linear
+        out = [TensorSpec(f"{at}weight", (p.units, in_shape[0]))]
+        return out + [TensorSpec(f"{at}bias", (p.units,))] if p.use_bias else out
+
     def saved(self, p: DenseParams, in_shape: Shape, out_shape: Shape) -> Saved:
         return with_activation(p.activation, 0, out_shape)
 
@@ -284,6 +304,12 @@ class BatchNormalization(_ZeroMacs, LayerType[BatchNormalizationParams]):
 
     def saved(self, p: BatchNormalizationParams, in_shape: Shape, out_shape: Shape) -> Saved:
         return Saved(input=True, output=False)
+
+    def tensors(self, p: BatchNormalizationParams, in_shape: Shape, out_shape: Shape) -> list[TensorSpec]:
+        c = (in_shape[0],)
+        out = [TensorSpec("weight", c), TensorSpec("bias", c)] if p.center else []
+        return out + [TensorSpec("running_mean", c, trainable=False), TensorSpec("running_var", c, trainable=False),
+                      TensorSpec("num_batches_tracked", (), "int64", trainable=False)]
 
     def build(self, p: BatchNormalizationParams, shape: Shape) -> Any:
         from torch import nn
