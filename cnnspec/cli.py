@@ -252,6 +252,9 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
         elif result.valid:
             assert result.trace is not None and result.spec is not None
             print_table(path, result.trace, sys.stdout, spec_estimate(result.spec, args.batch_size))
+            if result.spec.weights is not None:
+                print(result.spec.weights.summary())
+            print_problems(result.warnings, sys.stdout)
         else:
             print_problems(result.problems, sys.stdout)
             n = len(result.problems)

@@ -36,10 +36,11 @@ class Problem:
     message: str
     path: KeyPath = field(default=(), compare=False)
     file: str = field(default="", compare=False)
+    severity: str = field(default="error", compare=False)  # or "warning": reported, the spec stays valid
 
     def format(self) -> str:
         """The compiler-style line: ``file:line:col: error: message``."""
-        return f"{self.file}:{self.line}:{self.column}: error: {self.message}"
+        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
 
     def to_json(self) -> dict[str, object]:
         return {

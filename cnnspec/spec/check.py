@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +13,12 @@ from pydantic import BaseModel, ValidationError
 from cnnspec.errors import KeyPath, PluginError, Problem, did_you_mean, path_str
 from cnnspec.registry.types import Kind, Registry, ShapeError
 from cnnspec.spec.explain import explain
+from cnnspec.spec.finetune import resolve as resolve_fine_tuning
+from cnnspec.spec.loadplan import WeightsCheck
 from cnnspec.spec.metrics import METRICS
 from cnnspec.spec.sections import Component, Spec, SpecFile, TrainSection
 from cnnspec.spec.shapes import BYTES, MAX_LAYERS, MAX_REPEAT, ShapeTrace, fmt, trace
+from cnnspec.spec.weights import check_weights
 from cnnspec.spec.yamlpos import Located
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,6 +35,7 @@ class CheckResult:
     spec: Spec | None = None
     problems: list[Problem] = field(default_factory=list)
     trace: ShapeTrace | None = None
+    warnings: list[Problem] = field(default_factory=list)  # severity "warning": the spec stays valid
 
     @property
     def valid(self) -> bool:
@@ -78,7 +83,28 @@ def check(located: Located, registry: Registry | None = None, plugins: Sequence[
     c = _Checker(located, registry)
     c.problems.extend(problems)
     c.plugins_failed = bool(problems)
-    return c.run()
+    return _with_fine_tuning(c.run())
+
+
+def _with_fine_tuning(result: CheckResult) -> CheckResult:
+    """A valid spec's ``weights:`` file checked against its model (spec.weights), and its frozen layers
+    and lr multipliers resolved (spec.finetune); all without torch."""
+    spec = result.spec
+    if spec is None:
+        return result
+    tuning, errors = resolve_fine_tuning(spec.located, spec.train, spec.trace)
+    checked: WeightsCheck | None = None
+    warnings: list[Problem] = []
+    if spec.source.weights is not None:
+        checked, more, warnings = check_weights(spec.located, spec.source.weights, spec.trace)
+        errors += more
+    result.warnings += [dataclasses.replace(w, severity="warning") for w in warnings]
+    if errors or tuning is None:
+        result.problems = sorted(errors)
+        result.spec = None
+    else:
+        result.spec = dataclasses.replace(spec, weights=checked, finetune=tuning)
+    return result
 
 
 class _Checker:

@@ -11,8 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cnnspec.errors import KeyPath, Problem
-from cnnspec.registry.params import PosFloat, PosInt
+from cnnspec.registry.params import Int, PosFloat, PosInt
 from cnnspec.registry.types import Params, Registry, Shape
+from cnnspec.spec.loadplan import FineTune, WeightsCheck
 from cnnspec.spec.shapes import ShapeTrace
 from cnnspec.spec.yamlpos import Located
 
@@ -82,6 +83,12 @@ class EmaSection(Section):
     decay: float = Field(0.999, gt=0.0, lt=1.0, description="weight of the old average at each step")
 
 
+# Which layers a fine-tuning setting applies to: a top-level index (negative counts from the end),
+# a range "a:b" of top-level indices, or a module path with * wildcards ("4", "4.*", "4.main.0").
+Selector = Annotated[Int | str, Field(description="a layer index (-1: the last), a range 'a:b', or a module "
+                                                  "path such as '4' or '4.main.*'")]
+
+
 class TrainSection(Section):
     """``train:``: the loop's settings."""
 
@@ -103,6 +110,10 @@ class TrainSection(Section):
     warmup: WarmupSection | None = Field(None, description="linear learning-rate warm-up, composed with the scheduler")
     grad_clip: GradClipSection | None = Field(None, description="gradient clipping by norm or by value")
     ema: EmaSection | None = Field(None, description="exponential moving average of the weights")
+    freeze: list[Selector] = Field(
+        default=[], description="layers whose parameters do not train (their BatchNorm statistics stay fixed too)")
+    lr_multipliers: dict[str, PosFloat] = Field(
+        default={}, description="learning-rate multipliers by layer: {SELECTOR: FACTOR}, e.g. {'-1': 10}")
 
     @field_validator("device")
     @classmethod
@@ -144,6 +155,24 @@ class LimitsSection(Section):
         return None if v is None else _amount(True)(v)
 
 
+class WeightsSection(Section):
+    """``weights:``: start from a weights file, checked against the spec by ``validate``."""
+
+    file: str = Field(description="a .pth/.pt (torch.save) or .safetensors file, relative to the spec")
+    mapping: Literal["cnnspec", "torchvision", "timm", "position"] = Field(
+        "cnnspec", description="how the file's tensors meet the model's: cnnspec (by name: a cnnspec run's "
+        "checkpoint or state dict); torchvision, timm, position (in order, shapes checked; torchvision and timm "
+        "files may lack BatchNorm's num_batches_tracked)")
+    key: str | None = Field(
+        None, description="where the state dict is inside the file (e.g. 'state_dict', 'model'); default: the "
+        "top level, or 'model' / 'state_dict' when the top level holds one")
+    strip: str | None = Field(None, description="a prefix to strip from the file's tensor names, e.g. 'module.'")
+    skip: list[Selector] = Field(
+        default=[], description="layers initialised fresh instead (a new head): their tensors in the file are unused")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="the file's SHA-256, if it must be exactly this file")
+
+
 class SpecFile(Section):
     """The whole file as written."""
 
@@ -169,6 +198,7 @@ class SpecFile(Section):
     )
     limits: LimitsSection | None = Field(
         None, description="budgets: params, macs (per sample) and memory (training estimate)")
+    weights: WeightsSection | None = Field(None, description="initial weights from a file (pretrained models)")
 
 
 @dataclass(frozen=True)
@@ -218,6 +248,8 @@ class Spec:
     located: Located = field(repr=False, compare=False)  # positions and --set notes, for later errors
     augmentations: list[Component] = field(default_factory=list)
     callbacks: list[Component] = field(default_factory=list)
+    weights: WeightsCheck | None = field(default=None, repr=False, compare=False)  # what run loads
+    finetune: FineTune = field(default_factory=FineTune, repr=False, compare=False)  # frozen layers, lr factors
 
     def problem(self, path: KeyPath, message: str) -> Problem:
         """A problem located in the spec's file, as validate would report it."""

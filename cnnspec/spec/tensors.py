@@ -74,6 +74,25 @@ def _row(row: Row, module: str, owner: Any) -> Iterator[Planned]:
             yield from _row(child, f"{module}.{name}", comp)
 
 
+def module_paths(trace: ShapeTrace) -> list[str]:
+    """Every layer's module path in the built model ("0", "4.main.1", ...), parents before children."""
+    out: list[str] = []
+
+    def walk(row: Row, module: str) -> None:
+        out.append(module)
+        comp = row.component
+        if not row.children:
+            return
+        names = [str(i) for i in range(len(row.children))] if comp is None else \
+            comp.type.part_names(comp.params, len(row.children))
+        for name, child in zip(names, row.children):
+            walk(child, f"{module}.{name}")
+
+    for i, row in enumerate(trace.rows):
+        walk(row, str(i))
+    return out
+
+
 def trainable_params(entries: Sequence[Planned]) -> int:
     """How many trainable numbers the entries hold."""
     return sum(e.numel for e in entries if e.tensor.trainable)
