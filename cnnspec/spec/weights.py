@@ -44,6 +44,10 @@ def check_weights(located: Located, section: WeightsSection, trace: ShapeTrace
     if section.sha256 is not None and section.sha256 != wf.sha256:
         return None, [at(("sha256",), f"weights.sha256: {section.file} has SHA-256 {wf.sha256}, not the one "
                                       "the spec names; refused")], []
+    if wf.format == "safetensors" and section.mapping in BY_ORDER:
+        return None, [at(("mapping",), f"weights.mapping: {section.mapping} aligns tensors in the file's order, "
+                                       "and a .safetensors file keeps none (its tensors are sorted by name); use "
+                                       "the .pth file, or mapping: cnnspec with the model's names")], []
     key, tensors, problem = _state_dict(wf, section, at)
     if problem is not None:
         return None, [problem], []
