@@ -4,7 +4,7 @@ BatchNorm kept in eval mode, and the optimizer's parameter groups by learning-ra
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -18,7 +18,7 @@ class _FrozenNorm:
     its running statistics stay as loaded (the class swap keeps its state_dict as it was)."""
 
     def train(self, mode: bool = True) -> Any:
-        return nn.Module.train(self, False)  # type: ignore[arg-type]
+        return nn.Module.train(cast(nn.Module, self), False)
 
 
 def _frozen_class(cls: type) -> type:

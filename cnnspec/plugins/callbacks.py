@@ -1,4 +1,4 @@
-"""Callbacks for ``train.callbacks`` (early stopping) and the metric-driven scheduler
+"""Callbacks for ``train.callbacks`` (early stopping, unfreezing) and the metric-driven scheduler
 ``reduce_on_plateau``."""
 
 from __future__ import annotations
@@ -108,9 +108,54 @@ class ReduceOnPlateau(SchedulerType[PlateauParams]):
                                  min_lr=p.min_lr)
 
 
+class UnfreezeParams(Params):
+    epoch: PosInt = Field(description="after this many epochs, the layers train.freeze froze train too")
+
+
+class UnfreezeCallback(Callback):
+    """Thaws what ``train.freeze`` froze once ``epoch`` epochs are done (and again on a resumed run
+    past that point, since the model is built frozen)."""
+
+    def __init__(self, p: UnfreezeParams) -> None:
+        self.p = p
+        self.done = False
+
+    def _thaw(self, context: Any) -> None:
+        from cnnspec.build.finetune import unfreeze
+
+        model = getattr(context.model, "module", context.model)  # a DistributedDataParallel's model
+        unfreeze(model, context.spec.finetune)
+        self.done = True
+
+    def on_train_begin(self, context: Any) -> None:
+        if self.done:
+            self._thaw(context)
+
+    def on_epoch_end(self, context: Any, metrics: dict[str, Any]) -> bool:
+        if not self.done and int(metrics["epoch"]) >= self.p.epoch:
+            self._thaw(context)
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done = bool(state.get("done", False))
+
+
+class Unfreeze(CallbackType[UnfreezeParams]):
+    name = "unfreeze"
+    Params = UnfreezeParams
+    description = "train the layers train.freeze froze, from a given epoch on (fine-tuning in two phases)"
+
+    def build(self, p: UnfreezeParams) -> Callback:
+        return UnfreezeCallback(p)
+
+
 @hookimpl
 def register_callbacks(register: Register) -> None:
     register(EarlyStopping())
+    register(Unfreeze())
 
 
 @hookimpl

@@ -48,7 +48,7 @@ DEFAULT_PLUGINS: dict[str, dict[Kind, tuple[str, ...]]] = {
     "cnnspec.plugins.datasets": {"dataset": ("digits", "synthetic")},
     "cnnspec.plugins.augment": {"augmentation": (
         "random_crop", "horizontal_flip", "random_affine", "random_erasing", "mixup", "cutmix")},
-    "cnnspec.plugins.callbacks": {"scheduler": ("reduce_on_plateau",), "callback": ("early_stopping",)},
+    "cnnspec.plugins.callbacks": {"scheduler": ("reduce_on_plateau",), "callback": ("early_stopping", "unfreeze")},
 }
 
 
