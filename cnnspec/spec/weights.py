@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnnspec.errors import KeyPath, Problem, path_str
 from cnnspec.spec.loadplan import WeightsCheck
@@ -20,7 +21,9 @@ from cnnspec.spec.selectors import SelectorError, matcher
 from cnnspec.spec.shapes import ShapeTrace, fmt
 from cnnspec.spec.tensors import Planned, Unknown, module_paths, plan
 from cnnspec.spec.yamlpos import Located
-from cnnspec.util.weightsfile import TensorInfo, WeightsFile, WeightsFileError, read_weights
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cnnspec.util.weightsfile import TensorInfo, WeightsFile
 
 SECTION: KeyPath = ("weights",)
 BY_ORDER = ("torchvision", "timm", "position")
@@ -31,6 +34,8 @@ _KINDS = {"float": ("float16", "bfloat16", "float32", "float64"), "int": ("int64
 def check_weights(located: Located, section: WeightsSection, trace: ShapeTrace
                   ) -> tuple[WeightsCheck | None, list[Problem], list[Problem]]:
     """The check's result, its errors and its warnings (all located)."""
+    from cnnspec.util.weightsfile import WeightsFileError, read_weights  # zipfile, pickle: only for a weights file
+
     at = _at(located)
     path = Path(section.file).expanduser()
     if not path.is_absolute():
@@ -87,11 +92,11 @@ def _state_dict(wf: WeightsFile, section: WeightsSection, at: Callable[[tuple[st
                 ) -> tuple[str | None, dict[str, TensorInfo], Problem | None]:
     """The file's state dict (at ``key``, or found), names stripped of ``strip``."""
     keys = [section.key] if section.key is not None else [None, "model", "state_dict"]
-    first: WeightsFileError | None = None
+    first: Exception | None = None
     for key in keys:
         try:
             tensors = wf.state_dict(key)
-        except WeightsFileError as e:
+        except Exception as e:  # WeightsFileError: not a mapping of tensors there
             first = first or e
             continue
         if section.strip:
