@@ -275,9 +275,12 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    from cnnspec.sweep.options import SweepOptions
     from cnnspec.sweep.sweeper import sweep_command
 
-    sweep_command(args)
+    sweep_command(SweepOptions(
+        spec=args.spec, overrides=tuple(args.overrides), jobs=args.jobs, storage=args.storage, study=args.study,
+        device=args.device, output=args.output, quiet=args.quiet, plugins=tuple(args.plugins)))
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
