@@ -96,7 +96,8 @@ class Sweeper:
     def run(self) -> None:
         """Run trials until the sweep has all of them (or Ctrl-C, or a trial that cannot start)."""
         write_meta(self.folder, self.ident, self.sweep, "running")
-        self.report.start(self.ident.study, self.ident.storage, self.options.jobs, self.resumed, self.study.done())
+        self.report.start(self.ident.study, self.ident.storage_shown, self.options.jobs, self.resumed,
+                          self.study.done())
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in old:
             signal.signal(s, self._on_signal)
