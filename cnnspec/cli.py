@@ -60,21 +60,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: from the output's suffix (.svg, .mmd, .dot), else svg")
     _plugin_option(g)
     g.set_defaults(func=cmd_graph)
-    sw = sub.add_parser("sweep", help="search the spec's sweep: space with Optuna, one run per trial")
-    sw.add_argument("spec", metavar="SPEC", help="spec file with a sweep: section")
-    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a value of the spec or its sweep section (repeatable)")
-    sw.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="trials at once on this machine (1)")
-    sw.add_argument("--storage", metavar="URL",
-                    help="Optuna storage shared by every worker, e.g. postgresql://USER@HOST/DB (default: "
-                         "a SQLite file in the sweep folder)")
-    sw.add_argument("--study", metavar="NAME", help="study name in the storage (default NAME-HASH of spec and space)")
-    sw.add_argument("--device", type=_device, help="override train.device for every trial")
-    sw.add_argument("--output", metavar="DIR", help="sweep folder (default runs/NAME-sweep-TIMESTAMP); "
-                    "an existing one of the same sweep is continued")
-    sw.add_argument("--quiet", action="store_true", help="print only the sweep folder")
-    _plugin_option(sw)
-    sw.set_defaults(func=cmd_sweep)
+    _sweep_parser(sub)
 
     pl = sub.add_parser("plugins", help="list plugins and what each registers")
     _plugin_option(pl, trust=False)
@@ -141,6 +127,25 @@ def _positive(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
     return n
+
+
+def _sweep_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``cnnspec sweep``'s options; ``cmd_sweep`` turns them into a ``SweepOptions``."""
+    sw = sub.add_parser("sweep", help="search the spec's sweep: space with Optuna, one run per trial")
+    sw.add_argument("spec", metavar="SPEC", help="spec file with a sweep: section")
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a value of the spec or its sweep section (repeatable)")
+    sw.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="trials at once on this machine (1)")
+    sw.add_argument("--storage", metavar="URL",
+                    help="Optuna storage shared by every worker, e.g. postgresql://USER@HOST/DB (default: "
+                         "a SQLite file in the sweep folder)")
+    sw.add_argument("--study", metavar="NAME", help="study name in the storage (default NAME-HASH of spec and space)")
+    sw.add_argument("--device", type=_device, help="override train.device for every trial")
+    sw.add_argument("--output", metavar="DIR", help="sweep folder (default runs/NAME-sweep-TIMESTAMP); "
+                    "an existing one of the same sweep is continued")
+    sw.add_argument("--quiet", action="store_true", help="print only the sweep folder")
+    _plugin_option(sw)
+    sw.set_defaults(func=cmd_sweep)
 
 
 def _plugin_option(p: argparse.ArgumentParser, trust: bool = True) -> None:
@@ -278,9 +283,12 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    from cnnspec.sweep.options import SweepOptions
     from cnnspec.sweep.sweeper import sweep_command
 
-    sweep_command(args)
+    sweep_command(SweepOptions(
+        spec=args.spec, overrides=tuple(args.overrides), jobs=args.jobs, storage=args.storage, study=args.study,
+        device=args.device, output=args.output, quiet=args.quiet, plugins=tuple(args.plugins)))
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:

@@ -314,3 +314,65 @@ sweep:
         assert "limits.params" in json.dumps(by_width[width])  # the located error names the budget
     assert by_width[2]["status"] != "invalid"
     assert len(trial_dirs(out)) == 1  # only the trial within the budget trained
+
+
+# -- the parts: typed options, the process pool --------------------------------------------------
+
+
+def test_cli_hands_the_sweep_frozen_typed_options(cli, monkeypatch):
+    import dataclasses
+
+    from cnnspec.sweep import sweeper
+    from cnnspec.sweep.options import SweepOptions
+
+    got = []
+    monkeypatch.setattr(sweeper, "sweep_command", got.append)
+    assert cli("sweep", "s.yaml").code == 0
+    assert got.pop() == SweepOptions(spec="s.yaml")  # argparse's defaults are the dataclass's
+    res = cli("sweep", "s.yaml", "--set", "a=1", "--set", "b=2", "-j", "3", "--storage", "sqlite:///x.db",
+              "--study", "st", "--device", "cpu", "--output", "out", "--quiet", "-p", "m1", "-p", "m2.py")
+    assert res.code == 0, res.text
+    (options,) = got
+    assert options == SweepOptions(spec="s.yaml", overrides=("a=1", "b=2"), jobs=3, storage="sqlite:///x.db",
+                                   study="st", device="cpu", output="out", quiet=True, plugins=("m1", "m2.py"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.jobs = 1  # type: ignore[misc]
+
+
+def test_pool_places_trials_in_free_slots_and_reads_only_new_epochs(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import yaml
+
+    from cnnspec.sweep.options import SweepOptions
+    from cnnspec.sweep.pool import Job, Pool
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    pool = Pool(SweepOptions(spec=str(tmp_path / "s.yaml"), jobs=2), tmp_path / "sw")
+    (tmp_path / "sw").mkdir()
+    place = pool.place(3, {"name": "t", "plugins": ["mine.py", "some.module"]}, "# trial 3\n")
+    assert (place.slot, place.gpu, place.env["CUDA_VISIBLE_DEVICES"]) == (0, "5", "5")
+    assert place.env["OMP_NUM_THREADS"] == str(max(1, pool.cores // 2))
+    assert place.spec_file.read_text().startswith("# trial 3\n")
+    # a plugin file is made absolute (the trial's spec lives elsewhere); a module name is left alone
+    assert yaml.safe_load(place.spec_file.read_text())["plugins"] == [str(tmp_path / "mine.py"), "some.module"]
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    job = pool.jobs[3] = Job(SimpleNamespace(number=3), {}, place.slot, place.run_dir, place.log, proc, 0.0)
+    assert pool.place(4, {"name": "t"}, "").gpu == "7" and pool.full() is False  # slot 0 is taken
+    place.run_dir.mkdir()
+    metrics = place.run_dir / "metrics.jsonl"
+    metrics.write_text('{"epoch": 1, "val_accuracy": 0.5}\n{"epoch": 2, "val_accuracy": 0.6}\n')
+    assert [r["epoch"] for r in pool.new_rows(job)] == [1, 2]
+    job.epochs = 2
+    assert pool.new_rows(job) == []  # unchanged file: not read again
+    with metrics.open("a") as f:
+        f.write('{"epoch": 3, "val_accuracy": 0.7}\n')
+    os.utime(metrics, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert [r["epoch"] for r in pool.new_rows(job)] == [3]
+    place.log.write_text("loading\nspec.yaml:3:5: error: bad\ncnnspec: error: worse\nbye\n")
+    assert pool.errors(job) == ["spec.yaml:3:5: error: bad", "cnnspec: error: worse"]
+    (place.run_dir / "summary.json").write_text('{"seed": 42}')
+    out = pool.release(job)
+    assert 3 not in pool.jobs and len(out.rows) == 3 and out.summary == {"seed": 42} and out.spec is None

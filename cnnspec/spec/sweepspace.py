@@ -188,23 +188,7 @@ def check_sweep(located: Located, registry: Any, base_valid: bool = True) -> tup
     if not isinstance(raw, dict):
         fail(SECTION, f"sweep: expected a mapping (trials, metric, space, ...), got {_kind(raw)}")
         return None, problems
-    section: SweepSection | None = None
-    try:
-        section = SweepSection.model_validate(raw)
-    except ValidationError as e:  # reported; the space is still checked below, independently
-        for err in e.errors():
-            loc = tuple(err["loc"])
-            if err["type"] == "extra_forbidden":
-                fail(SECTION + loc, f"sweep: unknown key '{loc[-1]}'"
-                     + did_you_mean(str(loc[-1]), SweepSection.model_fields), key=True)
-            elif err["type"] == "missing":
-                fail(SECTION, f"sweep: missing required key '{loc[-1]}'", key=True)
-            elif loc[:1] != ("space",) or len(loc) == 1:
-                where = SECTION + loc[:1]
-                fail(where, f"{path_str(where)}: {_msg(err)}")
-    if section is not None and section.metric not in METRICS:
-        fail(SECTION + ("metric",), f"sweep.metric: unknown metric '{section.metric}'"
-             + (did_you_mean(section.metric, METRICS) or f" (known: {', '.join(METRICS)})"))
+    section = _section(raw, fail)  # its problems reported; the space is still checked below, independently
     space = raw.get("space")
     params: list[Param] = []
     for key, spec in (space.items() if isinstance(space, dict) else ()):
@@ -233,6 +217,28 @@ def check_sweep(located: Located, registry: Any, base_valid: bool = True) -> tup
     if base_valid:
         problems += _check_base(located, sweep)
     return (None if problems else sweep), problems
+
+
+def _section(raw: dict[str, Any], fail: Any) -> SweepSection | None:
+    """The section's own keys (all but the space's values) as a SweepSection; None if they have problems."""
+    section: SweepSection | None = None
+    try:
+        section = SweepSection.model_validate(raw)
+    except ValidationError as e:
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            if err["type"] == "extra_forbidden":
+                fail(SECTION + loc, f"sweep: unknown key '{loc[-1]}'"
+                     + did_you_mean(str(loc[-1]), SweepSection.model_fields), key=True)
+            elif err["type"] == "missing":
+                fail(SECTION, f"sweep: missing required key '{loc[-1]}'", key=True)
+            elif loc[:1] != ("space",) or len(loc) == 1:
+                where = SECTION + loc[:1]
+                fail(where, f"{path_str(where)}: {_msg(err)}")
+    if section is not None and section.metric not in METRICS:
+        fail(SECTION + ("metric",), f"sweep.metric: unknown metric '{section.metric}'"
+             + (did_you_mean(section.metric, METRICS) or f" (known: {', '.join(METRICS)})"))
+    return section
 
 
 def _param(key: str, spec: Any, fail: Any) -> Param | None:

@@ -102,12 +102,12 @@ class Reporter:
     def _values(self, values: dict[str, Any]) -> str:
         return "  ".join(f"{p.key}={shown(p, values[p.key])}" for p in self.sweep.params if p.key in values)
 
-    def start(self, study: str, storage: str | None, jobs: int, resumed: bool, done: int) -> None:
+    def start(self, study: str, storage: str, jobs: int, resumed: bool, done: int) -> None:
         s = self.sweep
         what = f"continuing sweep ({done} of {s.trials} trials done)" if resumed else "sweep"
         self._say(f"{what} {study}: {s.trials} trials ({s.section.sampler}), {s.metric} "
                   f"({'max' if s.direction == 'maximize' else 'min'}), {jobs} at a time, storage "
-                  f"{storage or 'sqlite (sweep.db)'} -> {self.folder}")
+                  f"{storage} -> {self.folder}")
 
     def note(self, text: str) -> None:
         self._say(text, "yellow")

@@ -1,0 +1,26 @@
+"""What a sweep is asked to do (the options of ``cnnspec sweep``, typed) and how it refuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnnspec.errors import CnnspecError
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """The command line of one sweep worker (``cli.cmd_sweep`` builds it from its arguments)."""
+
+    spec: str  # the spec file, with a sweep: section
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE, in order
+    jobs: int = 1  # -j: trials at once on this machine
+    storage: str | None = None  # --storage URL; None: a SQLite file in the sweep folder
+    study: str | None = None  # --study NAME; None: NAME-HASH of spec and space
+    device: str | None = None  # --device, passed on to every trial
+    output: str | None = None  # --output DIR; None: the latest unfinished sweep of this spec, or a new folder
+    quiet: bool = False  # --quiet: print only the sweep folder
+    plugins: tuple[str, ...] = ()  # -p MODULE, passed on to every trial
+
+
+class SweepError(CnnspecError):
+    """The sweep cannot start or go on: a folder, storage or data problem (exit status 2)."""
