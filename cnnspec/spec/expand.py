@@ -196,4 +196,5 @@ def size(comp: Component) -> int:
     if not comp.children:
         return 1
     inner = sum(size(c) for kids in comp.children for c in kids)
-    return inner * (getattr(comp.params, "times", 1) if comp.name == "repeat" else 1)
+    copies = getattr(comp.type, "copies", None)  # CompositeType.copies: repeat's times
+    return inner * (copies(comp.params) if copies is not None else 1)
