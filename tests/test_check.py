@@ -144,7 +144,8 @@ def test_watched_metrics_must_exist_and_not_be_test_metrics() -> None:
     base = "input: [4]\nlayers: [{type: linear, out_features: 2}]\n"
     item = "    - {type: early_stopping, monitor: test_accuracy}"
     (p,) = checked(base + f"train:\n  callbacks:\n{item}\n").problems
-    assert (p.line, p.column) == (5, item.index("test_") + 1) and "would choose on the test set; watch 'val_accuracy'" in p.message
+    assert (p.line, p.column) == (5, item.index("test_") + 1)
+    assert "would choose on the test set; watch 'val_accuracy'" in p.message
     (p,) = checked(base + "train:\n  callbacks: [{type: early_stopping, monitor: val_los}]\n").problems
     assert "unknown metric 'val_los' (did you mean 'val_loss'?)" in p.message
     (p,) = checked(base + "train:\n  callbacks: [early_stopping]\n").problems  # val_loss, no val_split
@@ -230,7 +231,8 @@ class ManyPlugin:
 
 def test_a_plugin_composite_that_repeats_counts_every_copy_against_the_layer_limit() -> None:
     reg = build_registry(get_plugin_manager(entrypoints=False, extra=[ManyPlugin()]))
-    ok = checked("input: [1, 4, 4]\nlayers:\n  - {type: many, times: 3, layers: [relu, {type: relu, repeat: 2}]}\n", reg)
+    ok = checked("input: [1, 4, 4]\nlayers:\n  - {type: many, times: 3, layers: [relu, {type: relu, repeat: 2}]}\n",
+                 reg)
     assert ok.valid and size(ok.spec.layers[0]) == 3 * (1 + 2)
     result = checked("input: [1, 4, 4]\nlayers:\n  - {type: many, times: 200, layers: [{type: relu, repeat: 100}]}\n",
                      reg)
@@ -255,4 +257,5 @@ def test_repeat_shorthand_expands_to_the_repeat_composite() -> None:
 ])
 def test_repeat_counts_are_located_at_the_count(item, message) -> None:
     (p,) = checked(f"input: [1, 4, 4]\nlayers:\n  - {item}\n").problems
-    assert (p.line, p.column) == (3, 5 + item.index("repeat: ") + len("repeat: ")) and p.message == f"layers[0]: {message}"
+    assert (p.line, p.column) == (3, 5 + item.index("repeat: ") + len("repeat: "))  # at the count
+    assert p.message == f"layers[0]: {message}"

@@ -119,7 +119,8 @@ class MyReluPlugin:
         register(MyRelu())
 
 
-POOLED = "[{type: conv2d, out_channels: 4, kernel_size: 3, padding: 1}, LAYER, {type: maxpool2d, kernel_size: 2}, flatten]"
+POOLED = ("[{type: conv2d, out_channels: 4, kernel_size: 3, padding: 1}, LAYER, {type: maxpool2d, kernel_size: 2}, "
+          "flatten]")
 
 
 def test_a_plugin_layer_flagged_relu_moves_after_max_pooling_like_the_built_in() -> None:
