@@ -9,6 +9,10 @@ from cnnspec.spec.components import Resolver
 from cnnspec.spec.sections import Component
 from cnnspec.spec.shapes import MAX_LAYERS, MAX_REPEAT
 
+# Spec syntax, not a plugin's name test: ``{..., repeat: N}`` on any layer item or block use is
+# short for ``{type: repeat, times: N, layers: [{...}]}``, the composite registered under this name.
+REPEAT = "repeat"
+
 
 class Expander:
     """Checks layer items into Components, expanding block uses so every body layer keeps its
@@ -43,7 +47,7 @@ class Expander:
     def layer(self, raw: Any, path: KeyPath) -> Component | None:
         """One layer item: a layer, a composite (children checked too), a block use, or ``repeat: N`` of one."""
         label = path_str(path)
-        if isinstance(raw, dict) and "repeat" in raw:
+        if isinstance(raw, dict) and REPEAT in raw:
             return self.repeated(raw, path)
         if isinstance(raw, dict) and "block" in raw:
             if "type" in raw:
@@ -66,8 +70,8 @@ class Expander:
 
     def repeated(self, raw: dict[str, Any], path: KeyPath) -> Component | None:
         """``{..., repeat: N}``: short for ``{type: repeat, times: N, layers: [{...}]}``."""
-        n = raw["repeat"]
-        where = path + ("repeat",)
+        n = raw[REPEAT]
+        where = path + (REPEAT,)
         label = path_str(path)
         if type(n) is not int:
             self.report.fail(where, f"{label}: repeat must be a whole number of copies, got {n!r}")
@@ -78,9 +82,9 @@ class Expander:
         if n > MAX_REPEAT:
             self.report.fail(where, f"{label}: repeat {n:,} is more than the limit of {MAX_REPEAT:,}")
             return None
-        inner = {k: v for k, v in raw.items() if k != "repeat"}
+        inner = {k: v for k, v in raw.items() if k != REPEAT}
         child = self.layer(inner, path)
-        rtype = self.reg.get("layer", "repeat")
+        rtype = self.reg.get("layer", REPEAT)
         if child is None or rtype is None:
             return None
         total = n * size(child)
@@ -88,7 +92,7 @@ class Expander:
             self.report.fail(where, f"{label}: repeat {n:,} of {size(child):,} layers makes {total:,}, more "
                              f"than the limit of {MAX_LAYERS:,} layers in a model")
             return None
-        return Component("repeat", rtype, rtype.Params(times=n, layers=[inner]), path, ((child,),),
+        return Component(REPEAT, rtype, rtype.Params(times=n, layers=[inner]), path, ((child,),),
                          self.report.trail)
 
     def define_blocks(self, raw: dict[str, Any]) -> None:
