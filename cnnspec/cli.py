@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from cnnspec.errors import CnnspecError, ExitCode, PluginError, UsageError
 from cnnspec.version import __version__
@@ -22,17 +22,31 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message}")
 
 
+if TYPE_CHECKING:  # pragma: no cover
+    _Commands = argparse._SubParsersAction[_Parser]  # what add_subparsers gives: one add_parser per command
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cnnspec", description="Describe a CNN in YAML, check it, train it.")
     p.add_argument("--version", action="version", version=f"cnnspec {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    _spec_commands(sub)  # validate, run, graph, sweep, plugins: read a spec (or the registry)
+    _run_commands(sub)  # eval, predict, export, plot: read finished run folders
+    _other_commands(sub)  # schema, trust
+    return p
 
+
+def _set_option(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=text)
+
+
+def _spec_commands(sub: _Commands) -> None:
+    """``validate``, ``run``, ``graph``, ``sweep`` and ``plugins``."""
     v = sub.add_parser("validate", help="check specs: schema and shapes, without torch")
     v.add_argument("specs", nargs="+", metavar="SPEC", help="spec files")
     v.add_argument("--format", choices=("text", "json"), default="text", help="output format")
-    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a value as `run` would, e.g. train.epochs=1 (repeatable)")
+    _set_option(v, "override a value as `run` would, e.g. train.epochs=1 (repeatable)")
     v.add_argument("--resolved", action="store_true",
                    help="print the spec that would run (defaults filled in, overrides applied) as YAML")
     _plugin_option(v)
@@ -42,8 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train and evaluate as the spec says")
     r.add_argument("spec", nargs="?", metavar="SPEC", help="spec file (or --resume RUN_DIR)")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a value, e.g. train.epochs=1 (repeatable)")
+    _set_option(r, "override a value, e.g. train.epochs=1 (repeatable)")
     r.add_argument("--device", type=_device, help="override train.device: auto, cpu, cuda, cuda:N, mps")
     r.add_argument("--output", metavar="DIR", help="run folder (default runs/NAME-TIMESTAMP)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
@@ -60,15 +73,40 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: from the output's suffix (.svg, .mmd, .dot), else svg")
     _plugin_option(g)
     g.set_defaults(func=cmd_graph)
-    _sweep_parser(sub)
+    _sweep_command(sub)
 
     pl = sub.add_parser("plugins", help="list plugins and what each registers")
     _plugin_option(pl, trust=False)
     pl.set_defaults(func=cmd_plugins, prints_only=True)
 
+
+def _sweep_command(sub: _Commands) -> None:
+    """``cnnspec sweep``'s options; ``cmd_sweep`` turns them into a ``SweepOptions``."""
+    sw = sub.add_parser("sweep", help="search the spec's sweep: space with Optuna, one run per trial")
+    sw.add_argument("spec", metavar="SPEC", help="spec file with a sweep: section")
+    _set_option(sw, "override a value of the spec or its sweep section (repeatable)")
+    sw.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="trials at once on this machine (1)")
+    sw.add_argument("--storage", metavar="URL",
+                    help="Optuna storage shared by every worker, e.g. postgresql://USER@HOST/DB (default: "
+                         "a SQLite file in the sweep folder)")
+    sw.add_argument("--study", metavar="NAME", help="study name in the storage (default NAME-HASH of spec and space)")
+    sw.add_argument("--device", type=_device, help="override train.device for every trial")
+    sw.add_argument("--output", metavar="DIR", help="sweep folder (default runs/NAME-sweep-TIMESTAMP); "
+                    "an existing one of the same sweep is continued")
+    sw.add_argument("--quiet", action="store_true", help="print only the sweep folder")
+    _plugin_option(sw)
+    sw.set_defaults(func=cmd_sweep)
+
+
+def _checkpoint_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help=CHECKPOINT_HELP)
+
+
+def _run_commands(sub: _Commands) -> None:
+    """``eval``, ``predict``, ``export`` and ``plot``: they read finished run folders."""
     ev = sub.add_parser("eval", help="test-split metrics and confusion matrix of a finished run")
     ev.add_argument("run_dir", metavar="RUN_DIR")
-    ev.add_argument("--checkpoint", choices=("best", "last"), default="best", help=CHECKPOINT_HELP)
+    _checkpoint_option(ev)
     ev.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:N, mps")
     ev.add_argument("--format", choices=("text", "json"), default="text")
     _trust_option(ev)
@@ -80,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--top", type=int, default=3, help="how many classes to show (3)")
     pr.add_argument("--invert", action="store_true",
                     help="invert the images first (dark ink on white paper, for MNIST-like models)")
-    pr.add_argument("--checkpoint", choices=("best", "last"), default="best", help=CHECKPOINT_HELP)
+    _checkpoint_option(pr)
     pr.add_argument("--format", choices=("text", "json"), default="text")
     _trust_option(pr)
     pr.set_defaults(func=cmd_predict)
@@ -89,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("run_dir", metavar="RUN_DIR")
     ex.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
     ex.add_argument("--output", "-o", metavar="FILE", help="default RUN_DIR/model.<format>")
-    ex.add_argument("--checkpoint", choices=("best", "last"), default="best", help=CHECKPOINT_HELP)
+    _checkpoint_option(ex)
     _trust_option(ex)
     ex.set_defaults(func=cmd_export)
 
@@ -98,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--output", "-o", metavar="FILE", default="curves.png")
     pt.set_defaults(func=cmd_plot)
 
+
+def _other_commands(sub: _Commands) -> None:
+    """``schema`` and ``trust``."""
     sc = sub.add_parser("schema", help="print the JSON Schema of spec files (for editors)")
     sc.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     _plugin_option(sc, trust=False)
@@ -106,7 +147,6 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("trust", help="trust the plugin files a spec or run folder names (by SHA-256)")
     tr.add_argument("targets", nargs="+", metavar="SPEC", help="spec files, run folders or .py files")
     tr.set_defaults(func=cmd_trust)
-    return p
 
 
 def _device(value: str) -> str:
@@ -127,25 +167,6 @@ def _positive(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
     return n
-
-
-def _sweep_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
-    """``cnnspec sweep``'s options; ``cmd_sweep`` turns them into a ``SweepOptions``."""
-    sw = sub.add_parser("sweep", help="search the spec's sweep: space with Optuna, one run per trial")
-    sw.add_argument("spec", metavar="SPEC", help="spec file with a sweep: section")
-    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a value of the spec or its sweep section (repeatable)")
-    sw.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="trials at once on this machine (1)")
-    sw.add_argument("--storage", metavar="URL",
-                    help="Optuna storage shared by every worker, e.g. postgresql://USER@HOST/DB (default: "
-                         "a SQLite file in the sweep folder)")
-    sw.add_argument("--study", metavar="NAME", help="study name in the storage (default NAME-HASH of spec and space)")
-    sw.add_argument("--device", type=_device, help="override train.device for every trial")
-    sw.add_argument("--output", metavar="DIR", help="sweep folder (default runs/NAME-sweep-TIMESTAMP); "
-                    "an existing one of the same sweep is continued")
-    sw.add_argument("--quiet", action="store_true", help="print only the sweep folder")
-    _plugin_option(sw)
-    sw.set_defaults(func=cmd_sweep)
 
 
 def _plugin_option(p: argparse.ArgumentParser, trust: bool = True) -> None:

@@ -26,6 +26,29 @@ class Result:
         return self.out + self.err
 
 
+# the reference CNN, as the validate, check and show tests write it
+GOOD = """\
+name: t
+input: [1, 28, 28]
+layers:
+  - {type: conv2d, out_channels: 32, kernel_size: 3, padding: 1}
+  - relu
+  - {type: maxpool2d, kernel_size: 2}
+  - {type: conv2d, out_channels: 64, kernel_size: 3, padding: 1}
+  - relu
+  - {type: maxpool2d, kernel_size: 2}
+  - flatten
+  - {type: linear, out_features: 10, init: xavier_uniform}
+data: {dataset: mnist, batch_size: 100}
+train: {epochs: 15, seed: 777, optimizer: {type: adam, lr: 0.001}}
+"""
+
+
+def lines(res: Result, path: str) -> list[str]:
+    """The error lines printed about the file ``path``."""
+    return [ln for ln in res.out.splitlines() if ln.startswith(f"{path}:") and ": error: " in ln]
+
+
 @pytest.fixture(autouse=True)
 def _own_trust_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test trusts plugin files in a store of its own, never the user's."""

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from conftest import ROOT
 
 import cnnspec
+from cnnspec.plugins.composites import Residual
 
 SVG = "{http://www.w3.org/2000/svg}"
 RESNET20 = str(ROOT / "specs" / "resnet20_cifar.yaml")
@@ -79,3 +80,33 @@ def test_graph_never_imports_torch(tmp_path):
                          capture_output=True, text=True, env=env, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert res.stdout.count(" -> ") > 60
+
+
+class Gated(Residual):
+    """A plugin's own two-path composite whose merge node says what it does (``merge_of``)."""
+
+    name = "gated"
+
+    def merge_of(self, p):
+        return "multiply"
+
+
+def test_a_composites_merge_node_is_labelled_by_its_type() -> None:
+    from cnnspec.registry.manager import default_registry
+    from cnnspec.spec.check import check
+    from cnnspec.spec.yamlpos import load
+    from cnnspec.tools.graph import Node, Par, tree
+
+    reg = default_registry()
+    reg.entries = {k: dict(v) for k, v in reg.entries.items()}
+    reg.owners = dict(reg.owners)
+    reg.add("layer", Gated(), "test")
+
+    def merge_label(kind):
+        spec = check(load(f"input: [2, 4, 4]\nlayers: [{{type: {kind}, layers: [relu]}}]\n", "s.yaml"), reg).spec
+        (par,) = [e for e in tree(spec.trace).items if isinstance(e, Par)]
+        assert isinstance(par.merge, Node)
+        return par.merge.lines
+
+    assert merge_label("residual") == ["add"]  # Residual.merge_of: sum
+    assert merge_label("gated") == ["multiply"]

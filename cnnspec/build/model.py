@@ -15,7 +15,7 @@ from cnnspec.errors import PluginError
 from cnnspec.registry.manager import call_plugin
 from cnnspec.registry.types import WeightInitParams
 from cnnspec.spec.sections import Spec
-from cnnspec.spec.shapes import Row, pooled_relus
+from cnnspec.spec.shapes import Row, is_relu, pooled_relus
 
 _INIT: dict[str, Callable[[torch.Tensor], object]] = {
     "xavier_uniform": nn.init.xavier_uniform_,
@@ -49,7 +49,7 @@ def _sequence(spec: Spec, rows: Sequence[Row]) -> list[nn.Module]:
     pooling. Each module keeps its row's position and output shape, and its parameters' names."""
     parts = [_module(spec, row) for row in rows]
     for i in pooled_relus(rows):
-        if rows[i].type == "relu":
+        if is_relu(rows[i]):
             relu, parts[i] = parts[i], nn.Identity()
         else:  # a layer ending with a ReLU (LayerType.without_relu): take it off the end
             module = parts[i]

@@ -49,10 +49,11 @@ KEEP_OUTPUT = frozenset({"relu", "sigmoid", "tanh", "softmax", "log_softmax"})
 class Activation(LayerType[Params]):
     """An element-wise torch.nn activation named ``torch_name``."""
 
-    def __init__(self, name: str, torch_name: str, params: type[Params] = NoParams) -> None:
+    def __init__(self, name: str, torch_name: str, params: type[Params] = NoParams, *, relu: bool = False) -> None:
         self.name = name
         self.torch_name = torch_name
         self.Params = params
+        self.relu = relu  # nn.ReLU: the builder may run it after a max pooling that follows
         self.description = f"torch.nn.{torch_name}"
 
     def output_shape(self, p: Params, shape: Shape) -> Shape:
@@ -97,7 +98,7 @@ class PRelu(Activation):
 
 
 ACTIVATIONS: tuple[Activation, ...] = (
-    Activation("relu", "ReLU"),
+    Activation("relu", "ReLU", relu=True),
     Activation("relu6", "ReLU6"),
     Activation("leaky_relu", "LeakyReLU", LeakyReluParams),
     Activation("elu", "ELU", AlphaParams),

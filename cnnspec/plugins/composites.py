@@ -67,6 +67,9 @@ class Repeat(CompositeType[RepeatParams]):
     def info(self, p: RepeatParams) -> dict[str, Any]:
         return {"times": p.times}
 
+    def copies(self, p: RepeatParams) -> int:
+        return p.times
+
     def assemble(self, p: RepeatParams, shape: Shape, parts: list[Any]) -> Any:
         from torch import nn
 
@@ -93,6 +96,9 @@ class Residual(CompositeType[ResidualParams]):
     Params = ResidualParams
     description = "out = main(x) + shortcut(x) (a ResNet block's skip connection)"
     merges = True
+
+    def merge_of(self, p: ResidualParams) -> str:
+        return "sum"
 
     def paths(self, p: ResidualParams) -> list[tuple[str | int, ...]]:
         out: list[tuple[str | int, ...]] = [("layers",)]

@@ -130,6 +130,9 @@ class LayerType(Generic[P]):
 
     # Its output is a max over windows of its input, so a relu just before it may run after it.
     max_pooling: bool = False
+    # Its module is a ReLU (max(x, 0) element-wise, no parameters): before a max pooling, the
+    # builder moves it after the pooling (see ``shapes.pooled_relus``) and ``cost`` counts it there.
+    relu: bool = False
 
     def without_relu(self, p: P, in_shape: Shape, out_shape: Shape) -> Saved | None:
         """For a layer whose module ends with a ReLU (a convolution with ``activation: relu``):
@@ -172,6 +175,9 @@ class CompositeType(LayerType[P]):
     ``merges`` says its output is a new tensor (a sum or concat), which counts as activation memory.
     ``chain`` says ``assemble`` runs the parts one after another (an ``nn.Sequential``), so the
     builder may rewrite among them as among top-level layers (see ``shapes.pooled_relus``).
+    ``copies`` says how many times its child lists run (``repeat``: ``times``), so the check counts
+    every copy against the limit of layers in a model; ``merge_of`` names how a composite whose
+    children are all paths joins them (``sum``, ``concat``), for the merge node ``graph`` draws.
     """
 
     merges: bool = False
@@ -183,6 +189,15 @@ class CompositeType(LayerType[P]):
     def saved(self, p: P, in_shape: Shape, out_shape: Shape) -> Saved:
         """Its own: a sum or concat keeps nothing for backward (its children declare theirs)."""
         return Saved(input=False, output=False)
+
+    def copies(self, p: P) -> int:
+        """How many times the child lists run, each copy with its own layers (1 by default)."""
+        return 1
+
+    def merge_of(self, p: P) -> str | None:
+        """How the paths' outputs are joined (``sum``, ``concat``); None (the default): the graph
+        labels the merge node with the type's name."""
+        return None
 
     def paths(self, p: P) -> list[tuple[str | int, ...]]:
         """Where each child layer list is inside the parameters, e.g. ``[("layers",)]``.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnnspec.registry.types import Saved
-from cnnspec.spec.shapes import BYTES, Row, ShapeTrace, pooled_relus
+from cnnspec.spec.shapes import BYTES, Row, ShapeTrace, is_relu, pooled_relus
 
 DEFAULT_BATCH_SIZE = 64  # DataSection's default, for specs without a data: section
 
@@ -131,7 +131,7 @@ def _nodes(rows: Sequence[Row], tensor: int, sizes: list[int], out: list[_Node],
         if i in swap:  # pool the relu's input, then the relu on the pooled tensor
             pool = rows[i + 1]
             relu_rule = _saved(r)
-            if r.type != "relu":  # a layer ending with a relu: the layer alone runs first
+            if not is_relu(r):  # a layer ending with a relu: the layer alone runs first
                 sizes.append(r.activation_bytes)
                 out.append(_Node(r, [tensor], len(sizes) - 1, r.component.type.without_relu(
                     r.component.params, r.input_shape, r.output_shape), weights=r.params > 0))

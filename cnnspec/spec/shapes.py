@@ -116,13 +116,18 @@ class Row:
             yield from c.walk(depth + 1)
 
 
+def is_relu(row: Row) -> bool:
+    """A layer whose module is a ReLU (``LayerType.relu``)."""
+    return not row.composite and bool(getattr(row.component.type, "relu", False))
+
+
 def ends_in_relu(row: Row) -> bool:
     """A relu, or a layer whose module ends with one (``LayerType.without_relu``)."""
     if row.composite:
         return False
     rule = getattr(row.component.type, "without_relu", None)
-    return row.type == "relu" or (rule is not None and rule(row.component.params, row.input_shape,
-                                                            row.output_shape) is not None)
+    return is_relu(row) or (rule is not None and rule(row.component.params, row.input_shape,
+                                                      row.output_shape) is not None)
 
 
 def pooled_relus(rows: Sequence[Row]) -> list[int]:

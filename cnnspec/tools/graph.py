@@ -71,6 +71,14 @@ def _brief(row: Row) -> str:
     return text if len(text) <= 34 else text[:33] + "…"
 
 
+def _merge_of(r: Row) -> str:
+    """The merge node's label: how the composite joins its paths (``CompositeType.merge_of``), else its name."""
+    t = getattr(r.component, "type", None)
+    rule = getattr(t, "merge_of", None)
+    merge = rule(r.component.params) if rule is not None else None
+    return str(merge) if merge else r.type
+
+
 class _Builder:
     def __init__(self) -> None:
         self.n = 0
@@ -88,7 +96,7 @@ class _Builder:
             return Node(self.id(), lines, r.output_shape)
         paths = [c for c in r.children if c.component is None]
         if paths and len(paths) == len(r.children):  # residual, parallel: fork and merge
-            merge = r.info.get("merge", "sum" if r.type == "residual" else r.type)
+            merge = r.info.get("merge") or _merge_of(r)
             label = {"sum": "add", "concat": "concat"}.get(str(merge), str(merge))
             branches = []
             for p in paths:
