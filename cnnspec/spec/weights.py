@@ -9,13 +9,13 @@ its shape, else an error at the layer's line; tensors nothing takes are a warnin
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnspec.errors import KeyPath, Problem, path_str
 from cnnspec.spec.loadplan import WeightsCheck
+from cnnspec.spec.reporter import Reporter
 from cnnspec.spec.sections import Component, WeightsSection
 from cnnspec.spec.selectors import SelectorError, matcher
 from cnnspec.spec.shapes import ShapeTrace, fmt
@@ -192,14 +192,11 @@ def _fits(located: Located, e: Planned, name: str, got: TensorInfo, hint: str = 
 
 
 def _at_layer(located: Located, comp: Component, message: str) -> Problem:
-    """A problem at a layer's line; inside a block's body, also which use of the block (as check does)."""
-    uses = [(name, use) for name, use in comp.trail if use[:1] != ("blocks",) or use[:3] in located.values]
-    path = comp.path
-    if comp.trail and path[:1] == ("blocks",) and path[:3] not in located.values and uses:
-        path = uses[-1][1]  # inside a plugin's block: point at the innermost use written in this file
-    notes = [f"in block '{name}' used at line {located.where(use)[0]}" for name, use in reversed(comp.trail)]
-    p = located.problem(path, message)
-    return dataclasses.replace(p, message=f"{p.message} ({'; '.join(notes)})") if notes else p
+    """A problem at a layer's line; inside a block's body, also which use of the block (as check says)."""
+    report = Reporter(located)
+    with report.inside(comp.trail):
+        report.fail(comp.path, message)
+    return report.problems[0]
 
 
 def _label(comp: object) -> str:
