@@ -40,7 +40,9 @@ def trainer_for(spec_path: Path, batch_size: int, device: str):
     """cnnspec's Trainer for the spec on random data, so the step measured is the one `run` takes."""
     from cnnspec.data.splits import Batches
     from cnnspec.registry.manager import default_plugin_manager
-    from cnnspec.train.loop import Trainer, resolve_device
+    from cnnspec.train.device import resolve_device
+    from cnnspec.train.loop import Trainer
+    from cnnspec.train.parts import build_parts
     from cnnspec.train.progress import QuietProgress
     from cnnspec.train.runner import load_for_run
 
@@ -50,7 +52,7 @@ def trainer_for(spec_path: Path, batch_size: int, device: str):
     x = torch.rand(n, *spec.input_shape, device=dev)
     y = torch.randint(0, classes, (n,), device=dev)
     data = Batches(train=(x, y), test=(x, y), val=None, classes=[str(i) for i in range(classes)])
-    return spec, Trainer(spec, data, dev, default_plugin_manager(), QuietProgress())
+    return spec, Trainer(build_parts(spec, data, dev), default_plugin_manager(), QuietProgress())
 
 
 def measure(spec_path: Path, batch_size: int, device: str) -> dict[str, object]:
