@@ -6,42 +6,24 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from cnnspec.errors import NonFiniteLoss, RunFolderError
-from cnnspec.spec.sections import Spec
 from cnnspec.train.checkpoint import Checkpoint, Position, Resume, Stateful, cpu_weights
+from cnnspec.train.context import Context
 from cnnspec.train.distributed import all_sum, any_rank, shard
 from cnnspec.train.evaluate import evaluate
 from cnnspec.train.history import History, epoch_row
 from cnnspec.train.parts import Parts
 from cnnspec.train.progress import Progress
 from cnnspec.train.rundir import BEST, LAST, RunDir
+from cnnspec.train.step import Step
 from cnnspec.train.summary import run_summary, train_flops_per_sample
 
 CHECK_EVERY = 20  # steps between loss checks: .item() and the all-reduce sync the device
-
-
-@dataclass
-class Context:
-    """What run hooks see. ``before_training`` may replace model, optimizer or device."""
-
-    spec: Spec
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    loss_fn: nn.Module
-    device: torch.device
-    run_dir: RunDir | None
-    epoch_indices: Callable[[], tuple[Tensor, int]]  # this rank's samples and steps, next epoch
-    epoch: int = 0
-    rank: int = 0  # under torchrun every process runs the hooks; print from rank 0 only
-    world_size: int = 1
-    metrics: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
 
 
 class Trainer:
@@ -64,8 +46,6 @@ class Trainer:
                            run_dir, epoch_indices=lambda: self.epoch_indices(self.gen.get_state()),
                            rank=parts.world.rank, world_size=parts.world.size)
         self.history = History(self.ctx.metrics, parts.callbacks)
-        self.forward: nn.Module = parts.model  # wrapped in DistributedDataParallel in fit()
-        self.ema: torch.optim.swa_utils.AveragedModel | None = None  # made in fit(), after the hooks
         self.stop_requested = False
 
     @property
@@ -82,7 +62,6 @@ class Trainer:
         """Train the remaining epochs; return the summary (status: completed, stopped early,
         interrupted). Raises NonFiniteLoss, or whatever a plugin raised, after writing the
         summary; ``after_training`` runs in every case."""
-        c = self.ctx
         status, error, started = "failed", None, time.perf_counter()
         old_handler = _install_sigint(self)
         set_up = False  # a resume that fails to restore its state writes nothing
@@ -92,20 +71,7 @@ class Trainer:
             set_up = True
             if self.on_setup is not None:
                 self.on_setup()
-            status = "completed"
-            for epoch in range(pos.epoch, self.spec.train.epochs):
-                c.epoch = epoch + 1
-                row = self._epoch(pos)
-                if row is None:
-                    status = "interrupted"
-                    break
-                stops = [cb.on_epoch_end(c, row) for cb in self.parts.callbacks]  # every one sees every epoch
-                pos = Position(epoch + 1, 0, self.gen.get_state())
-                self._save(LAST, pos)  # after the callbacks: their state is part of the checkpoint
-                stops += self.pm.hook.after_epoch(context=c, metrics=row)
-                if any_rank(any(stops), c.device, self.world):
-                    status = "stopped early"
-                    break
+            status = self._epochs(pos)
         except NonFiniteLoss as e:
             status, error = "diverged", str(e)
             raise
@@ -127,6 +93,22 @@ class Trainer:
             self._after_training(summary, failing=failing, write=set_up or self.resume is None)
         return summary
 
+    def _epochs(self, pos: Position) -> str:
+        """Train the epochs from ``pos`` on; how they ended: completed, interrupted or stopped early."""
+        c = self.ctx
+        for epoch in range(pos.epoch, self.spec.train.epochs):
+            c.epoch = epoch + 1
+            row = self._epoch(pos)
+            if row is None:
+                return "interrupted"
+            stops = [cb.on_epoch_end(c, row) for cb in self.parts.callbacks]  # every one sees every epoch
+            pos = Position(epoch + 1, 0, self.gen.get_state())
+            self._save(LAST, pos)  # after the callbacks: their state is part of the checkpoint
+            stops += self.pm.hook.after_epoch(context=c, metrics=row)
+            if any_rank(any(stops), c.device, self.world):
+                return "stopped early"
+        return "completed"
+
     def _setup(self) -> None:
         """Run the before_training hooks, then place everything on the device they leave."""
         c = self.ctx
@@ -138,18 +120,7 @@ class Trainer:
             self.data = self.data.to(c.device)
             c.loss_fn.to(c.device)
         c.model.to(c.device).to(memory_format=self.precision.memory_format)
-        # DDP averages gradients over ranks in backward; the plain model is what gets saved
-        self.forward = c.model
-        if self.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [c.device.index] if c.device.type == "cuda" else None
-            self.forward = DistributedDataParallel(c.model, device_ids=ids)
-        if self.spec.train.ema is not None:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            self.ema = AveragedModel(c.model, multi_avg_fn=get_ema_multi_avg_fn(self.spec.train.ema.decay),
-                                     use_buffers=True)
+        self.step = Step(self.parts, c)
         for cb in self.parts.callbacks:
             cb.on_train_begin(c)
 
@@ -226,7 +197,7 @@ class Trainer:
                 self.progress.interrupted(pos.epoch + 1, step)
                 return None
             idx = mine[step * bs:(step + 1) * bs]
-            loss, hits = self._step(x.index_select(0, idx), y.index_select(0, idx), pos.epoch * steps + step)
+            loss, hits = self.step(x.index_select(0, idx), y.index_select(0, idx), pos.epoch * steps + step)
             loss_sum += loss.double() * len(idx)
             correct += hits
             seen += len(idx)
@@ -240,33 +211,6 @@ class Trainer:
         if not math.isfinite(sums["loss"]):
             raise NonFiniteLoss(f"the training loss became non-finite during epoch {pos.epoch + 1}")
         return self._end_epoch(pos.epoch, sums, lr)
-
-    def _step(self, xb: Tensor, yb: Tensor, global_step: int) -> tuple[Tensor, Tensor]:
-        """One optimisation step on a batch; returns the (detached) loss and correct predictions."""
-        c, train, scaler = self.ctx, self.spec.train, self.precision.scaler
-        target = yb
-        if self.parts.augment:
-            xb, target = self.parts.augment(xb, yb)  # target: class probabilities after mixup or cutmix
-        xb = self.precision.layout(xb)
-        with self.precision.autocast(c.device):
-            out = self.forward(xb)
-            loss = c.loss_fn(out, target)
-        c.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()  # scale() and step() pass through when disabled
-        if train.grad_clip is not None:
-            scaler.unscale_(c.optimizer)  # clip the true gradients, not the scaled ones
-            if train.grad_clip.norm is not None:
-                nn.utils.clip_grad_norm_(c.model.parameters(), train.grad_clip.norm)
-            else:
-                nn.utils.clip_grad_value_(c.model.parameters(), train.grad_clip.value or 0.0)
-        with self.parts.warmup.applied(c.optimizer, global_step):
-            scaler.step(c.optimizer)
-        scaler.update()
-        if self.ema is not None:
-            self.ema.update_parameters(c.model)
-        if self.spec.scheduler and self.spec.scheduler.type.interval == "batch":
-            c.scheduler.step()
-        return loss.detach(), (out.detach().argmax(1) == yb).sum()
 
     def _stop_now(self, check: bool) -> bool:
         """Whether Ctrl-C was pressed (on any rank: ranks agree only at check steps)."""
@@ -287,13 +231,7 @@ class Trainer:
         scores = {name: self.evaluate(*split) for name, split in splits.items() if split is not None}
         row = epoch_row(epoch + 1, sums, lr, scores, time.perf_counter() - t1, train_flops_per_sample(self.spec))
         self.history.add(row)
-        sched = self.spec.scheduler
-        if sched is not None and sched.type.interval == "epoch":  # after evaluation: it may watch a metric
-            watched = sched.type.monitor(sched.params)
-            if watched:
-                self.ctx.scheduler.step(row[watched])
-            else:
-                self.ctx.scheduler.step()
+        self.step.end_epoch(row)
         if self.history.improves(row):
             self._save(BEST, None)
         if self.run_dir:
@@ -304,26 +242,21 @@ class Trainer:
     def evaluate(self, x: Tensor, y: Tensor) -> tuple[float, float]:
         """Mean loss and accuracy over (x, y) of the model that is saved, in eval mode."""
         c = self.ctx
-        return evaluate(self.eval_model, c.loss_fn, (x, y), batch_size=self.parts.eval_batch,
+        return evaluate(self.step.eval_model, c.loss_fn, (x, y), batch_size=self.parts.eval_batch,
                         precision=self.precision, device=c.device, world=self.world)
-
-    @property
-    def eval_model(self) -> nn.Module:
-        """What is evaluated and saved: the moving average of the weights with ``train.ema``."""
-        return self.ema.module if self.ema is not None else self.ctx.model
 
     # -- state ------------------------------------------------------------------------------
 
     def _stateful(self) -> Stateful:
         c = self.ctx
-        return Stateful(c.model, c.optimizer, c.scheduler, self.precision.scaler, self.parts.callbacks, self.ema)
+        return Stateful(c.model, c.optimizer, c.scheduler, self.precision.scaler, self.parts.callbacks, self.step.ema)
 
     def _save(self, name: str, pos: Position | None) -> None:
         """Write ``name`` into the run folder; resumable (with the training state) when ``pos`` is given."""
         if self.run_dir is None:
             return
         Checkpoint(
-            model=cpu_weights(self.eval_model),  # what eval, predict and export load
+            model=cpu_weights(self.step.eval_model),  # what eval, predict and export load
             spec=self.spec.to_dict(), classes=self.data.classes, mean=self.data.mean, std=self.data.std,
             metrics=self.metrics, best=self.history.best, seed=self.seed,
             resume=None if pos is None else Resume.capture(pos, self._stateful()),
