@@ -40,7 +40,9 @@ def trainer_for(spec_path: Path, batch_size: int, device: str):
     """cnnspec's Trainer for the spec on random data, so the step measured is the one `run` takes."""
     from cnnspec.data.splits import Batches
     from cnnspec.registry.manager import default_plugin_manager
-    from cnnspec.train.loop import Trainer, resolve_device
+    from cnnspec.train.device import resolve_device
+    from cnnspec.train.loop import Trainer
+    from cnnspec.train.parts import build_parts
     from cnnspec.train.progress import QuietProgress
     from cnnspec.train.runner import load_for_run
 
@@ -50,7 +52,7 @@ def trainer_for(spec_path: Path, batch_size: int, device: str):
     x = torch.rand(n, *spec.input_shape, device=dev)
     y = torch.randint(0, classes, (n,), device=dev)
     data = Batches(train=(x, y), test=(x, y), val=None, classes=[str(i) for i in range(classes)])
-    return spec, Trainer(spec, data, dev, default_plugin_manager(), QuietProgress())
+    return spec, Trainer(build_parts(spec, data, dev), default_plugin_manager(), QuietProgress())
 
 
 def measure(spec_path: Path, batch_size: int, device: str) -> dict[str, object]:
@@ -59,24 +61,26 @@ def measure(spec_path: Path, batch_size: int, device: str) -> dict[str, object]:
     from torch.profiler._memory_profiler import MemoryProfileTimeline
 
     from cnnspec.spec.cost import spec_estimate
+    from cnnspec.train.step import Step
 
     spec, trainer = trainer_for(spec_path, batch_size, device)
     est = spec_estimate(spec, batch_size)
     xb, yb = trainer.data.train[0][:batch_size], trainer.data.train[1][:batch_size]
     trainer.ctx.model.train()
-    trainer._step(xb, yb, 0)  # warm-up: Adam's moments now exist, as in every later step
+    step = Step(trainer.parts, trainer.ctx)  # the step `run` takes, made as fit() makes it
+    step(xb, yb, 0)  # warm-up: Adam's moments now exist, as in every later step
     dev = torch.device(device)
     cuda_peak = None
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        trainer._step(xb, yb, 1)
+        step(xb, yb, 1)
         torch.cuda.synchronize()
         cuda_peak = torch.cuda.max_memory_allocated() - before
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with profile(activities=activities, profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        trainer._step(xb, yb, 2)
+        step(xb, yb, 2)
     _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(str(dev))
     totals = [sum(row) for row in sizes]
     at = max(range(len(totals)), key=totals.__getitem__)

@@ -150,12 +150,10 @@ def _other_commands(sub: _Commands) -> None:
 
 
 def _device(value: str) -> str:
-    import re
+    from cnnspec.train.device import DEVICES, is_device_name  # no torch: only resolving imports it
 
-    from cnnspec.spec.sections import DEVICE_PATTERN
-
-    if not re.match(DEVICE_PATTERN, value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if not is_device_name(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {DEVICES}")
     return value
 
 
@@ -298,9 +296,11 @@ def cmd_graph(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from cnnspec.train.runner import run_command
+    from cnnspec.train.runner import RunOptions, run_command
 
-    run_command(args)
+    run_command(RunOptions(spec=args.spec, resume=args.resume, overrides=tuple(args.overrides), device=args.device,
+                           output=args.output, plugins=tuple(args.plugins), trust=args.trust, quiet=args.quiet,
+                           force=args.force))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -349,7 +349,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from rich.table import Table
 
     from cnnspec.tools.runs import evaluate, load_run
-    from cnnspec.train.loop import resolve_device
+    from cnnspec.train.device import resolve_device
     from cnnspec.util.console import Console
 
     result = evaluate(load_run(args.run_dir, args.checkpoint, args.trust), resolve_device(args.device))

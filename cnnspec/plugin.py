@@ -58,13 +58,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from cnnspec.data.splits import Splits
     from cnnspec.plugins.activations import KEEP_OUTPUT
     from cnnspec.plugins.composites import Branch, Parallel
-    from cnnspec.train.loop import Context
+    from cnnspec.train.context import Context
 
 # name -> module, imported on first use (they import torch or a built-in plugin)
 _LAZY = {
     "Splits": "cnnspec.data.splits",  # what a dataset's load() returns
     "Flatten": "cnnspec.build.modules",  # torch.nn.Flatten that keeps channels-last input fast
-    "Context": "cnnspec.train.loop",  # what run hooks and callbacks get
+    "Context": "cnnspec.train.context",  # what run hooks and callbacks get
     "KEEP_OUTPUT": "cnnspec.plugins.activations",  # activations whose backward reads their output
     "Branch": "cnnspec.plugins.composites",  # a parameter holding a layer list (one branch)
     "Parallel": "cnnspec.plugins.composites",  # the built-in parallel-branches composite, to subclass

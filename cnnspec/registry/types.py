@@ -337,7 +337,7 @@ class AugmentationType(Generic[P]):
 class Callback:
     """Something a spec's ``train.callbacks`` adds to the loop; every method is optional.
 
-    ``context`` is the run's ``cnnspec.train.loop.Context``. State returned by ``state_dict``
+    ``context`` is the run's ``cnnspec.train.context.Context``. State returned by ``state_dict``
     (tensors and plain data) is saved in every resumable checkpoint and given back to
     ``load_state_dict`` on ``--resume``.
     """

@@ -40,20 +40,23 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init(device: torch.device) -> World:
-    """Join the process group: NCCL on CUDA, Gloo on CPU. A no-op outside a launch."""
+def current_world() -> World:
+    """This process's place, from the launcher's environment (joining the group is ``init``'s job)."""
     if not launched():
         return SINGLE
-    world = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    if not dist.is_initialized():
+    return World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def init(world: World, device: torch.device) -> None:
+    """Join the process group: NCCL on CUDA, Gloo on CPU. A no-op for a single process."""
+    if world.distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         # a peer that dies is noticed by torchrun, which ends the others; the timeout is a backstop
         dist.init_process_group(backend, timeout=timedelta(minutes=10))
-    return world
 
 
 def device_for(world: World, device: torch.device) -> torch.device:
-    """One GPU per process on a node: cuda:LOCAL_RANK."""
+    """One GPU per process on a node: cuda:LOCAL_RANK (made current, as NCCL wants before it starts)."""
     if world.distributed and device.type == "cuda":
         torch.cuda.set_device(world.local_rank)
         return torch.device("cuda", world.local_rank)

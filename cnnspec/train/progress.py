@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Protocol
 
+from cnnspec.spec.metrics import MEASURES, SPLITS, metric
+
 
 class Progress(Protocol):
     """What the training loop tells the person watching."""
@@ -60,9 +62,10 @@ class RichProgress(QuietProgress):
 
     def end_epoch(self, row: dict[str, Any]) -> None:
         if self._bar is not None:  # the finished bar stays, with the epoch's results
-            val = f" val {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""
-            self._bar.update(self._task, info=f"loss {row['train_loss']:.4f}{val} test {row['test_accuracy']:.4f}"
-                             f" {row['samples_per_second']:,.0f}/s")
+            val_acc = metric("val", "accuracy")
+            val = f" val {row[val_acc]:.4f}" if val_acc in row else ""
+            self._bar.update(self._task, info=f"loss {row[metric('train', 'loss')]:.4f}{val} "
+                             f"test {row[metric('test', 'accuracy')]:.4f} {row['samples_per_second']:,.0f}/s")
         self._close()
 
     def interrupted(self, epoch: int, step: int) -> None:
@@ -82,11 +85,10 @@ class RichProgress(QuietProgress):
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
         # two-line headers keep every column as narrow as its numbers: 68 columns, so an
         # 80-column terminal shows them whole (one-line headers made rich cut the lr to "0.000…")
-        cols = [("epoch", "epoch", "{}"), ("train_loss", "train\nloss", "{:.4f}"),
-                ("train_accuracy", "train\nacc", "{:.4f}"), ("val_loss", "val\nloss", "{:.4f}"),
-                ("val_accuracy", "val\nacc", "{:.4f}"), ("test_loss", "test\nloss", "{:.4f}"),
-                ("test_accuracy", "test\nacc", "{:.4f}"), ("lr", "lr", "{:.2g}"),
-                ("seconds", "secs", "{:.1f}")]
+        short = {"loss": "loss", "accuracy": "acc"}
+        cols = [("epoch", "epoch", "{}"),
+                *[(metric(s, m), f"{s}\n{short[m]}", "{:.4f}") for s in SPLITS for m in MEASURES],
+                ("lr", "lr", "{:.2g}"), ("seconds", "secs", "{:.1f}")]
         cols = [c for c in cols if c[0] in rows[-1]]
         for _, head, _ in cols:
             table.add_column(head, justify="right")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import pickle
-import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,11 +13,10 @@ from typing import Any
 
 import yaml
 
-from cnnspec.errors import CheckpointError, DiskFull, RunFolderError
+from cnnspec.errors import DiskFull, RunFolderError
 
-CHECKPOINT_FORMAT = "cnnspec-checkpoint-1"
 SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.json"
-LAST, BEST = "last.pt", "best.pt"
+LAST, BEST = "last.pt", "best.pt"  # checkpoints: what they hold is train.checkpoint's
 LOCK_FILE = ".lock"
 RUN_PLUGINS_FILE = "plugins.json"  # the plugins a run was made with (train.runplugins)
 
@@ -165,15 +162,6 @@ class RunDir:
         text = json.dumps(summary, indent=2) + "\n"
         atomic_write(self.path / SUMMARY_FILE, lambda f: f.write(text))
 
-    def save_checkpoint(self, name: str, state: dict[str, Any]) -> None:
-        import torch
-
-        state = {"format": CHECKPOINT_FORMAT, **state}
-        atomic_write(self.path / name, lambda f: torch.save(state, f), binary=True)
-
-    def load_checkpoint(self, name: str = LAST, map_location: Any = "cpu") -> dict[str, Any]:
-        return load_checkpoint(self.path / name, map_location)
-
 
 def _lock_owner(lock: Path) -> int | None:
     try:
@@ -190,75 +178,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
-
-
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``: a file that needs arbitrary unpickling is refused."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint there")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        found = (re.search(r"GLOBAL\s+([\w.]+)", text)
-                 or re.search(r"unsupported (?:global|class|function)\W*([\w.]+)", text, re.IGNORECASE))
-        if found:
-            raise CheckpointError(
-                f"{path}: refused: not a plain weights file: it holds Python code or objects "
-                f"({found.group(1)}), so it was not loaded and nothing in it ran") from None
-        # torch's message is a paragraph of advice; the line that says what is wrong is short
-        detail = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(
-            ("Weights only load failed", "Please file", "Check the documentation"))]
-        raise CheckpointError(f"{path}: not a readable checkpoint ({(detail or ['unreadable'])[0][:200]})") from None
-    except Exception as e:  # truncated zip, wrong file type, ...
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a cnnspec checkpoint")
-    return state
-
-
-def weights_mismatch(model: Any, weights: Any) -> str | None:
-    """Why a checkpoint's weights do not fit ``model`` (missing, extra or reshaped tensors), or None."""
-    import torch
-
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        return "its 'model' entry is not a set of named tensors"
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in weights.items()}
-    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-    if missing:
-        return f"it lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
-    if extra:
-        return f"it has tensors this model does not ({', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''})"
-    for k, shape in want.items():
-        if have[k] != shape:
-            return f"{k} is {list(have[k])} in the checkpoint but {list(shape)} in this model"
-    return None
-
-
-# what a resumable checkpoint must hold, and of which type (the position's fields below)
-_RESUMABLE = {"model": dict, "optimizer": dict, "spec": dict, "position": dict, "metrics": list,
-              "rng": dict, "seed": int}
-
-
-def resumable_problem(state: dict[str, Any]) -> str | None:
-    """Why ``state`` cannot be resumed from (a key missing or of the wrong type), or None."""
-    import torch
-
-    for key, kind in _RESUMABLE.items():
-        if not isinstance(state.get(key), kind):
-            return f"'{key}' is missing or not a {kind.__name__}"
-    pos = state["position"]
-    if set(pos) != {"epoch", "step", "gen", "sums"} or not all(
-            type(pos[k]) is int and pos[k] >= 0 for k in ("epoch", "step")):
-        return "its 'position' is not an epoch, step, shuffling state and sums"
-    if not isinstance(pos["gen"], torch.Tensor) or not (pos["sums"] is None or isinstance(pos["sums"], dict)):
-        return "its 'position' is not an epoch, step, shuffling state and sums"
-    if not isinstance(state["rng"].get("torch"), torch.Tensor):
-        return "its random-number state is missing"
-    if not all(isinstance(r, dict) for r in state["metrics"]):
-        return "its 'metrics' are not rows of numbers"
-    return None

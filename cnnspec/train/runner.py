@@ -5,12 +5,12 @@ Failures are raised as ``cnnspec.errors`` classes; ``cli.main`` turns them into 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnspec.errors import (
     CheckpointError,
@@ -23,12 +23,20 @@ from cnnspec.errors import (
     TrainingFailed,
 )
 from cnnspec.spec.cost import human, human_bytes, spec_estimate
+from cnnspec.spec.metrics import metric
 from cnnspec.spec.sections import Spec
 from cnnspec.train.progress import Progress, QuietProgress, RichProgress
 from cnnspec.train.rundir import LAST, SPEC_FILE, RunDir
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
-def load_for_run(path: str, overrides: list[str], device: str | None, plugins: Sequence[str] = (),
+    from cnnspec.train.checkpoint import Checkpoint
+    from cnnspec.train.distributed import World
+    from cnnspec.train.loop import Trainer
+
+
+def load_for_run(path: str, overrides: Sequence[str], device: str | None, plugins: Sequence[str] = (),
                  trust: bool = False, run_dir: str | None = None) -> Spec:
     """Load, override and check a spec for running; raises SpecError, UnreadableSpec, OverrideError.
 
@@ -39,9 +47,7 @@ def load_for_run(path: str, overrides: list[str], device: str | None, plugins: S
     from cnnspec.train.runplugins import run_policy
 
     located = load_file(path)
-    if device:
-        overrides = [*overrides, f"train.device={device}"]
-    apply(located, overrides)
+    apply(located, [*overrides, f"train.device={device}"] if device else list(overrides))
     listed = located.data.get("plugins") if isinstance(located.data, dict) else None
     policy = run_policy(Path(run_dir), listed, trust, list(plugins)) if run_dir else None
     result = check(located, plugins=plugins, policy=policy, trust=trust)
@@ -52,25 +58,43 @@ def load_for_run(path: str, overrides: list[str], device: str | None, plugins: S
     return result.spec
 
 
-def run_command(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``cnnspec run`` was asked: a SPEC file, or a run folder to resume, and how."""
+
+    spec: str | None = None  # the spec file; exactly one of spec and resume
+    resume: str | None = None  # --resume RUN_DIR: continue that run
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE, in order
+    device: str | None = None  # --device, overriding train.device
+    output: str | None = None  # --output DIR (default runs/NAME-TIMESTAMP)
+    plugins: tuple[str, ...] = ()  # -p MODULE
+    trust: bool = False  # --trust: the plugin files the spec names, for this call
+    quiet: bool = False  # no progress display; print only the run folder
+    force: bool = False  # run even when the training memory estimate exceeds what the device has
+
+
+def run_command(options: RunOptions) -> None:
     """The body of ``cnnspec run``; returns when the run completed (or had nothing left to do)."""
     from cnnspec.train import distributed
+    from cnnspec.train.device import resolve_device
     from cnnspec.train.host import keep_freed_memory
-    from cnnspec.train.loop import resolve_device
 
-    if bool(args.spec) == bool(args.resume):
+    if bool(options.spec) == bool(options.resume):
         raise CnnspecError("give either a SPEC file or --resume RUN_DIR")
     keep_freed_memory()  # before anything is allocated; a no-op off glibc
-    path = str(Path(args.resume) / SPEC_FILE) if args.resume else args.spec
-    spec = load_for_run(path, args.overrides, args.device, args.plugins, args.trust, args.resume)
-    device = resolve_device(spec.train.device)
-    if not getattr(args, "force", False):
+    path = str(Path(options.resume) / SPEC_FILE) if options.resume else options.spec
+    assert path is not None
+    spec = load_for_run(path, options.overrides, options.device, options.plugins, options.trust, options.resume)
+    world = distributed.current_world()
+    # resolved once, then this rank's GPU under torchrun: the device every later step uses
+    device = distributed.device_for(world, resolve_device(spec.train.device))
+    if not options.force:
         check_fits(spec, device)  # before anything is allocated
-    world = distributed.init(device)
-    progress: Progress = RichProgress() if world.main and not args.quiet else QuietProgress()
+    distributed.init(world, device)
+    progress: Progress = RichProgress() if world.main and not options.quiet else QuietProgress()
     clean = False  # ranks wait for each other before leaving unless one failed
     try:
-        _train(spec, args, progress, world)
+        _train(spec, options, progress, world, device)
         clean = True
     except Interrupted:
         clean = True
@@ -79,7 +103,7 @@ def run_command(args: argparse.Namespace) -> None:
         distributed.close(world, wait=clean)
 
 
-def check_fits(spec: Spec, device: Any) -> None:
+def check_fits(spec: Spec, device: torch.device) -> None:
     """Raise ResourceError when the training memory estimate exceeds what ``device`` has free.
 
     A spec with ``limits.memory`` set its own budget (checked by validate) and is not refused here.
@@ -115,51 +139,50 @@ def _resume_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return out
 
 
-def _resume_state(run_dir: str, spec: Spec) -> dict[str, Any]:
+def _resumable(run_dir: str, spec: Spec) -> Checkpoint:
     """The last checkpoint of ``run_dir``, if it is resumable with ``spec``."""
-    from cnnspec.train.rundir import resumable_problem
+    from cnnspec.train.checkpoint import Checkpoint
 
-    state = RunDir(run_dir).load_checkpoint(LAST)
-    why = resumable_problem(state)
-    if why:
-        raise CheckpointError(f"{run_dir}: {LAST} is not a resumable checkpoint: {why}")
-    changed = _resume_changes(state["spec"], spec.to_dict())
+    saved = Checkpoint.load_resumable(run_dir)
+    changed = _resume_changes(saved.spec, spec.to_dict())
     if changed:
         raise CnnspecError("--resume can change only train.epochs, train.device, data.root and "
                            f"data.download; this would change {', '.join(changed)}")
-    return state
+    return saved
 
 
-def _train(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any) -> None:
+def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, device: torch.device) -> None:
     from cnnspec.data.splits import prepare_data
     from cnnspec.registry.manager import default_plugin_manager
-    from cnnspec.train import distributed
-    from cnnspec.train.loop import Trainer, resolve_device
+    from cnnspec.train.loop import Trainer
+    from cnnspec.train.parts import build_parts
 
-    state = _resume_state(args.resume, spec) if args.resume else None
+    saved = _resumable(options.resume, spec) if options.resume else None
     # everything that can fail is built before the run folder exists
-    device = distributed.device_for(world, resolve_device(spec.train.device))
     batches = prepare_data(spec, device)
-    trainer = Trainer(spec, batches, device, spec.registry.pm or default_plugin_manager(), progress, world)
-
-    if state is not None:
-        run = RunDir(args.resume)
-        if state["position"]["epoch"] >= spec.train.epochs:  # nothing to do, so nothing is written
-            progress.message(f"{args.resume}: already finished ({spec.train.epochs} epochs)")
+    parts = build_parts(spec, batches, device, world)
+    on_setup: Callable[[], None] | None = None
+    if saved is not None:
+        assert saved.resume is not None and options.resume is not None
+        run = RunDir(options.resume)
+        if saved.resume.position.epoch >= spec.train.epochs:  # nothing to do, so nothing is written
+            progress.message(f"{options.resume}: already finished ({spec.train.epochs} epochs)")
             return
-        from cnnspec.train.rundir import weights_mismatch
-
-        why = weights_mismatch(trainer.ctx.model, state["model"])
+        why = saved.weights_mismatch(parts.model)
         if why:  # checked before anything is written: a failed resume leaves the folder as it was
             raise CheckpointError(f"{run.path / LAST} does not fit the run's spec: {why}")
         if world.main:
             _claim(run)
             run.clean_stale_temporaries()  # a process killed mid-save left them
-        trainer.restore(state)
+
+            def on_setup() -> None:  # a changed epoch count is recorded, once the checkpoint is restored
+                run.write_spec(spec.resolved(options.plugins))
     else:
-        run = _new_run_dir(spec, args, world)
+        run = _new_run_dir(spec, options, world)
     try:
-        _fit(spec, args, progress, world, trainer, run, batches, device, resumed=state is not None)
+        trainer = Trainer(parts, spec.registry.pm or default_plugin_manager(), progress,
+                          run_dir=run if world.main else None, resume=saved, on_setup=on_setup)
+        _fit(trainer, run, progress, options.quiet)
     finally:
         if world.main:
             run.unlock()
@@ -172,32 +195,33 @@ def _claim(run: RunDir) -> None:
     run.lock()
 
 
-def _fit(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any, trainer: Any, run: RunDir,
-         batches: Any, device: Any, resumed: bool) -> None:
-    """Train in ``run`` (locked by this process), report, and turn failures into errors."""
-    if resumed and world.main:  # a changed epoch count is recorded, once the checkpoint is restored
-        trainer.on_setup = lambda: run.write_spec(spec.resolved(args.plugins))
-    trainer.attach(run if world.main else None)
+def _start_line(trainer: Trainer, run: RunDir) -> str:
+    """What is trained, where and how fast, said once before the first step."""
+    from cnnspec.train.summary import fast_paths
 
-    per = f"batch {trainer.batch_size}"
-    if trainer.batch_size < trainer.train_batch:
-        per += f" (data.batch_size {trainer.train_batch} is more than the {trainer.batch_size} samples there are)"
+    parts, spec, world = trainer.parts, trainer.spec, trainer.world
+    per = f"batch {parts.batch_size}"
+    if parts.batch_size < parts.train_batch:
+        per += f" (data.batch_size {parts.train_batch} is more than the {parts.batch_size} samples there are)"
     if world.distributed:
         lr = spec.optimizer.params.model_dump().get("lr", "?")
-        per = (f"batch {trainer.batch_size} per process x {world.size} processes = "
-               f"{trainer.batch_size * world.size} per step (lr {lr}, not scaled)")
-    paths = trainer.fast_paths()
+        per = (f"batch {parts.batch_size} per process x {world.size} processes = "
+               f"{parts.batch_size * world.size} per step (lr {lr}, not scaled)")
+    paths = fast_paths(parts.precision, parts.optimizer)
     fast = ", ".join(["channels-last"] * paths["channels_last"] + [paths["precision"]]
                      + [f"fused {spec.optimizer.name}"] * paths["fused_optimizer"])
     macs = spec.trace.total_macs
     cost = f"{human(macs)} MACs/sample" if macs is not None else "MACs unknown"
-    memory = spec_estimate(spec, trainer.batch_size)
-    progress.message(
-        f"training {spec.name}: {spec.trace.total_params:,} params, {cost}, ~{human_bytes(memory.total)} "
-        f"estimated training memory, on {device} ({fast}), "
-        f"{len(batches.train[0]):,} training samples, {per} -> {run.path}"
-    )
-    main = world.main
+    memory = spec_estimate(spec, parts.batch_size)
+    return (f"training {spec.name}: {spec.trace.total_params:,} params, {cost}, ~{human_bytes(memory.total)} "
+            f"estimated training memory, on {parts.device} ({fast}), "
+            f"{len(parts.data.train[0]):,} training samples, {per} -> {run.path}")
+
+
+def _fit(trainer: Trainer, run: RunDir, progress: Progress, quiet: bool) -> None:
+    """Train in ``run`` (locked by this process), report, and turn failures into errors."""
+    spec, world, main = trainer.spec, trainer.world, trainer.world.main
+    progress.message(_start_line(trainer, run))
     try:
         summary = trainer.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: stop now; last.pt is the previous epoch's end
@@ -226,14 +250,14 @@ def _fit(spec: Spec, args: argparse.Namespace, progress: Progress, world: Any, t
                           f"--resume {run.path}" if main else None)
     final = summary["final"] or {}
     progress.message(
-        f"{summary['status']}: test accuracy {final.get('test_accuracy', float('nan')):.4f} after "
+        f"{summary['status']}: test accuracy {final.get(metric('test', 'accuracy'), float('nan')):.4f} after "
         f"{summary['epochs_completed']} epochs; run folder {run.path}"
     )
-    if args.quiet and main:
+    if quiet and main:
         print(run.path)  # scripts get where the run went, and nothing else
 
 
-def _new_run_dir(spec: Spec, args: argparse.Namespace, world: Any) -> RunDir:
+def _new_run_dir(spec: Spec, options: RunOptions, world: World) -> RunDir:
     """Rank 0 makes the run folder and writes the resolved spec; every rank learns where it is."""
     from cnnspec.train import distributed
     from cnnspec.train.rundir import new_run_dir
@@ -242,9 +266,9 @@ def _new_run_dir(spec: Spec, args: argparse.Namespace, world: Any) -> RunDir:
     made: tuple[bool, str] = (False, "")
     if world.main:
         try:
-            run = RunDir(new_run_dir(spec.name, args.output))
+            run = RunDir(new_run_dir(spec.name, options.output))
             run.lock()
-            resolved = spec.resolved(args.plugins)
+            resolved = spec.resolved(options.plugins)
             run.write_spec(resolved)
             run.write_plugins(run_record(resolved["plugins"]))
             made = (True, str(run.path))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -59,7 +58,7 @@ def load_run(path: str | Path, which: str = "best", trust: bool = False) -> Trai
     from cnnspec.errors import CheckpointError, SpecError
     from cnnspec.spec.check import check
     from cnnspec.spec.yamlpos import load_file
-    from cnnspec.train.rundir import weights_mismatch
+    from cnnspec.train.checkpoint import Checkpoint
     from cnnspec.train.runplugins import run_policy
 
     run = RunDir(path)
@@ -72,13 +71,11 @@ def load_run(path: str | Path, which: str = "best", trust: bool = False) -> Trai
     spec = result.spec
     # "best" is chosen on validation data; a run without a validation split has only its last
     name = BEST if which == "best" and (spec.data is None or spec.data.val_split > 0) else LAST
-    state: dict[str, Any] = run.load_checkpoint(name)
+    saved = Checkpoint.load(run.path / name)
     model = build_model(spec)
-    why = weights_mismatch(model, state.get("model"))
+    why = saved.weights_mismatch(model)
     if why:
         raise CheckpointError(f"{run.path / name} does not fit the run's spec.yaml: {why}")
-    model.load_state_dict(state["model"])
+    model.load_state_dict(saved.model)
     model.eval()
-    norm = state.get("normalization") or {}
-    return Trained(spec, model, list(state.get("classes") or []), norm.get("mean"), norm.get("std"),
-                   run.path / name)
+    return Trained(spec, model, saved.classes, saved.mean, saved.std, run.path / name)
