@@ -134,3 +134,23 @@ def test_the_plugin_api_names_what_it_exports():
 
     missing = [n for n in api.__all__ if not hasattr(api, n)]
     assert not missing, f"cnnspec.plugin.__all__ names what it lacks: {missing}"
+
+
+MAX_CLASS_LINES = 250
+MAX_FUNCTION_LINES = 60
+
+
+def _sizes(path: Path) -> list[tuple[str, str, int]]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            kind = "class" if isinstance(node, ast.ClassDef) else "function"
+            out.append((kind, f"{path.relative_to(ROOT)}:{node.lineno} {node.name}", node.end_lineno - node.lineno + 1))
+    return out
+
+
+def test_no_class_or_function_is_too_long():
+    too_long = [f"{where} ({n} lines)" for p in SOURCES + FIRST_PARTY for kind, where, n in _sizes(p)
+                if n > (MAX_CLASS_LINES if kind == "class" else MAX_FUNCTION_LINES)]
+    assert not too_long, (f"classes over {MAX_CLASS_LINES} lines or functions over {MAX_FUNCTION_LINES}; "
+                          "cut them along their seams:\n" + "\n".join(too_long))
