@@ -275,7 +275,8 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
             sys.stdout.write(spec_text(result.spec.resolved(args.plugins)))
         elif result.valid:
             assert result.trace is not None and result.spec is not None
-            print_table(path, result.trace, sys.stdout, spec_estimate(result.spec, args.batch_size))
+            print_table(path, result.trace, sys.stdout, spec_estimate(result.spec, args.batch_size),
+                        result.spec.finetune)
             if result.spec.weights is not None:
                 print(result.spec.weights.summary())
             print_problems(result.warnings, sys.stdout)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +67,27 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
         return res
 
     return run
+
+
+# The weights files example specs name (users download them; tests cannot): torchvision's model with
+# random weights, saved where the spec looks, for the session. A real file already there is used as is.
+EXAMPLE_WEIGHTS = {"resnet18-f37072fd.pth": "resnet18"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _example_weights() -> Iterator[None]:
+    made = []
+    for name, builder in EXAMPLE_WEIGHTS.items():
+        path = ROOT / "specs" / name
+        if not path.exists():
+            import torch
+            import torchvision
+
+            torch.save(getattr(torchvision.models, builder)().state_dict(), path)
+            made.append(path)
+    yield
+    for path in made:
+        path.unlink(missing_ok=True)
 
 
 @pytest.fixture

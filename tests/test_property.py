@@ -166,7 +166,8 @@ def check_tree(module, row, outputs, depth=0):
             check_tree(m, r, outputs, depth + 1)
 
 
-@settings(max_examples=max(EXAMPLES // 4, 10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=max(EXAMPLES // 4, 10), deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)  # the same examples every run: the coverage check below is then not flaky
 @given(inp=nested_inputs, layers=nested, body=st.lists(leaf, min_size=0, max_size=2))
 def _nested_agrees_with_torch(inp, layers, body):
     blocks = {"blk": {"params": {"c": "int"},

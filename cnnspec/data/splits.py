@@ -133,8 +133,10 @@ def prepare_data(spec: Spec, device: torch.device) -> Batches:
     splits, val = splits.split_validation(spec.data.val_split, seed)
     mean = std = None
     tensors = [splits.train_x, splits.test_x] + ([val[0]] if val else [])
-    if spec.data.normalize:  # the same statistics, from the training split, for every split
-        m, s = channel_stats(splits.train_x)
+    if spec.data.normalize:  # the same statistics, from the training split or the spec, for every split
+        norm = spec.data.normalize
+        m, s = (torch.tensor(norm.mean), torch.tensor(norm.std)) if not isinstance(norm, bool) \
+            else channel_stats(splits.train_x)
         tensors = [(t - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1) for t in tensors]
         mean, std = m.tolist(), s.tolist()
     moved = [t.to(device) for t in tensors]

@@ -92,9 +92,10 @@ class OneCycle(SchedulerType[OneCycleParams]):
     def build(self, p: OneCycleParams, optimizer: Any, epochs: int, steps_per_epoch: int) -> Any:
         from torch.optim import lr_scheduler
 
-        return lr_scheduler.OneCycleLR(
-            optimizer, total_steps=epochs * steps_per_epoch, **p.model_dump()
-        )
+        kw = p.model_dump()
+        # one peak per parameter group: train.lr_multipliers scale it as they scale the lr
+        kw["max_lr"] = [p.max_lr * g.get("lr_mult", 1.0) for g in optimizer.param_groups]
+        return lr_scheduler.OneCycleLR(optimizer, total_steps=epochs * steps_per_epoch, **kw)
 
 
 @hookimpl

@@ -18,7 +18,7 @@ from cnnspec.registry.types import Registry
 from cnnspec.spec.components import Resolver, kind_of
 from cnnspec.spec.expand import Expander
 from cnnspec.spec.finetune import resolve as resolve_fine_tuning
-from cnnspec.spec.fit import augmentations_fit, dataset_fits, fit_problems, watched_metrics
+from cnnspec.spec.fit import augmentations_fit, dataset_fits, fit_problems, normalize_fits, watched_metrics
 from cnnspec.spec.limits import within_limits
 from cnnspec.spec.loadplan import WeightsCheck
 from cnnspec.spec.registry_for import registry_for
@@ -50,24 +50,25 @@ class CheckResult:
 
 
 def check(located: Located, registry: Registry | None = None, plugins: Sequence[str] = (),
-          policy: Policy | None = None, trust: bool = False) -> CheckResult:
+          policy: Policy | None = None, trust: bool = False, weights: bool = True) -> CheckResult:
     """Validate the whole document, collecting every independent problem.
 
     Without a ``registry``, the default one is used, extended by the spec's own ``plugins:``
     list and by ``plugins`` (from ``-p``; these raise PluginError instead of a located error).
     A plugin file the spec lists is imported only if ``policy`` (default: the trust store, and
     every listed file when ``trust``) trusts its bytes; otherwise its line is a located error
-    and nothing is imported.
+    and nothing is imported. ``weights=False`` leaves a ``weights:`` file unread (a run folder's
+    spec: its checkpoints hold the weights, the file may be gone).
     """
     problems: list[Problem] = []
     if registry is None:
         registry, problems = registry_for(located, plugins, policy, trust)
     c = _Checker(located, registry, plugins_failed=bool(problems))
     c.report.problems.extend(problems)
-    return _with_fine_tuning(c.run())
+    return _with_fine_tuning(c.run(), weights)
 
 
-def _with_fine_tuning(result: CheckResult) -> CheckResult:
+def _with_fine_tuning(result: CheckResult, weights: bool = True) -> CheckResult:
     """A valid spec's ``weights:`` file checked against its model (spec.weights), and its frozen layers
     and lr multipliers resolved (spec.finetune); all without torch."""
     spec = result.spec
@@ -76,7 +77,7 @@ def _with_fine_tuning(result: CheckResult) -> CheckResult:
     tuning, errors = resolve_fine_tuning(spec.located, spec.train, spec.trace)
     checked: WeightsCheck | None = None
     warnings: list[Problem] = []
-    if spec.source.weights is not None:
+    if spec.source.weights is not None and weights:
         checked, more, warnings = check_weights(spec.located, spec.source.weights, spec.trace)
         errors += more
     result.warnings += [dataclasses.replace(w, severity="warning") for w in warnings]
@@ -125,6 +126,7 @@ class _Checker:
         parts = self.parts(data)
         if source is not None:
             watched_metrics(self.report, source, parts.scheduler, parts.callbacks or [])
+            normalize_fits(self.report, source)
         inp = data.get("input")
         # shapes need only a valid input and valid layers: other sections' problems are independent
         if layers and isinstance(inp, list) and 1 <= len(inp) <= 3 and all(

@@ -213,17 +213,19 @@ def _leaf_costs(rows: list[Row], prof: ActivationProfile, batch: int, prefix: st
     return out
 
 
-def estimate(trace: ShapeTrace, optimizer: Any | None, batch_size: int) -> MemoryEstimate:
-    """The training memory estimate; ``optimizer`` is the spec's optimizer Component (or None)."""
+def estimate(trace: ShapeTrace, optimizer: Any | None, batch_size: int, frozen: int = 0) -> MemoryEstimate:
+    """The training memory estimate; ``optimizer`` is the spec's optimizer Component (or None);
+    ``frozen`` parameters (train.freeze) get no gradients and no optimizer state."""
     per_param = per_param_state(optimizer)
     params = trace.param_bytes
+    trained = params - frozen * BYTES
     inp = 1
     for d in trace.input_shape:
         inp *= d
     prof = activation_profile(trace)
     costs = sorted(_leaf_costs(trace.rows, prof, batch_size), key=lambda c: -c[1])
-    return MemoryEstimate(batch_size=batch_size, params=params, grads=params,
-                          optimizer_state=params * per_param,
+    return MemoryEstimate(batch_size=batch_size, params=params, grads=trained,
+                          optimizer_state=trained * per_param,
                           activations=prof.peak * batch_size,
                           input=inp * BYTES * batch_size, dominant=tuple(costs[:3]))
 
@@ -232,7 +234,7 @@ def spec_estimate(spec: Any, batch_size: int | None = None) -> MemoryEstimate:
     """The estimate for a checked Spec at its data.batch_size (or ``batch_size``)."""
     if batch_size is None:
         batch_size = spec.data.batch_size if spec.data is not None else DEFAULT_BATCH_SIZE
-    return estimate(spec.trace, spec.optimizer, batch_size)
+    return estimate(spec.trace, spec.optimizer, batch_size, spec.finetune.frozen_params)
 
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,

@@ -6,7 +6,7 @@ from cnnspec.errors import Problem, did_you_mean, path_str
 from cnnspec.registry.types import ShapeError
 from cnnspec.spec.metrics import METRICS
 from cnnspec.spec.reporter import Reporter
-from cnnspec.spec.sections import Component, SpecFile
+from cnnspec.spec.sections import Component, NormalizeSection, SpecFile
 from cnnspec.spec.shapes import ShapeTrace, fmt
 from cnnspec.spec.yamlpos import Located
 
@@ -46,6 +46,17 @@ def augmentations_fit(report: Reporter, augmentations: list[Component], inp: tup
         if comp.type.mixes_labels and loss is not None and not loss.type.soft_targets:
             report.fail(comp.path, f"{label}: mixes labels into class probabilities, which the loss "
                         f"'{loss.name}' cannot take; use cross_entropy")
+
+
+def normalize_fits(report: Reporter, source: SpecFile) -> None:
+    """Fixed normalisation statistics must give one number per input channel."""
+    norm = source.data.normalize if source.data is not None else None
+    if isinstance(norm, NormalizeSection):
+        for key in ("mean", "std"):
+            n = len(getattr(norm, key))
+            if n != source.input[0]:
+                report.fail(("data", "normalize", key), f"data.normalize.{key}: {n} values for "
+                            f"{source.input[0]} input channel{'s' if source.input[0] != 1 else ''}")
 
 
 def dataset_fits(report: Reporter, ds: Component, inp: tuple[int, ...], t: ShapeTrace) -> None:

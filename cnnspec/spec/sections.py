@@ -28,6 +28,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
+class NormalizeSection(Section):
+    """``data.normalize: {mean, std}``: fixed per-channel statistics, e.g. those a pretrained model saw."""
+
+    mean: list[float] = Field(min_length=1, description="per-channel mean, e.g. ImageNet's [0.485, 0.456, 0.406]")
+    std: list[Annotated[float, Field(gt=0.0)]] = Field(
+        min_length=1, description="per-channel standard deviation, e.g. ImageNet's [0.229, 0.224, 0.225]")
+
+
 class DataSection(Section):
     """``data:``: which dataset, where its files are, and how batches are made."""
 
@@ -41,8 +49,9 @@ class DataSection(Section):
     val_split: float = Field(
         0.0, ge=0.0, lt=1.0, description="fraction of the training split held out for validation"
     )
-    normalize: bool = Field(
-        False, description="standardise each channel with the training split's mean and std"
+    normalize: bool | NormalizeSection = Field(
+        False, description="true: standardise each channel with the training split's mean and std; or "
+        "{mean: [...], std: [...]} per channel (the statistics pretrained weights expect)"
     )
     augment: list[Ref] = Field(
         default=[],
@@ -285,6 +294,10 @@ class Spec:
         if out.get("data") is not None and self.dataset is not None:
             out["data"]["dataset"] = self.dataset.to_dict()
             out["data"]["augment"] = [c.to_dict() for c in self.augmentations]
+        if out.get("weights"):  # the file it started from, absolute and pinned to the bytes checked
+            out["weights"]["file"] = str((Path(self.file).parent / Path(out["weights"]["file"]).expanduser()).resolve())
+            if self.weights is not None:
+                out["weights"]["sha256"] = self.weights.sha256
         return out
 
     def resolved(self, cli_plugins: Sequence[str] = ()) -> dict[str, Any]:

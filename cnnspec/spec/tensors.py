@@ -74,19 +74,24 @@ def _row(row: Row, module: str, owner: Any) -> Iterator[Planned]:
             yield from _row(child, f"{module}.{name}", comp)
 
 
+def child_modules(row: Row, module: str) -> list[tuple[str, Row]]:
+    """A row's children with their module paths: ``module.NAME`` as the builder names them."""
+    if not row.children:
+        return []
+    comp = row.component
+    names = [str(i) for i in range(len(row.children))] if comp is None else \
+        comp.type.part_names(comp.params, len(row.children))
+    return [(f"{module}.{name}", child) for name, child in zip(names, row.children)]
+
+
 def module_paths(trace: ShapeTrace) -> list[str]:
     """Every layer's module path in the built model ("0", "4.main.1", ...), parents before children."""
     out: list[str] = []
 
     def walk(row: Row, module: str) -> None:
         out.append(module)
-        comp = row.component
-        if not row.children:
-            return
-        names = [str(i) for i in range(len(row.children))] if comp is None else \
-            comp.type.part_names(comp.params, len(row.children))
-        for name, child in zip(names, row.children):
-            walk(child, f"{module}.{name}")
+        for path, child in child_modules(row, module):
+            walk(child, path)
 
     for i, row in enumerate(trace.rows):
         walk(row, str(i))

@@ -8,7 +8,9 @@ from typing import Any, TextIO
 from cnnspec.errors import Problem
 from cnnspec.spec.check import CheckResult
 from cnnspec.spec.cost import MemoryEstimate, activation_profile, human, spec_estimate
+from cnnspec.spec.loadplan import FineTune
 from cnnspec.spec.shapes import Row, ShapeTrace, fmt
+from cnnspec.spec.tensors import child_modules
 
 
 def result_json(result: CheckResult, batch_size: int | None = None) -> dict[str, Any]:
@@ -59,13 +61,16 @@ def _macs(m: int | None) -> str:
     return "?" if m is None else human(m)
 
 
-def _table_rows(rows: list[Row], prefix: str = "", depth: int = 0) -> list[tuple[str, ...]]:
+def _table_rows(rows: list[tuple[str, Row]], frozen: frozenset[str], prefix: str = "",
+                depth: int = 0) -> list[tuple[str, ...]]:
+    """Table rows of ``rows`` (module path, row) and their children; frozen layers say so."""
     out: list[tuple[str, ...]] = []
-    for r in rows:
+    for module, r in rows:
         index = f"{prefix}{r.index}"
-        out.append((index, "  " * depth + _label(r), fmt(r.output_shape), f"{r.params:,}", _macs(r.macs),
+        mark = " (frozen)" if r.params and module in frozen else ""
+        out.append((index, "  " * depth + _label(r) + mark, fmt(r.output_shape), f"{r.params:,}", _macs(r.macs),
                     human(r.param_bytes, "B", 1024), human(r.activation_bytes, "B", 1024)))
-        out += _table_rows(list(r.children), index + ".", depth + 1)
+        out += _table_rows(child_modules(r, module), frozen, index + ".", depth + 1)
     return out
 
 
@@ -74,7 +79,8 @@ def print_problems(problems: list[Problem], out: TextIO) -> None:
         out.write(p.format() + "\n")
 
 
-def print_table(file: str, t: ShapeTrace, out: TextIO, memory: MemoryEstimate | None = None) -> None:
+def print_table(file: str, t: ShapeTrace, out: TextIO, memory: MemoryEstimate | None = None,
+                tuning: FineTune | None = None) -> None:
     """A Keras summary()-like table of every layer's output shape and parameters.
 
     Plain text on purpose: validate's start-up time is part of the product, and rich alone
@@ -82,7 +88,8 @@ def print_table(file: str, t: ShapeTrace, out: TextIO, memory: MemoryEstimate | 
     """
     rows: list[tuple[str, ...]] = [("", "input", fmt(t.input_shape), "", "", "",
                                     human(math.prod(t.input_shape) * 4, "B", 1024))]
-    rows += _table_rows(t.rows)
+    frozen = tuning.frozen if tuning is not None else frozenset()
+    rows += _table_rows([(str(i), r) for i, r in enumerate(t.rows)], frozen)
     head = ("#", "layer", "output shape", "params", "MACs", "param mem", "output mem")
     n = len(head)
     widths = [max(len(row[i]) for row in rows + [head]) for i in range(n)]
@@ -98,7 +105,9 @@ def print_table(file: str, t: ShapeTrace, out: TextIO, memory: MemoryEstimate | 
     out.write(f"{file}\n{line(head)}\n{rule}\n")
     for row in rows:
         out.write(line(row) + "\n")
-    out.write(f"{rule}\ntotal params: {t.total_params:,}   output shape: {fmt(t.output_shape)}\n")
+    held = tuning.frozen_params if tuning is not None else 0
+    counts = f"{t.total_params:,}" + (f" (trainable {t.total_params - held:,}, frozen {held:,})" if held else "")
+    out.write(f"{rule}\ntotal params: {counts}   output shape: {fmt(t.output_shape)}\n")
     macs = t.total_macs
     total = (human(macs) if macs is not None
              else f"incomplete (at least {human(t.known_macs)}; '?' rows declare no rule)")

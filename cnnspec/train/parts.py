@@ -9,7 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cnnspec.build.finetune import freeze, param_groups, scale_lrs
 from cnnspec.build.model import build_model
+from cnnspec.build.weights import load_weights
 from cnnspec.data.splits import Batches
 from cnnspec.errors import SetupError
 from cnnspec.registry.manager import call_plugin
@@ -81,10 +83,17 @@ def build_parts(spec: Spec, data: Batches, device: torch.device, world: World = 
     seed = spec.train.seed if spec.train.seed is not None else int(torch.seed() % 2**31)
     precision = Precision(spec, device)
     torch.manual_seed(seed)  # weights, then dropout, draw from this stream
-    model = build_model(spec).to(device).to(memory_format=precision.memory_format)
+    model = build_model(spec)
+    if spec.weights is not None:  # a fresh run of a spec with weights: (a resumed one has its checkpoint)
+        load_weights(model, spec.weights)
+    freeze(model, spec.finetune)
+    model = model.to(device).to(memory_format=precision.memory_format)
     reg = spec.registry
-    opt = call_plugin(reg, "optimizer", spec.optimizer.name, spec.optimizer.type.build,
-                      spec.optimizer.params, model.parameters())
+    grouped = bool(spec.finetune.multipliers)
+    opt = call_plugin(reg, "optimizer", spec.optimizer.name, spec.optimizer.type.build, spec.optimizer.params,
+                      param_groups(model, spec.finetune) if grouped else model.parameters())
+    if grouped:
+        scale_lrs(opt)
     if world.rank:  # other dropout draws on every rank; weights were made identical above
         torch.manual_seed(seed + 1_000_003 * world.rank)
     mine, steps = shard(torch.arange(len(data.train[0])), world, spec.data.batch_size)

@@ -50,7 +50,7 @@ def load_for_run(path: str, overrides: Sequence[str], device: str | None, plugin
     apply(located, [*overrides, f"train.device={device}"] if device else list(overrides))
     listed = located.data.get("plugins") if isinstance(located.data, dict) else None
     policy = run_policy(Path(run_dir), listed, trust, list(plugins)) if run_dir else None
-    result = check(located, plugins=plugins, policy=policy, trust=trust)
+    result = check(located, plugins=plugins, policy=policy, trust=trust, weights=run_dir is None)
     if result.spec is None:
         raise SpecError(result.problems, path)
     if result.spec.data is None:

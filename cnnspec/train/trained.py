@@ -65,7 +65,7 @@ def load_run(path: str | Path, which: str = "best", trust: bool = False) -> Trai
     spec_file = str(run.path / SPEC_FILE)
     located = load_file(spec_file)
     listed = located.data.get("plugins") if isinstance(located.data, dict) else None
-    result = check(located, policy=run_policy(run.path, listed, trust))
+    result = check(located, policy=run_policy(run.path, listed, trust), weights=False)  # best.pt has them
     if result.spec is None:
         raise SpecError(result.problems, spec_file)
     spec = result.spec
