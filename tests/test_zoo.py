@@ -23,7 +23,7 @@ MODELS: dict[str, dict[str, object]] = {
     "squeezenet1_1": {},
     "mobilenet_v2": {},
     "densenet121": {},
-    "googlenet": {"aux_logits": False, "transform_input": False},
+    "googlenet": {"aux_logits": False, "transform_input": False, "init_weights": False},
     "inception_v3": {"aux_logits": False, "transform_input": False, "init_weights": False},
     "mnasnet0_5": {},
     "shufflenet_v2_x0_5": {},
