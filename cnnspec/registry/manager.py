@@ -39,6 +39,8 @@ DEFAULT_PLUGINS: dict[str, dict[Kind, tuple[str, ...]]] = {
         "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "sigmoid", "tanh",
         "hardtanh", "hardsigmoid", "hardswish", "softplus", "softmax", "log_softmax", "prelu")},
     "cnnspec.plugins.composites": {"layer": ("sequence", "repeat", "residual", "parallel")},
+    "cnnspec.plugins.zoo_layers": {"layer": (
+        "gate", "split", "channel_shuffle", "layernorm2d", "channel_linear", "layer_scale", "stochastic_depth")},
     "cnnspec.plugins.optimizers": {"optimizer": ("sgd", "adam", "adamw", "rmsprop", "adagrad")},
     "cnnspec.plugins.schedulers": {"scheduler": ("step", "multistep", "exponential", "cosine", "onecycle")},
     "cnnspec.plugins.losses": {"loss": ("cross_entropy", "nll_loss")},
