@@ -1,5 +1,6 @@
 """specs/zoo/: each spec equals torchvision's builder (weights=None): the same parameter count in
-validate, torchvision's state_dict loads by position, the same logits in eval, and it trains."""
+validate, torchvision's state_dict checked by validate and loaded by cnnspec's own weights loader
+(``weights: {mapping: torchvision}``), the same logits in eval, and it trains."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 from conftest import ROOT
 
 import cnnspec
+from cnnspec.build.weights import load_weights
+from cnnspec.spec.load import check_file
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -35,16 +38,6 @@ MODELS: dict[str, dict[str, object]] = {
 MODELS = {name: kw for name, kw in MODELS.items() if (ROOT / "specs" / "zoo" / f"{name}.yaml").exists()}
 
 
-def load_by_position(model, state_dict) -> None:
-    """Load ``state_dict`` into ``model`` entry for entry, in order: the i-th tensor to the i-th
-    (equal count and shapes; the names may differ)."""
-    own = model.state_dict()
-    assert len(own) == len(state_dict), (len(own), len(state_dict))
-    for (ka, va), (kb, vb) in zip(state_dict.items(), own.items()):
-        assert va.shape == vb.shape, (ka, tuple(va.shape), kb, tuple(vb.shape))
-    model.load_state_dict({kb: va for va, kb in zip(state_dict.values(), own)})
-
-
 def _perturbed(tv):
     """Non-trivial normalisation statistics and scales, so a swapped tensor would show."""
     with torch.no_grad():
@@ -62,18 +55,22 @@ def _perturbed(tv):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_zoo_spec_equals_torchvision(name):
-    result = cnnspec.check_file(str(ROOT / "specs" / "zoo" / f"{name}.yaml"))
-    assert result.spec is not None, result.problems
-    spec = result.spec
+def test_zoo_spec_equals_torchvision(name, tmp_path):
     torch.manual_seed(0)
     tv = _perturbed(getattr(torchvision.models, name)(weights=None, **MODELS[name]))
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    # (b) validate checks torchvision's file against the spec, tensor for tensor, without torch
+    result = check_file(str(ROOT / "specs" / "zoo" / f"{name}.yaml"),
+                        overrides=[f"weights={{file: {tmp_path / 'tv.pth'}, mapping: torchvision}}"])
+    assert result.spec is not None and result.spec.weights is not None, result.problems
+    spec = result.spec
+    assert not result.warnings and not spec.weights.unused and not spec.weights.fresh
     # (a) validate's parameter count is torchvision's
     assert spec.trace.total_params == sum(p.numel() for p in tv.parameters())
     assert spec.trace.output_shape == (1000,)
-    # (b) torchvision's state_dict loads by position
+    # ... and cnnspec's loader puts every tensor where the check said
     model = cnnspec.build_model(spec)
-    load_by_position(model, tv.state_dict())
+    load_weights(model, spec.weights)
     # (c) the same logits in eval mode
     size = spec.input_shape[1:]
     x = torch.randn(1, 3, *size)
