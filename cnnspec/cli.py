@@ -63,6 +63,9 @@ def _spec_commands(sub: _Commands) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress display")
     r.add_argument("--force", action="store_true",
                    help="run even when the training memory estimate exceeds what the device has")
+    r.add_argument("--fast-dev-run", action="store_true",
+                   help="check the spec end to end in seconds: one epoch on two batches of each split; "
+                        "the run folder is kept only with --output")
     _plugin_option(r)
     r.set_defaults(func=cmd_run)
 
@@ -301,7 +304,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     run_command(RunOptions(spec=args.spec, resume=args.resume, overrides=tuple(args.overrides), device=args.device,
                            output=args.output, plugins=tuple(args.plugins), trust=args.trust, quiet=args.quiet,
-                           force=args.force))
+                           force=args.force, fast_dev_run=args.fast_dev_run))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

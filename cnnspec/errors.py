@@ -14,7 +14,7 @@ from typing import ClassVar
 
 
 class ExitCode(enum.IntEnum):
-    """Exit statuses of the command line (SPEC.md section 2, plus 3 and 130 for `run`)."""
+    """Exit statuses of the command line (the README, "Commands and exit codes", documents them)."""
 
     OK = 0
     INVALID = 1  # the spec is invalid: YAML, schema, shapes, fit with the data

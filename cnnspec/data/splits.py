@@ -131,6 +131,10 @@ def prepare_data(spec: Spec, device: torch.device) -> Batches:
         raise SpecError(problems, spec.file)
     seed = spec.train.seed or 0
     splits, val = splits.split_validation(spec.data.val_split, seed)
+    if spec.data.limit is not None:  # a subset: the first N samples of each split
+        n = spec.data.limit
+        splits = Splits(splits.train_x[:n], splits.train_y[:n], splits.test_x[:n], splits.test_y[:n], splits.classes)
+        val = (val[0][:n], val[1][:n]) if val else None
     mean = std = None
     tensors = [splits.train_x, splits.test_x] + ([val[0]] if val else [])
     if spec.data.normalize:  # the same statistics, from the training split or the spec, for every split

@@ -57,6 +57,8 @@ class DataSection(Section):
         default=[],
         description="augmentations of the training batches, in order: NAME or {type: NAME, ...parameters}",
     )
+    limit: PosInt | None = Field(
+        None, description="use only the first N samples of each split (a quick trial on a subset)")
 
 
 class WarmupSection(Section):

@@ -18,6 +18,7 @@ from cnnspec.errors import DiskFull, RunFolderError
 SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.json"
 LAST, BEST = "last.pt", "best.pt"  # checkpoints: what they hold is train.checkpoint's
 LOCK_FILE = ".lock"
+LATEST = "latest"  # runs/latest: the newest run folder made under runs/
 RUN_PLUGINS_FILE = "plugins.json"  # the plugins a run was made with (train.runplugins)
 
 
@@ -86,10 +87,28 @@ def new_run_dir(name: str, output: str | None, base: str = "runs") -> Path:
     while True:
         try:
             path.mkdir()
-            return path
+            break
         except FileExistsError:
             path = Path(base) / f"{name}-{stamp}-{n}"
             n += 1
+    _point_latest(Path(base), path.name)
+    return path
+
+
+def _point_latest(base: Path, name: str) -> None:
+    """``runs/latest`` -> the newest run folder (a relative symlink, replaced atomically), so that
+    ``cnnspec eval runs/latest`` works; left alone where symlinks cannot be made, or where
+    ``latest`` is something else than a symlink."""
+    link = base / LATEST
+    if link.exists() and not link.is_symlink():
+        return
+    tmp = base / f".{LATEST}-{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(name, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def spec_text(spec: dict[str, Any]) -> str:

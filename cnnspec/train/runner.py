@@ -5,6 +5,7 @@ Failures are raised as ``cnnspec.errors`` classes; ``cli.main`` turns them into 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -71,10 +72,41 @@ class RunOptions:
     trust: bool = False  # --trust: the plugin files the spec names, for this call
     quiet: bool = False  # no progress display; print only the run folder
     force: bool = False  # run even when the training memory estimate exceeds what the device has
+    fast_dev_run: bool = False  # one epoch on two batches of each split; the run folder kept only with --output
 
 
 def run_command(options: RunOptions) -> None:
     """The body of ``cnnspec run``; returns when the run completed (or had nothing left to do)."""
+    if not options.fast_dev_run:
+        return _run(options)
+    if options.resume:
+        raise CnnspecError("--fast-dev-run checks a spec end to end; it does not resume a run")
+    import shutil
+    import tempfile
+
+    keep = options.output is not None
+    folder = None if keep else tempfile.mkdtemp(prefix="cnnspec-fast-dev-run-")
+    try:
+        _run(dataclasses.replace(options, output=options.output or str(Path(folder or ".") / "run")))
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    if not options.quiet:
+        print("fast dev run: one epoch on two batches of each split went through"
+              + ("" if keep else "; the run folder was not kept (--output DIR keeps it)"))
+
+
+def _fast(options: RunOptions, path: str) -> tuple[str, ...]:
+    """The overrides a fast dev run adds: one epoch, two batches (data.limit) of each split."""
+    if not options.fast_dev_run:
+        return options.overrides
+    overrides = (*options.overrides, "train.epochs=1")
+    spec = load_for_run(path, overrides, options.device, options.plugins, options.trust)
+    assert spec.data is not None
+    return (*overrides, f"data.limit={2 * spec.data.batch_size}")
+
+
+def _run(options: RunOptions) -> None:
     from cnnspec.train import distributed
     from cnnspec.train.device import resolve_device
     from cnnspec.train.host import keep_freed_memory
@@ -84,7 +116,8 @@ def run_command(options: RunOptions) -> None:
     keep_freed_memory()  # before anything is allocated; a no-op off glibc
     path = str(Path(options.resume) / SPEC_FILE) if options.resume else options.spec
     assert path is not None
-    spec = load_for_run(path, options.overrides, options.device, options.plugins, options.trust, options.resume)
+    overrides = _fast(options, path)
+    spec = load_for_run(path, overrides, options.device, options.plugins, options.trust, options.resume)
     world = distributed.current_world()
     # resolved once, then this rank's GPU under torchrun: the device every later step uses
     device = distributed.device_for(world, resolve_device(spec.train.device))

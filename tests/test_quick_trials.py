@@ -1,0 +1,61 @@
+"""Quick trials: --fast-dev-run, data.limit, and runs/latest pointing at the newest run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from conftest import ROOT
+
+QUICK = str(ROOT / "specs" / "quickstart.yaml")
+
+
+def _rows(run) -> list[dict]:
+    return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_fast_dev_run_trains_two_batches_of_one_epoch_and_keeps_nothing(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    res = cli("run", QUICK, "--fast-dev-run")
+    assert res.code == 0, res.err
+    assert "fast dev run: one epoch on two batches of each split went through; the run folder was not kept" \
+        in res.out
+    assert not (tmp_path / "runs").exists() and not any((tmp_path / "tmp").iterdir())
+
+
+def test_fast_dev_run_with_output_keeps_the_folder(cli, tmp_path):
+    res = cli("run", QUICK, "--fast-dev-run", "--output", str(tmp_path / "r"), "--quiet")
+    assert res.code == 0, res.err
+    (row,) = _rows(tmp_path / "r")
+    assert row["epoch"] == 1
+    spec = (tmp_path / "r" / "spec.yaml").read_text()
+    assert "limit: 64" in spec and "epochs: 1" in spec  # two batches of the quick start's 32
+
+
+def test_fast_dev_run_does_not_resume(cli, tmp_path):
+    res = cli("run", "--resume", str(tmp_path), "--fast-dev-run")
+    assert res.code == 2 and "does not resume" in res.err
+
+
+def test_data_limit_takes_the_first_samples_of_each_split(cli, tmp_path):
+    res = cli("run", QUICK, "--quiet", "--output", str(tmp_path / "r"), "--set", "train.epochs=1",
+              "--set", "data.limit=40", "--set", "data.batch_size=20")
+    assert res.code == 0, res.err
+    (row,) = _rows(tmp_path / "r")
+    assert abs(row["samples_per_second"] * row["seconds"] - 40) < 0.5  # 40 training samples went through
+    for split in ("train", "val", "test"):  # each split holds 40: accuracies are multiples of 1/40
+        assert abs(row[f"{split}_accuracy"] * 40 - round(row[f"{split}_accuracy"] * 40)) < 1e-6
+
+
+def test_runs_latest_points_at_the_newest_run(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert cli("run", QUICK, "--quiet", "--set", "train.epochs=1", "--set", "data.limit=32").code == 0
+    latest = tmp_path / "runs" / "latest"
+    assert latest.is_symlink() and not os.path.isabs(os.readlink(latest))
+    newest = max((p for p in (tmp_path / "runs").iterdir() if p.name != "latest"), key=lambda p: p.stat().st_mtime)
+    assert latest.resolve() == newest.resolve()
+    res = cli("eval", "runs/latest")
+    assert res.code == 0, res.err
