@@ -129,7 +129,7 @@ def _run_commands(sub: _Commands) -> None:
     ex = sub.add_parser("export", help="write the trained model as TorchScript or ONNX")
     ex.add_argument("run_dir", metavar="RUN_DIR")
     ex.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
-    ex.add_argument("--output", "-o", metavar="FILE", help="default RUN_DIR/model.<format>")
+    ex.add_argument("--output", "-o", metavar="FILE", help="default RUN_DIR/model.torchscript.pt or RUN_DIR/model.onnx")
     _checkpoint_option(ex)
     _trust_option(ex)
     ex.set_defaults(func=cmd_export)

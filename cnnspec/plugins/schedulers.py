@@ -77,6 +77,9 @@ class Cosine(SchedulerType[CosineParams]):
     Params = CosineParams
     description = "cosine annealing over T_max epochs (CosineAnnealingLR)"
 
+    def planned_for(self, p: CosineParams, epochs: int) -> int | None:
+        return p.T_max or epochs
+
     def build(self, p: CosineParams, optimizer: Any, epochs: int, steps_per_epoch: int) -> Any:
         from torch.optim import lr_scheduler
 
@@ -88,6 +91,9 @@ class OneCycle(SchedulerType[OneCycleParams]):
     Params = OneCycleParams
     description = "the one-cycle policy, stepped every batch (OneCycleLR)"
     interval = "batch"
+
+    def planned_for(self, p: OneCycleParams, epochs: int) -> int | None:
+        return epochs
 
     def build(self, p: OneCycleParams, optimizer: Any, epochs: int, steps_per_epoch: int) -> Any:
         from torch.optim import lr_scheduler

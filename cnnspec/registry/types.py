@@ -277,6 +277,11 @@ class SchedulerType(Generic[P]):
         """The metric (a metrics.jsonl key) whose value ``step(value)`` takes each epoch, if any."""
         return None
 
+    def planned_for(self, p: P, epochs: int) -> int | None:
+        """The number of epochs its schedule is planned over (cosine's T_max), if it depends on
+        the run's length: a resumed run that trains longer would go past its end. None: it does not."""
+        return None
+
     def build(self, p: P, optimizer: Any, epochs: int, steps_per_epoch: int) -> Any:
         raise NotImplementedError
 

@@ -32,7 +32,8 @@ def resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device '{name}' requested but CUDA is not available here")
+            raise DeviceError(f"device '{name}' requested but CUDA is not available here "
+                              "(--device cpu, or train.device: auto, uses what there is)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise DeviceError(f"device '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     if dev.type == "mps" and not mps_ok:

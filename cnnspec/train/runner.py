@@ -181,7 +181,22 @@ def _resumable(run_dir: str, spec: Spec) -> Checkpoint:
     if changed:
         raise CnnspecError("--resume can change only train.epochs, train.device, data.root and "
                            f"data.download; this would change {', '.join(changed)}")
+    _schedule_fits(spec, int(saved.spec.get("train", {}).get("epochs", spec.train.epochs)))
     return saved
+
+
+def _schedule_fits(spec: Spec, was: int) -> None:
+    """A run resumed with more epochs than its schedule was planned for would train past the
+    schedule's end (cosine: lr 0) without a word: refuse with what to do instead."""
+    sc = spec.scheduler
+    if sc is None or spec.train.epochs <= was:
+        return
+    now, then = sc.type.planned_for(sc.params, spec.train.epochs), sc.type.planned_for(sc.params, was)
+    if now is not None and now != then:
+        raise CnnspecError(f"--resume with train.epochs={spec.train.epochs}: the {sc.name} schedule was "
+                           f"planned over {then} epochs and cannot be stretched mid-run; start a new run with "
+                           f"train.epochs={spec.train.epochs} (or weights: from this run's best.pt), or resume "
+                           f"with a scheduler whose length is fixed (e.g. cosine T_max)")
 
 
 def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, device: torch.device) -> None:
@@ -199,7 +214,8 @@ def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, de
         assert saved.resume is not None and options.resume is not None
         run = RunDir(options.resume)
         if saved.resume.position.epoch >= spec.train.epochs:  # nothing to do, so nothing is written
-            progress.message(f"{options.resume}: already finished ({spec.train.epochs} epochs)")
+            progress.message(f"{options.resume}: already finished ({spec.train.epochs} epochs); to train "
+                             f"longer: cnnspec run --resume {options.resume} --set train.epochs=N")
             return
         why = saved.weights_mismatch(parts.model)
         if why:  # checked before anything is written: a failed resume leaves the folder as it was

@@ -1,0 +1,30 @@
+"""Extending a finished run with --resume: schedules planned over the run's length refuse, others continue."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import ROOT
+
+QUICK = str(ROOT / "specs" / "quickstart.yaml")
+
+
+def test_a_cosine_run_is_not_stretched_silently(cli, tmp_path):
+    run = tmp_path / "r"
+    assert cli("run", QUICK, "--quiet", "--output", str(run), "--set", "train.epochs=2",
+               "--set", "train.scheduler=cosine").code == 0
+    res = cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet")
+    assert res.code == 2
+    assert "the cosine schedule was planned over 2 epochs and cannot be stretched mid-run" in res.err
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # nothing trained, nothing written
+
+
+def test_a_step_schedule_extends_and_a_finished_run_says_how(cli, tmp_path):
+    run = tmp_path / "r"
+    args = ["--set", "train.scheduler={type: step, step_size: 1, gamma: 0.5}"]
+    assert cli("run", QUICK, "--quiet", "--output", str(run), "--set", "train.epochs=2", *args).code == 0
+    res = cli("run", "--resume", str(run))
+    assert res.code == 0 and "--set train.epochs=N" in " ".join(res.text.split())
+    assert cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet").code == 0
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[2]["lr"] < rows[1]["lr"]
