@@ -284,6 +284,8 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
                 print(result.spec.weights.summary())
             print_problems(result.warnings, sys.stdout)
         else:
+            if result.trace is not None and result.trace.error is not None and result.trace.rows:
+                print_table(path, result.trace, sys.stdout)  # the shapes up to where they stop
             print_problems(result.problems, sys.stdout)
             n = len(result.problems)
             print(f"{path}: {n} error{'s' if n != 1 else ''}")

@@ -37,18 +37,24 @@ class Problem:
     path: KeyPath = field(default=(), compare=False)
     file: str = field(default="", compare=False)
     severity: str = field(default="error", compare=False)  # or "warning": reported, the spec stays valid
+    # "note" problems that point from this symptom to its cause (a compiler's note: lines)
+    notes: tuple[Problem, ...] = field(default=(), compare=False)
 
     def format(self) -> str:
-        """The compiler-style line: ``file:line:col: error: message``."""
-        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
+        """The compiler-style line ``file:line:col: error: message``, then its notes' lines."""
+        own = f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
+        return "\n".join([own, *(n.format() for n in self.notes)])
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "line": self.line,
             "column": self.column,
             "message": self.message,
             "path": path_str(self.path),
         }
+        if self.notes:
+            out["notes"] = [n.to_json() for n in self.notes]
+        return out
 
 
 class CnnspecError(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import GOOD, lines
 
@@ -259,3 +261,22 @@ def test_repeat_counts_are_located_at_the_count(item, message) -> None:
     (p,) = checked(f"input: [1, 4, 4]\nlayers:\n  - {item}\n").problems
     assert (p.line, p.column) == (3, 5 + item.index("repeat: ") + len("repeat: "))  # at the count
     assert p.message == f"layers[0]: {message}"
+
+
+def test_a_size_that_collapses_names_the_layers_that_shrank_it(cli, write):
+    spec = ("input: [1, 28, 28]\nlayers:\n  - {type: conv2d, out_channels: 4, kernel_size: 27}\n  - relu\n"
+            "  - {type: maxpool2d, kernel_size: 2}\n  - {type: maxpool2d, kernel_size: 2}\n")
+    path = write(spec)
+    res = cli("validate", path)
+    assert res.code == 1
+    assert res.out.splitlines()[-5:-1] == [
+        "the trace stops at layer 3: see the error below",
+        f"{path}:6:23: error: layers[3] maxpool2d: window 2 x 2 does not fit the input 1 x 1: output would be 0 x 0",
+        f"{path}:3:5: note: layers[0] conv2d shrank the height and width from 28 x 28 to 2 x 2",
+        f"{path}:5:5: note: layers[2] maxpool2d shrank the height and width from 2 x 2 to 1 x 1",
+    ]
+    assert [ln.split()[:3] for ln in res.out.splitlines()[4:7]] == [["0", "conv2d", "4"], ["1", "relu", "4"],
+                                                                   ["2", "maxpool2d", "4"]]  # rows up to the error
+    doc = json.loads(cli("validate", "--format", "json", path).out)["specs"][0]
+    (error,) = doc["errors"]
+    assert [n["line"] for n in error["notes"]] == [3, 5]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 
@@ -121,7 +122,7 @@ def test_table_says_when_macs_are_incomplete() -> None:
         def output_shape(self, p, shape):
             return shape
 
-    reg = default_registry()
+    reg = copy.copy(default_registry())  # a copy: the cached default registry stays as it is
     reg.entries = {k: dict(v) for k, v in reg.entries.items()}
     reg.owners = dict(reg.owners)
     reg.add("layer", NoRule(), "test")

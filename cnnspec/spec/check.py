@@ -186,6 +186,27 @@ class _Checker:
             shapes = [t.input_shape] + [r.output_shape for r in t.rows]  # shapes[i] flows into layer i
             if comp is layers[i] and i >= 1 and len(shapes[i]) == 1 and len(shapes[i - 1]) > 1:
                 message += f" ({fmt(shapes[i - 1])})"  # just flattened: say from what
+            before = len(self.report.problems)
             with self.report.inside(comp.trail):
                 self.report.fail(path, f"{path_str(comp.path)} {comp.name}: {message}", key=True)
+            if len(self.report.problems) > before:  # reported (not a repeat): with its causes
+                self.report.problems[-1] = dataclasses.replace(
+                    self.report.problems[-1], notes=self.shrink_notes(t, layers, i))
         return t
+
+    def shrink_notes(self, t: ShapeTrace, layers: list[Component], failed: int) -> tuple[Problem, ...]:
+        """Notes on the layers before the failing one that shrank the height or width the most (at
+        most three, in order): the cause of a size that no longer fits is usually there."""
+        shrunk = []
+        for j, row in enumerate(t.rows[:failed]):
+            before, after = row.input_shape, row.output_shape
+            if len(before) == 3 and len(after) == 3 and after[1] * after[2] < before[1] * before[2]:
+                shrunk.append((before[1] * before[2] / (after[1] * after[2]), j, row))
+        chosen = sorted(sorted(shrunk, reverse=True)[:3], key=lambda s: s[1])
+        notes = []
+        for _, j, row in chosen:
+            comp = layers[j]
+            p = self.loc.problem(comp.path, f"{path_str(comp.path)} {comp.name} shrank the height and width "
+                                 f"from {fmt(row.input_shape[1:])} to {fmt(row.output_shape[1:])}")
+            notes.append(dataclasses.replace(p, severity="note"))
+        return tuple(notes)

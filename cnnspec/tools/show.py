@@ -105,6 +105,9 @@ def print_table(file: str, t: ShapeTrace, out: TextIO, memory: MemoryEstimate | 
     out.write(f"{file}\n{line(head)}\n{rule}\n")
     for row in rows:
         out.write(line(row) + "\n")
+    if t.error is not None:  # a shape error: the rows up to it, then the error says why it stops
+        out.write(f"{rule}\nthe trace stops at layer {t.error[0]}: see the error below\n")
+        return
     held = tuning.frozen_params if tuning is not None else 0
     counts = f"{t.total_params:,}" + (f" (trainable {t.total_params - held:,}, frozen {held:,})" if held else "")
     out.write(f"{rule}\ntotal params: {counts}   output shape: {fmt(t.output_shape)}\n")
