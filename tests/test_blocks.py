@@ -106,7 +106,8 @@ layers:
     shortcut: [{type: conv2d, out_channels: 4, kernel_size: 1}]
   - type: parallel
     merge: sum
-    branches: [[{type: conv2d, out_channels: 3, kernel_size: 1}], {type: conv2d, out_channels: 3, kernel_size: 3, padding: 1}]
+    branches: [[{type: conv2d, out_channels: 3, kernel_size: 1}], \
+{type: conv2d, out_channels: 3, kernel_size: 3, padding: 1}]
 """)
     model = cnnspec.build_model(spec)
     names = [n for n, _ in model.named_parameters()]
@@ -199,17 +200,21 @@ def test_error_inside_a_block_points_at_its_definition_and_names_the_use(cli, wr
     (err,) = errors(cli, write, BASIC + "layers:\n  - {type: flatten}\n  - {block: basic, channels: 8}\n")
     assert re.search(r":10:13: error: blocks\.basic\.layers\[0\]\.layers\[0\] conv2d: conv2d expects an image .*"
                      r"\(in block 'basic' used at line 15\)$", err), err
-    (err,) = errors(cli, write, BASIC + "layers:\n  - {block: basic, channels: 0}\n  - {block: basic, channels: 0}\n")
-    assert re.search(r":10:42: error: .*out_channels: must be >= 1, got 0 \(in block 'basic' used at line 14\)$", err)
+    (err,) = errors(cli, write,
+                    BASIC + "layers:\n  - {block: basic, channels: 0}\n  - {block: basic, channels: 0}\n")
+    assert re.search(r":10:42: error: .*out_channels: must be >= 1, got 0 "
+                     r"\(in block 'basic' used at line 14\)$", err)
 
 
 def test_unknown_parameter_in_a_body_is_an_error_in_the_definition(cli, write):
-    errs = errors(cli, write, BASIC.replace("stride: $stride", "stride: $strde") + "layers:\n  - {block: basic, channels: 8}\n")
-    assert any(":10:77: error: blocks.basic: '$strde' is not a parameter of block 'basic' (did you mean '$stride'?)" in e
-               for e in errs), errs
+    misspelt = BASIC.replace("stride: $stride", "stride: $strde")
+    errs = errors(cli, write, misspelt + "layers:\n  - {block: basic, channels: 8}\n")
+    want = ":10:77: error: blocks.basic: '$strde' is not a parameter of block 'basic' (did you mean '$stride'?)"
+    assert any(want in e for e in errs), errs
     errs = errors(cli, write, "input: [1, 4, 4]\nblocks:\n  b:\n    params: {n: integer}\n    layers: [relu]\n"
                   "layers: [{block: b, n: 1}]\n")
-    assert any(":4:17: error: blocks.b: params.n: unknown parameter type 'integer' (did you mean 'int'?)" in e for e in errs)
+    assert any(":4:17: error: blocks.b: params.n: unknown parameter type 'integer' (did you mean 'int'?)" in e
+               for e in errs)
 
 
 def test_recursion_between_blocks_is_an_error(cli, write):
@@ -260,7 +265,8 @@ def register_blocks(register):
     doc = json.loads(res.out)["specs"][0]
     assert doc["output_shape"] == [4, 4, 4] and doc["total_params"] == (4 * 9 + 4) + (4 * 4 * 9 + 4)
     res = cli("validate", "--trust",
-              write("plugins: [blocklib.py]\ninput: [1, 2, 2]\nlayers:\n  - {block: conv_relu, channels: 4}\n", "b.yaml"))
+              write("plugins: [blocklib.py]\ninput: [1, 2, 2]\nlayers:\n  - {block: conv_relu, channels: 4}\n",
+                    "b.yaml"))
     assert res.code == 1
     assert "b.yaml:4:5: error: blocks.conv_relu.layers[0] conv2d: kernel 3 x 3 does not fit" in res.out
     assert "(in block 'conv_relu' (from plugin" in res.out and "used at line 4)" in res.out

@@ -147,7 +147,8 @@ train:
 """
 
 
-def test_resume_with_augmentation_and_every_callback_equals_an_uninterrupted_run(cli, write, tmp_path, monkeypatch, ctrl_c_on_third_update):
+def test_resume_with_augmentation_and_every_callback_equals_an_uninterrupted_run(
+        cli, write, tmp_path, monkeypatch, ctrl_c_on_third_update):
     spec = write(EVERYTHING)
     assert cli("run", spec, "--quiet", "--output", str(tmp_path / "full")).code == 0
     ctrl_c_on_third_update()  # a real SIGINT in the middle of epoch 2

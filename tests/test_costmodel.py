@@ -181,7 +181,8 @@ def test_a_limit_crossed_by_less_than_the_rounding_shows_exact_numbers(cli, writ
     need = cnnspec.loads_spec(LIMITED.replace("100K", "1M").replace("5M", "12M").replace("1MiB", "100MiB"),
                               "x.yaml").trace.total_params  # 617,818: "617.8K" either way
     r = cli("validate", write(LIMITED.replace("100K", str(need - 10))))
-    assert r.code == 1 and f"limits.params: the model needs 617,818 parameters, over the limit of {need - 10:,} (" in r.out
+    assert r.code == 1
+    assert f"limits.params: the model needs 617,818 parameters, over the limit of {need - 10:,} (" in r.out
     assert "over limits.params (617,808)" in r.out, r.out
 
 

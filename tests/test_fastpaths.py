@@ -16,7 +16,8 @@ layers:
   - relu
   - {type: maxpool2d, kernel_size: 3, stride: 2, padding: 1, ceil_mode: true}
   - {type: residual, layers: [{type: conv2d, out_channels: 8, kernel_size: 3, padding: same}, relu,
-                              {type: maxpool2d, kernel_size: 2, stride: 1, padding: 1}, {type: conv2d, out_channels: 8, kernel_size: 2}]}
+                              {type: maxpool2d, kernel_size: 2, stride: 1, padding: 1}, \
+{type: conv2d, out_channels: 8, kernel_size: 2}]}
   - relu
   - {type: adaptivemaxpool2d, output_size: 3}
   - flatten
@@ -70,7 +71,8 @@ layers:
   - {type: sequence, layers: [{type: conv2d, out_channels: 4, kernel_size: 3, padding: 1}, relu,
                               {type: maxpool2d, kernel_size: 2, stride: 1}]}
   - sigmoid  # keeps only its output: memory differs between the two orders (the check below sees it)
-  - {type: repeat, times: 2, layers: [{type: conv2d, out_channels: 4, kernel_size: 1}, relu, {type: maxpool2d, kernel_size: 1}]}
+  - {type: repeat, times: 2, layers: [{type: conv2d, out_channels: 4, kernel_size: 1}, relu, \
+{type: maxpool2d, kernel_size: 1}]}
   - {block: conv_pool, c: 6}
   - flatten
   - {type: linear, out_features: 3}

@@ -75,8 +75,10 @@ def test_graph_never_imports_torch(tmp_path):
     poison = tmp_path / "poison" / "torch"
     poison.mkdir(parents=True)
     (poison / "__init__.py").write_text("raise ImportError('torch is poisoned')\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(poison.parent), str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    res = subprocess.run([sys.executable, "-m", "cnnspec", "graph", str(ROOT / "specs" / "resnet18.yaml"), "--format", "dot"],
+    path = os.pathsep.join([str(poison.parent), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)
+    res = subprocess.run([sys.executable, "-m", "cnnspec", "graph", str(ROOT / "specs" / "resnet18.yaml"),
+                          "--format", "dot"],
                          capture_output=True, text=True, env=env, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert res.stdout.count(" -> ") > 60

@@ -74,7 +74,8 @@ def test_entry_points_can_be_switched_off(tmp_path):
 
 def test_local_plugin_file_from_the_spec_and_from_the_command_line(cli, write, tmp_path):
     (tmp_path / "myplugin.py").write_text(LOCAL_PLUGIN)
-    spec = write("plugins: [myplugin.py]\ninput: [1, 4, 4]\nlayers: [double, flatten, {type: linear, out_features: 2}]\n")
+    spec = write("plugins: [myplugin.py]\ninput: [1, 4, 4]\n"
+                 "layers: [double, flatten, {type: linear, out_features: 2}]\n")
     assert cli("validate", spec).code == 1  # not trusted yet (tests/test_security.py says more)
     assert cli("validate", "--trust", spec).code == 0
     assert cli("trust", spec).code == 0
@@ -104,7 +105,8 @@ def test_broken_plugins_are_named(cli, write, tmp_path):
     spec = write("plugins: [broken.py, missing.py]\ninput: [1, 4, 4]\nlayers: [relu]\n")
     res = cli("validate", "--trust", spec)
     assert res.code == 1
-    assert f"{spec}:1:11: error: plugins[0]: plugin 'broken.py' failed to import: RuntimeError: boom at import" in res.out
+    assert (f"{spec}:1:11: error: plugins[0]: plugin 'broken.py' failed to import: "
+            "RuntimeError: boom at import") in res.out
     assert "plugins[1]: plugin file 'missing.py' not found" in res.out
     res = cli("validate", "-p", "no_such_module_xyz", spec)
     assert res.code == 2 and "plugin 'no_such_module_xyz' failed to import: ModuleNotFoundError" in res.err
@@ -416,7 +418,8 @@ def test_plugins_add_augmentations_and_callbacks(cli, write, tmp_path, monkeypat
     res = cli("run", spec, "--trust", "--quiet", "--output", str(tmp_path / "r"))
     assert res.code == 0, res.err
     events = [json.loads(ln) for ln in log.read_text().splitlines()]
-    assert events == [{"augment": [10, 1, 4, 4]}] * 2 + [{"epoch": 1}] + [{"augment": [10, 1, 4, 4]}] * 2 + [{"epoch": 2}]
+    batch = {"augment": [10, 1, 4, 4]}
+    assert events == [batch] * 2 + [{"epoch": 1}] + [batch] * 2 + [{"epoch": 2}]
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "stopped early"
     assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["callbacks"] == [{"epochs": 2}]
     flat = write("plugins: [extras.py]\ninput: [16]\nlayers: [{type: linear, out_features: 2}]\n"

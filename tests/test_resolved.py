@@ -34,7 +34,8 @@ def test_validate_takes_set_like_run(cli, write):
 
 
 def test_summary_records_versions_device_and_fast_paths(cli, write, tmp_path):
-    assert cli("run", small_spec(write), "--quiet", "--output", str(tmp_path / "r"), "--set", "train.epochs=1").code == 0
+    res = cli("run", small_spec(write), "--quiet", "--output", str(tmp_path / "r"), "--set", "train.epochs=1")
+    assert res.code == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     import torch
     import torchvision

@@ -30,7 +30,8 @@ def small_spec(write, extra: str = "") -> str:
         "  - {type: linear, out_features: 3}\n"
         "data:\n  dataset: {type: synthetic, classes: 3, train_size: 240, test_size: 60}\n"
         "  batch_size: 16\n  val_split: 0.1\n"
-        "train:\n  epochs: 3\n  seed: 5\n  device: cpu\n  optimizer: {type: sgd, lr: 0.05, momentum: 0.9, nesterov: true}\n"
+        "train:\n  epochs: 3\n  seed: 5\n  device: cpu\n"
+        "  optimizer: {type: sgd, lr: 0.05, momentum: 0.9, nesterov: true}\n"
         "  scheduler: {type: step, step_size: 1, gamma: 0.5}\n" + extra
     )
 
@@ -95,7 +96,8 @@ def test_same_seed_same_metrics(cli, write, tmp_path):
     assert lrs == pytest.approx([0.05, 0.025, 0.0125])  # each epoch's rate; step scheduler, gamma 0.5
 
 
-def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(cli, write, tmp_path, monkeypatch, ctrl_c_on_third_update):
+def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(
+        cli, write, tmp_path, monkeypatch, ctrl_c_on_third_update):
     spec = small_spec(write)
     assert cli("run", spec, "--quiet", "--output", str(tmp_path / "full")).code == 0
 

@@ -239,7 +239,8 @@ def _fifo(c: Case) -> list[str]:
 
 def _exit0_plugin(c: Case, where: str) -> list[str]:
     code = "raise SystemExit(0)\n" if where == "import" else (
-        "from cnnspec.registry.hookspecs import hookimpl\n@hookimpl\ndef register_layers(register):\n    raise SystemExit(0)\n")
+        "from cnnspec.registry.hookspecs import hookimpl\n@hookimpl\n"
+        "def register_layers(register):\n    raise SystemExit(0)\n")
     (c.tmp / "quit.py").write_text(code)
     return ["validate", "--trust", c.write("plugins: [quit.py]\ninput: [1, 8, 8]\nlayers: [relu]\n")]
 
@@ -261,7 +262,8 @@ CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
     "fifo": (_fifo, 2, "not a regular file"),
     # shapes and plugins lists
     "layers-empty-with-data": (lambda c: ["validate", c.write(SPEC.split("layers:")[0] + "layers: []\ndata:"
-                                                              + SPEC.split("data:")[1])], 1, "layers: needs at least 1"),
+                                                              + SPEC.split("data:")[1])],
+                               1, "layers: needs at least 1"),
     "set-layers-empty": (lambda c: ["run", str(c.runs["spec"]), "--set", "layers=[]", "--quiet"], 1,
                          "layers: needs at least 1"),
     "plugin-not-py": (lambda c: ["validate", "--trust", c.write("plugins: [sub/notes.txt]\ninput: [1, 8, 8]\n"
@@ -279,7 +281,8 @@ CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
     "plugin-exit-0-at-import": (lambda c: _exit0_plugin(c, "import"), 1, "tried to end the process"),
     "plugin-exit-0-registering": (lambda c: _exit0_plugin(c, "hook"), 1, "SystemExit"),
     # a run folder whose spec was edited to name code
-    **{f"edited-run-spec-{cmd}": ((lambda c, cmd=cmd: _edited_run_spec(c, cmd)), 2, "not the ones the run was made with")
+    **{f"edited-run-spec-{cmd}": ((lambda c, cmd=cmd: _edited_run_spec(c, cmd)), 2,
+                                  "not the ones the run was made with")
        for cmd in ("eval", "predict", "export", "resume")},
     **{f"crafted-run-folder-{cmd}": ((lambda c, cmd=cmd: _crafted_run_folder(c, cmd)), 1, "is not trusted")
        for cmd in ("eval", "predict", "export", "resume")},
@@ -306,9 +309,11 @@ CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
                                      "-o", str(c.tmp / "p.png")], 2, "no metrics.jsonl with epochs"),
     # data
     "idx-zero-train-samples": (lambda c: (idx(c.tmp / "m", 0, 5), ["run", c.write(MNIST % (c.tmp / "m")), "--output",
-                                                                 str(c.tmp / "out"), "--quiet"])[1], 2, "train-images-idx3-ubyte holds no samples"),
+                                                                 str(c.tmp / "out"), "--quiet"])[1],
+                               2, "train-images-idx3-ubyte holds no samples"),
     "idx-zero-test-samples": (lambda c: (idx(c.tmp / "m", 5, 0), ["run", c.write(MNIST % (c.tmp / "m")), "--output",
-                                                                str(c.tmp / "out"), "--quiet"])[1], 2, "t10k-images-idx3-ubyte holds no samples"),
+                                                                str(c.tmp / "out"), "--quiet"])[1],
+                              2, "t10k-images-idx3-ubyte holds no samples"),
     "idx-header-overflow": (lambda c: (idx(c.tmp / "m", 5, 5, dims=(2**31 - 1, 2**31 - 1, 2**31 - 1)),
                                        ["run", c.write(MNIST % (c.tmp / "m")), "--output", str(c.tmp / "out"),
                                         "--quiet"])[1], 2, "truncated or corrupt"),
@@ -346,7 +351,8 @@ def test_validate_imports_nothing_untrusted_then_trust_then_change(tmp_path):
     plugin = tmp_path / "evil.py"
     plugin.write_text(marker_plugin(marker))
     spec = tmp_path / "spec.yaml"
-    spec.write_text("plugins: [evil.py]\ninput: [1, 8, 8]\nlayers: [double, flatten, {type: linear, out_features: 2}]\n")
+    spec.write_text("plugins: [evil.py]\ninput: [1, 8, 8]\n"
+                    "layers: [double, flatten, {type: linear, out_features: 2}]\n")
     env = {k: v for k, v in ENV.items() if k != "CNNSPEC_TRUST_FILE"}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")  # the default store: $XDG_CONFIG_HOME/cnnspec
 
@@ -578,7 +584,9 @@ def test_parallel_launches_get_their_own_run_folders(tmp_path):
         with ctx.Pool(n) as pool:
             made = pool.map(_make_folder, [(barrier, str(tmp_path / "runs"))] * n)
     assert len(set(made)) == n
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(Path(p).name for p in made)
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.name != "latest")
+    assert folders == sorted(Path(p).name for p in made)
+    assert (tmp_path / "runs" / "latest").resolve().name in folders  # one of them, whichever replaced it last
 
 
 # -- what was already right: verified ------------------------------------------------------------

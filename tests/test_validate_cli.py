@@ -96,7 +96,8 @@ def test_validate_never_imports_torch(tmp_path):
     poison.mkdir(parents=True)
     (poison / "__init__.py").write_text("raise ImportError('torch is poisoned')\n")
     # keep any inherited PYTHONPATH (plugins from a work tree) behind the poisoned torch
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(poison.parent), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([str(poison.parent), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)
     res = subprocess.run(
         [sys.executable, "-m", "cnnspec", "validate", *map(str, SPECS)],
         capture_output=True, text=True, env=env, cwd=ROOT,
