@@ -396,7 +396,8 @@ def test_a_module_name_is_not_imported_from_the_current_folder(tmp_path):
     marker = tmp_path / "MARKER"
     (tmp_path / "evilmod.py").write_text(marker_plugin(marker))
     (tmp_path / "spec.yaml").write_text("plugins: [evilmod]\ninput: [1, 8, 8]\nlayers: [relu]\n")
-    res = subprocess.run([sys.executable, "-m", "cnnspec", "validate", "spec.yaml"], capture_output=True,
+    # trusted by name (--trust): even then, the name is looked up in the environment, not in this folder
+    res = subprocess.run([sys.executable, "-m", "cnnspec", "validate", "--trust", "spec.yaml"], capture_output=True,
                          text=True, env=ENV, cwd=tmp_path, timeout=120)
     assert res.returncode == 1 and not marker.exists()
     assert "plugin 'evilmod' failed to import: ModuleNotFoundError" in res.stdout
@@ -713,3 +714,26 @@ def test_python_dash_m_does_not_import_from_the_current_folder(tmp_path):
                          text=True, env=ENV, cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     assert not (tmp_path / "MARKER").exists()
+
+
+@pytest.mark.parametrize("module", ["venv.__main__", "unittest.__main__", "this", "json.tool"])
+def test_validate_of_an_untrusted_spec_imports_no_module_it_names(tmp_path, module):
+    (tmp_path / "spec.yaml").write_text(f"plugins: [{module}]\ninput: [1, 8, 8]\nlayers: [relu]\n")
+    code = ("import sys; from cnnspec.cli import main; rc = main(['validate', 'spec.yaml']); "
+            f"print('IMPORTED', {module!r} in sys.modules); sys.exit(rc)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=tmp_path,
+                         timeout=60)
+    assert res.returncode == 1 and "IMPORTED False" in res.stdout, res.stdout + res.stderr
+    assert "nothing was imported" in res.stdout and len(res.stdout.splitlines()) == 3  # error, summary, probe
+    assert not (tmp_path / "validate").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
+def test_a_module_trusted_by_name_is_imported(cli, write):
+    path = write("plugins: [cnnspec_example_module]\ninput: [1, 8, 8]\nlayers: [relu]\n")
+    assert "not trusted" in cli("validate", path).out
+    res = cli("trust", path)
+    assert res.code == 0 and "trusted the module cnnspec_example_module by name" in res.out
+    assert "No module named 'cnnspec_example_module'" in cli("validate", path).out  # now it is looked up
+    never = write("plugins: [venv.__main__]\ninput: [1, 8, 8]\nlayers: [relu]\n", "never.yaml")
+    assert "never a plugin" in cli("validate", "--trust", never).out
+

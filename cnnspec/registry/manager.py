@@ -225,10 +225,15 @@ def load_local_plugin(ref: str, base: str | Path = ".", policy: Policy | None = 
     A file runs only if ``policy`` trusts its bytes (``None``: the user named it with -p); a
     module name is imported from the installed environment, never from the current folder.
     """
-    from cnnspec.registry.trust import is_plugin_file, load_plugin_file, without_current_folder
+    from cnnspec.registry.trust import is_plugin_file, load_plugin_file, never_imported, without_current_folder
 
     if is_plugin_file(ref):
         return load_plugin_file(ref, (Path(base) / ref).resolve(), policy)
+    refused = never_imported(ref)
+    if refused:
+        raise PluginError(refused)
+    if policy is not None and not is_installed_plugin(ref):
+        policy.check_module(ref)
     try:
         with without_current_folder():
             return importlib.import_module(ref)
@@ -237,6 +242,16 @@ def load_local_plugin(ref: str, base: str | Path = ".", policy: Policy | None = 
                           f"(SystemExit({e.code!r})); refused") from None
     except Exception as e:
         raise PluginError(f"plugin {ref!r} failed to import: {type(e).__name__}: {e}") from e
+
+
+def is_installed_plugin(name: str) -> bool:
+    """``name`` is (inside) the module of an installed distribution's ``cnnspec`` entry point:
+    installing it made it a plugin, so a spec may name it without further trust."""
+    for _, value, _ in installed_entrypoints():
+        module = value.split(":")[0].strip()
+        if name == module or name.startswith(module + ".") or module.startswith(name + "."):
+            return True
+    return False
 
 
 def registry_with(modules: Iterable[ModuleType]) -> Registry:

@@ -33,6 +33,17 @@ def is_plugin_file(ref: str) -> bool:
     return ref.endswith(".py") or "/" in ref or os.sep in ref
 
 
+MODULE_PREFIX = "module:"  # a trusted module name in the store: "module:NAME" -> MODULE_TRUST
+MODULE_TRUST = "trusted by name"
+
+
+def never_imported(name: str) -> str | None:
+    """Why a module name is never imported as a plugin (a ``__main__`` runs a program), else None."""
+    if "__main__" in name.split("."):
+        return f"plugin module {name!r} is a program's __main__, never a plugin; nothing was imported"
+    return None
+
+
 class UntrustedPlugin(PluginError):
     """A plugin file that the user has not trusted (or that changed since); nothing was imported."""
 
@@ -111,6 +122,22 @@ class Policy:
     pinned: Mapping[str, str] | None = None
     how: str = ""
     store: dict[str, str] | None = field(default=None, repr=False)
+
+    def check_module(self, name: str) -> None:
+        """A module a spec names (not a file, not an installed cnnspec plugin) is imported only when
+        the user trusted its name (``cnnspec trust``, or --trust for this call): merely checking a
+        spec someone else wrote must not run their choice of installed code."""
+        if self.listed:
+            return
+        if self.store is None:
+            self.store = read_store()
+        if self.store.get(MODULE_PREFIX + name) == MODULE_TRUST:
+            return
+        how = self.how or "cnnspec trust SPEC"
+        raise UntrustedPlugin(
+            f"plugin module {name!r} is not an installed cnnspec plugin (no 'cnnspec' entry point) and is "
+            f"not trusted; nothing was imported. If you meant it, trust it with `{how}`, or pass --trust "
+            "for this call")
 
     def check(self, path: Path, digest: str, ref: str) -> None:
         key = str(path)

@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnspec.errors import CnnspecError
-from cnnspec.registry.trust import add_to_store, is_plugin_file, read_plugin_file, sha256, store_path
+from cnnspec.registry.trust import (
+    MODULE_PREFIX,
+    MODULE_TRUST,
+    add_to_store,
+    is_plugin_file,
+    never_imported,
+    read_plugin_file,
+    sha256,
+    store_path,
+)
 from cnnspec.spec.yamlpos import load_file
 
 
@@ -26,8 +35,11 @@ def trust_targets(targets: list[str]) -> list[str]:
             listed = data.get("plugins") if isinstance(data, dict) else None
             refs = [r for r in listed if isinstance(r, str)] if isinstance(listed, list) else []
             files = [(spec.parent / r).resolve() for r in refs if is_plugin_file(r)]
-            if not files:
-                lines.append(f"{target}: names no plugin files; nothing to trust")
+            for name in (r for r in refs if not is_plugin_file(r) and not never_imported(r)):
+                found[MODULE_PREFIX + name] = MODULE_TRUST
+                lines.append(f"trusted the module {name} by name (what is installed under that name will run)")
+            if not files and not any(not is_plugin_file(r) for r in refs):
+                lines.append(f"{target}: names no plugins; nothing to trust")
         for f in files:
             digest = sha256(read_plugin_file(f))
             found[str(f)] = digest
