@@ -60,3 +60,16 @@ def test_schema_carries_descriptions(validator):
     layer = next(o for o in validator.schema["properties"]["layers"]["items"]["anyOf"] if o.get("title") == "conv2d")
     assert "kernel size" in layer["properties"]["kernel_size"]["description"]
     assert "Conv2D" in {o.get("title") for o in validator.schema["properties"]["layers"]["items"]["anyOf"]}
+
+
+def test_every_reference_in_the_schema_resolves():
+    """Python's jsonschema resolves $refs lazily, so a dangling one passes the tests above unless the
+    spec uses that section; editors (ajv, yaml-language-server) refuse the whole schema for it."""
+    import re
+
+    from cnnspec.registry.manager import default_registry
+    from cnnspec.tools.schema import json_schema
+
+    schema = json_schema(default_registry())
+    refs = set(re.findall(r'"\$ref": "#/\$defs/([^"]+)"', json.dumps(schema)))
+    assert refs and not sorted(r for r in refs if r not in schema["$defs"])

@@ -116,7 +116,8 @@ def json_schema(reg: Registry) -> dict[str, Any]:
         "callbacks": {"type": "array", "items": _component(reg, "callback", defs)},
     }, defs)
     props["train"]["description"] = "the training loop"
-    root.pop("$defs", None)
+    for name, d in root.pop("$defs", {}).items():  # the sections' own models (limits, weights, ...): kept,
+        defs.setdefault(name, d)  # else their $refs would point nowhere (an editor then checks nothing)
     return {
         "$schema": DIALECT,
         "$id": "https://cnnspec.invalid/spec.schema.json",
