@@ -59,3 +59,17 @@ def test_runs_latest_points_at_the_newest_run(cli, tmp_path, monkeypatch):
     assert latest.resolve() == newest.resolve()
     res = cli("eval", "runs/latest")
     assert res.code == 0, res.err
+
+
+def test_the_quick_start_does_not_import_scikit_learn(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from cnnspec.cli import main; "
+            f"rc = main(['run', {QUICK!r}, '--fast-dev-run', '--quiet']); "
+            "print('HEAVY', sorted(m for m in ('sklearn', 'scipy', 'pandas') if m in sys.modules)); sys.exit(rc)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "HEAVY []" in res.stdout  # the digits are read from scikit-learn's data file, not through it
