@@ -84,7 +84,8 @@ def test_two_gloo_processes(setup, cli, monkeypatch):
     same = [{k: v for k, v in f["final"].items() if k not in timing} for f in finals]
     assert same[0] == same[1]  # and identical (reduced) metrics
 
-    (run,) = (tmp / "runs").iterdir()  # one run folder, written once
+    (run,) = (p for p in (tmp / "runs").iterdir() if p.name != "latest")  # one run folder, written once
+    assert (tmp / "runs" / "latest").resolve() == run.resolve()
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     summary = json.loads((run / "summary.json").read_text())
