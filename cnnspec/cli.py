@@ -379,6 +379,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from cnnspec.tools.runs import load_run, predict
 
     results = predict(load_run(args.run_dir, args.checkpoint, args.trust), args.images, max(1, args.top), args.invert)
+    for r in results:
+        for note in r["warnings"]:
+            print(f"cnnspec: warning: {note}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(results))
         return

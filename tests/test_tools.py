@@ -57,6 +57,9 @@ def test_predict_an_image(cli, run_dir, tmp_path):
     (pred,) = json.loads(res.out)
     assert len(pred["top"]) == 2 and pred["top"][0]["probability"] >= pred["top"][1]["probability"]
     assert pred["top"][0]["class"] == "0"  # a real digit 0, resized, is recognised
+    assert pred["warnings"] == [f"{tmp_path / 'zero.png'}: 16 x 16 pixels resized to 8 x 8, the model's input; "
+                                "a picture of that size predicts more reliably"]
+    assert "cnnspec: warning: " in res.err and "resized to 8 x 8" in res.err
     assert cli("predict", str(run_dir), str(tmp_path / "zero.png")).out.startswith(str(tmp_path / "zero.png"))
     (tmp_path / "bad.png").write_text("not an image")
     res = cli("predict", str(run_dir), str(tmp_path / "bad.png"))

@@ -43,8 +43,9 @@ def evaluate(trained: Trained, device: torch.device, batch: int = 1000) -> dict[
 MAX_IMAGE_PIXELS = 50_000_000  # a photo has tens of megapixels; more is a decompression bomb
 
 
-def load_image(path: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """An image file as a 1 x C x H x W tensor in [0, 1], converted and resized to ``shape``.
+def load_image(path: str, shape: tuple[int, ...], notes: list[str] | None = None) -> torch.Tensor:
+    """An image file as a 1 x C x H x W tensor in [0, 1], converted and resized to ``shape``;
+    ``notes`` gets a line when the picture had to be resized.
 
     Pixels are scaled by the image's real range: 8-bit by 255, 16-bit by 65535, float images
     as they are when within [0, 1]. Transparent pixels are laid on white (as viewers show
@@ -61,6 +62,9 @@ def load_image(path: str, shape: tuple[int, ...]) -> torch.Tensor:
                     raise ToolError(f"{path}: {img.width} x {img.height} pixels is more than "
                                     f"{MAX_IMAGE_PIXELS:,}; refused (a decompression bomb?)")
                 img.load()
+                if notes is not None and (img.width, img.height) != (w, h):
+                    notes.append(f"{path}: {img.width} x {img.height} pixels resized to {w} x {h}, the "
+                                 "model's input; a picture of that size predicts more reliably")
                 data = _as_float(path, img, c, (w, h), np)
     except FileNotFoundError:
         raise ToolError(f"{path}: no such file") from None
@@ -114,13 +118,14 @@ def predict(trained: Trained, images: Sequence[str], top: int, invert: bool = Fa
     out = []
     with torch.inference_mode():
         for path in images:
-            x = load_image(path, shape)
+            notes: list[str] = []
+            x = load_image(path, shape, notes)
             x = trained.preprocess(1.0 - x if invert else x)
             probs = torch.softmax(trained.model(x), dim=1)[0]
             p, idx = probs.topk(min(top, len(probs)))
             names = trained.classes or [str(i) for i in range(len(probs))]
             out.append({"image": path, "top": [{"class": names[i], "index": i, "probability": q}
-                                               for q, i in zip(p.tolist(), idx.tolist())]})
+                                               for q, i in zip(p.tolist(), idx.tolist())], "warnings": notes})
     return out
 
 

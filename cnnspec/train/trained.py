@@ -63,8 +63,8 @@ def load_run(path: str | Path, which: str = "best", trust: bool = False) -> Trai
 
     run = RunDir(path)
     if not run.path.is_dir():
-        why = "not a run folder" if run.path.exists() else "no such file or directory"
-        raise CheckpointError(f"{path}: {why} (give the folder `cnnspec run` made, e.g. runs/latest)")
+        what = "not a run folder" if run.path.exists() else "no such file or directory"
+        raise CheckpointError(f"{path}: {what} (give the folder `cnnspec run` made, e.g. runs/latest)")
     spec_file = str(run.path / SPEC_FILE)
     located = load_file(spec_file)
     listed = located.data.get("plugins") if isinstance(located.data, dict) else None
