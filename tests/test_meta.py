@@ -1,5 +1,6 @@
-"""The contract documents itself: every hook has a test and a README entry, and every built-in
-type is in the README's tables and in `cnnspec schema` (in the manner of datasette's meta-tests)."""
+"""The contract documents itself: every hook has a test and an entry in the docs (README.md and
+docs/*.md), and every built-in type is in the docs' tables and in `cnnspec schema` (in the manner
+of datasette's meta-tests)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from cnnspec.registry import hookspecs
 from cnnspec.registry.hookspecs import KINDS
 from cnnspec.registry.manager import default_registry
 
-README = (ROOT / "README.md").read_text()
+DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = "\n".join(p.read_text() for p in DOC_FILES)
 HOOKS = sorted(name for name, fn in vars(hookspecs).items()
                if callable(fn) and hasattr(fn, "cnnspec_spec"))
 TEST_SOURCES = {p.name: p.read_text() for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_meta.py"}
@@ -31,9 +33,9 @@ def test_every_hook_is_documented_with_its_arguments(hook):
 
     assert getattr(hookspecs, hook).__doc__, f"hook {hook} has no docstring"
     args = ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
-    assert f"`{hook}(" in README or f"`{hook}`" in README, f"README does not document hook {hook}"
+    assert f"`{hook}(" in DOCS or f"`{hook}`" in DOCS, f"the docs do not document hook {hook}"
     if not hook.startswith("register_"):
-        assert f"`{hook}({args})`" in README, f"README should show {hook}({args})"
+        assert f"`{hook}({args})`" in DOCS, f"the docs should show {hook}({args})"
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -44,8 +46,12 @@ def test_every_hook_has_a_test_that_implements_it(hook):
 
 
 @pytest.mark.parametrize(("kind", "name"), BUILT_IN, ids=[f"{k}:{n}" for k, n in BUILT_IN])
-def test_every_built_in_type_is_in_the_readme(kind, name):
-    assert f"`{name}`" in README, f"README's tables do not list the {kind} type '{name}'"
+def test_every_built_in_type_is_in_the_docs(kind, name):
+    assert f"`{name}`" in DOCS, f"the docs' tables do not list the {kind} type '{name}'"
+
+
+def test_the_docs_are_read():
+    assert (ROOT / "docs" / "layers.md").exists() and len(DOC_FILES) > 10
 
 
 def test_every_built_in_type_is_in_the_json_schema(cli):
