@@ -131,3 +131,11 @@ def test_unfreeze_callback_thaws_after_its_epoch(cli, tmp_path, pictures):
     assert res.code == 0, res.err
     start = torch.load(ROOT / "specs" / "resnet18-f37072fd.pth", weights_only=True)
     assert not torch.equal(_state(tmp_path / "run")["0.weight"], start["conv1.weight"])  # trained in epoch 2
+
+
+def test_the_estimate_counts_the_thawed_layers_when_unfreeze_will_train_them(cli):
+    frozen = json.loads(cli("validate", "--format", "json", str(SPEC)).out)["specs"][0]["memory"]
+    later = json.loads(cli("validate", "--format", "json", str(SPEC), "--set",
+                           "train.callbacks=[{type: unfreeze, epoch: 2}]").out)["specs"][0]["memory"]
+    assert frozen["grad_bytes"] == frozen["param_bytes"] - 9_536 * 4
+    assert later["grad_bytes"] == later["param_bytes"]  # the most the run will hold

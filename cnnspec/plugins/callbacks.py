@@ -147,6 +147,7 @@ class Unfreeze(CallbackType[UnfreezeParams]):
     name = "unfreeze"
     Params = UnfreezeParams
     description = "train the layers train.freeze froze, from a given epoch on (fine-tuning in two phases)"
+    thaws = True
 
     def build(self, p: UnfreezeParams) -> Callback:
         return UnfreezeCallback(p)

@@ -365,6 +365,9 @@ class CallbackType(Generic[P]):
     name: str
     Params: type[Params] = NoParams
     description: str = ""
+    # It makes what train.freeze froze train again during the run: the memory estimate then counts
+    # every parameter's gradient and optimizer state (the most the run will hold).
+    thaws: bool = False
 
     def monitor(self, p: P) -> str | None:
         """The metric it watches, so validate can check that the run will have it."""

@@ -234,7 +234,8 @@ def spec_estimate(spec: Any, batch_size: int | None = None) -> MemoryEstimate:
     """The estimate for a checked Spec at its data.batch_size (or ``batch_size``)."""
     if batch_size is None:
         batch_size = spec.data.batch_size if spec.data is not None else DEFAULT_BATCH_SIZE
-    return estimate(spec.trace, spec.optimizer, batch_size, spec.finetune.frozen_params)
+    thawed = any(getattr(cb.type, "thaws", False) for cb in spec.callbacks)  # frozen now, trained later
+    return estimate(spec.trace, spec.optimizer, batch_size, 0 if thawed else spec.finetune.frozen_params)
 
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,

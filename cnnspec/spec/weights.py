@@ -72,8 +72,9 @@ def check_weights(located: Located, section: WeightsSection, trace: ShapeTrace
     warnings = []
     if result.unused and not errors:
         names = ", ".join(result.unused[:5]) + (f" and {len(result.unused) - 5} more" if len(result.unused) > 5 else "")
-        warnings.append(at(("file",), f"weights.file: {len(result.unused)} tensors in {section.file} are not "
-                                      f"used: {names}"))
+        n = len(result.unused)
+        warnings.append(at(("file",), f"weights.file: {n} tensor{'s' if n != 1 else ''} in {section.file} "
+                                      f"{'are' if n != 1 else 'is'} not used: {names}"))
     return (None if errors else result), errors, warnings
 
 

@@ -300,7 +300,7 @@ def _fit(trainer: Trainer, run: RunDir, progress: Progress, quiet: bool) -> None
     final = summary["final"] or {}
     progress.message(
         f"{summary['status']}: test accuracy {final.get(metric('test', 'accuracy'), float('nan')):.4f} after "
-        f"{summary['epochs_completed']} epochs; run folder {run.path}"
+        f"{summary['epochs_completed']} epoch{'' if summary['epochs_completed'] == 1 else 's'}; run folder {run.path}"
     )
     if quiet and main:
         print(run.path)  # scripts get where the run went, and nothing else
