@@ -376,3 +376,39 @@ def test_pool_places_trials_in_free_slots_and_reads_only_new_epochs(tmp_path, mo
     (place.run_dir / "summary.json").write_text('{"seed": 42}')
     out = pool.release(job)
     assert 3 not in pool.jobs and len(out.rows) == 3 and out.summary == {"seed": 42} and out.spec is None
+
+
+def test_warm_trials_give_what_fresh_processes_give(cli, write, tmp_path, monkeypatch):
+    """Trials forked from the warm server (the default) and fresh `python -m cnnspec run` children
+    (CNNSPEC_SWEEP_COLD=1) train the same trials to the same metrics."""
+    from cnnspec.sweep import warm
+
+    if not warm.available():
+        pytest.skip("no forkserver on this platform: every trial is a fresh process")
+    spec = write(TINY_SWEEP % 3)
+    found = {}
+    for kind in ("warm", "cold"):
+        monkeypatch.setenv("CNNSPEC_SWEEP_COLD", "1" if kind == "cold" else "0")
+        res = cli("sweep", spec, "--output", str(tmp_path / kind), "--quiet")
+        assert res.code == 0, res.text
+        found[kind] = [(r["params"], r["value"]) for r in results(tmp_path / kind)["trials"]]
+    assert found["warm"] == found["cold"] and len(found["warm"]) == 3 and all(v for _, v in found["warm"])
+
+
+def test_a_warm_process_behaves_like_the_command(tmp_path, write):
+    from cnnspec.sweep.warm import WarmProcess, available
+
+    if not available():
+        pytest.skip("no forkserver on this platform")
+    good, bad = write(TINY, "good.yaml"), write("input: [1, 8, 8]\nlayers: [nope]\n", "bad.yaml")
+    for spec, code, text in ((good, 0, "total params"), (bad, 1, "unknown layer type 'nope'")):
+        log = tmp_path / f"{code}.log"
+        proc = WarmProcess(["validate", spec], log, dict(os.environ))
+        assert proc.wait(timeout=120) == code and text in log.read_text()
+    sleeper = WarmProcess(["run", good, "--output", str(tmp_path / "r"), "--quiet", "--set", "train.epochs=1000"],
+                          tmp_path / "run.log", dict(os.environ))
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "r" / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sleeper.send_signal(signal.SIGINT)  # as the sweep stops a trial: it saves and ends with 130
+    assert sleeper.wait(timeout=120) == 130 and (tmp_path / "r" / "last.pt").exists()

@@ -21,10 +21,12 @@ from typing import Any
 
 from cnnspec.sweep.folder import read_json
 from cnnspec.sweep.options import SweepOptions
+from cnnspec.sweep.warm import WarmProcess, available
 from cnnspec.train.rundir import METRICS_FILE, SPEC_FILE, SUMMARY_FILE
 
 TRIALS_DIR = "trials"
 KILL_AFTER_S = 60  # a child that has not stopped this long after its first signal is killed
+COLD_ENV = "CNNSPEC_SWEEP_COLD"  # set to 1: each trial a fresh `python -m cnnspec run` (no warm server)
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Job:
     slot: int
     run_dir: Path
     log: Path
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | WarmProcess
     started: float
     epochs: int = 0  # rows of metrics.jsonl read so far
     mtime: float = 0.0  # metrics.jsonl's mtime when they were read
@@ -71,7 +73,8 @@ class Outcome:
 
 
 class Pool:
-    """Up to ``-j`` children at once, each training one trial with ``python -m cnnspec run``."""
+    """Up to ``-j`` children at once, each training one trial as ``cnnspec run`` would: forked from a
+    warm server (sweep.warm) where that is possible, else a fresh ``python -m cnnspec run``."""
 
     def __init__(self, options: SweepOptions, folder: Path) -> None:
         self.size, self.device, self.plugins = options.jobs, options.device, options.plugins
@@ -80,6 +83,7 @@ class Pool:
         self.jobs: dict[int, Job] = {}  # by trial number
         self.gpus = _gpus() if self.size > 1 and (self.device or "auto").startswith(("auto", "cuda")) else []
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.warm = available() and os.environ.get(COLD_ENV, "") in ("", "0")
 
     def full(self) -> bool:
         return len(self.jobs) >= self.size
@@ -112,17 +116,20 @@ class Pool:
         """Start the child of a placed trial; its output goes to the trial's log."""
         from cnnspec.registry.trust import is_plugin_file
 
-        cmd = [sys.executable, "-m", "cnnspec", "run", str(place.spec_file), "--output", str(place.run_dir),
-               "--quiet"]
+        argv = ["run", str(place.spec_file), "--output", str(place.run_dir), "--quiet"]
         if self.device:
-            cmd += ["--device", self.device]
+            argv += ["--device", self.device]
         for ref in self.plugins:
-            cmd += ["-p", str(Path(ref).resolve()) if is_plugin_file(ref) else ref]
-        with open(place.log, "wb") as out:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=place.env,
-                                    start_new_session=True,  # Ctrl-C reaches the sweep, which stops them
-                                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            argv += ["-p", str(Path(ref).resolve()) if is_plugin_file(ref) else ref]
+        proc: subprocess.Popen[bytes] | WarmProcess
+        if self.warm:  # forked from a server that imported torch and cnnspec once
+            proc = WarmProcess(argv, place.log, place.env)
+        else:
+            with open(place.log, "wb") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "cnnspec", *argv], stdin=subprocess.DEVNULL,
+                                        stdout=out, stderr=subprocess.STDOUT, env=place.env,
+                                        start_new_session=True,  # Ctrl-C reaches the sweep, which stops them
+                                        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         job = self.jobs[place.number] = Job(trial, values, place.slot, place.run_dir, place.log, proc,
                                             time.monotonic())
         return job
