@@ -240,7 +240,7 @@ layers:
     ("{type: sequence, layers: [{type: relu, repeat: 1000}], repeat: 20}", "3:68",
      "layers[0]: repeat 20 of 1,000 layers makes 20,000, more than the limit of 10,000 layers in a model"),
     ("{type: repeat, times: 1000, layers: [{type: relu, repeat: 20}]}", "2:1",
-     "layers: the model expands to 20,000 layers, more than the limit of 10,000"),
+     "layers: the model expands to more than the limit of 10,000 layers"),
 ])
 def test_repeat_counts_are_checked(cli, write, item, where, message):
     (err,) = errors(cli, write, f"input: [3, 8, 8]\nlayers:\n  - {item}\n")

@@ -240,8 +240,8 @@ def test_a_plugin_composite_that_repeats_counts_every_copy_against_the_layer_lim
                      reg)
     (p,) = result.problems
     assert (p.line, p.column) == (2, 1)
-    assert p.message == (f"layers: the model expands to 20,000 layers, more than the limit of {MAX_LAYERS:,} "
-                         "(check the repeat counts)")
+    assert p.message == (f"layers: the model expands to more than the limit of {MAX_LAYERS:,} layers "
+                         "(check the repeat counts and block uses)")
 
 
 def test_repeat_shorthand_expands_to_the_repeat_composite() -> None:

@@ -245,7 +245,22 @@ def _exit0_plugin(c: Case, where: str) -> list[str]:
     return ["validate", "--trust", c.write("plugins: [quit.py]\ninput: [1, 8, 8]\nlayers: [relu]\n")]
 
 
+def block_chain(depth: int, uses: int = 1) -> str:
+    """Blocks b0..b{depth-1}, each using the one before ``uses`` times; layers use the last."""
+    body = ", ".join(["{block: b%d}"] * uses)
+    return ("input: [1, 8, 8]\nblocks:\n  b0: {layers: [relu]}\n"
+            + "".join(f"  b{k}: {{layers: [{body % ((k - 1,) * uses)}]}}\n" for k in range(1, depth))
+            + f"layers: [{{block: b{depth - 1}}}]\n")
+
+
 CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
+    # blocks: bounded as they expand (issue 21)
+    "blocks-doubling": (lambda c: ["validate", c.write(block_chain(40, uses=2))], 1,
+                        "layers: the model expands to more than the limit of 10,000 layers"),
+    "block-chain-2000-validate": (lambda c: ["validate", c.write(block_chain(2000))], 1,
+                                  "blocks nest more than 48 levels deep"),
+    "block-chain-2000-graph": (lambda c: ["graph", c.write(block_chain(2000))], 1,
+                               "blocks nest more than 48 levels deep"),
     # --set values are read as safely as files
     "set-alias-bomb": (lambda c: ["run", str(c.runs["spec"]), "--set", "train.optimizer=" + alias_bomb()],
                        2, "more than 100000 nodes"),
@@ -690,6 +705,8 @@ BIG_INPUTS: dict[str, Callable[[Path], None]] = {
     "long-scalar-10MB": lambda p: p.write_text("name: " + "a" * 9_900_000 + "\ninput: [1, 8, 8]\nlayers: [relu]\n"),
     "alias-bomb": lambda p: p.write_text("input: [1, 8, 8]\nlayers: [relu]\nx: " + alias_bomb(12) + "\n"),
     "file-99MB": lambda p: p.write_bytes(b"# " + b"x" * 99_000_000 + b"\n"),
+    "blocks-doubling-40-levels": lambda p: p.write_text(block_chain(40, uses=2)),
+    "block-chain-2000": lambda p: p.write_text(block_chain(2000)),
 }
 
 
@@ -737,3 +754,27 @@ def test_a_module_trusted_by_name_is_imported(cli, write):
     never = write("plugins: [venv.__main__]\ninput: [1, 8, 8]\nlayers: [relu]\n", "never.yaml")
     assert "never a plugin" in cli("validate", "--trust", never).out
 
+
+
+def test_blocks_are_bounded_as_they_expand(tmp_path):
+    """Blocks that double at each level stop at the layer limit without building the tree (2**40 layers)."""
+    import time
+
+    from cnnspec.spec.expand import size
+
+    path = tmp_path / "double.yaml"
+    path.write_text(block_chain(40, uses=2))
+    t = time.perf_counter()
+    code, text = cli("validate", str(path), timeout=30)
+    assert code == 1 and time.perf_counter() - t < 10, text
+    assert f"{path}:43:1: error: layers: the model expands to more than the limit of 10,000 layers" in text, text
+    # a chain just inside the nesting limit checks, and its graph draws (no RecursionError)
+    path.write_text(block_chain(47).replace("relu]}", "{type: conv2d, out_channels: 2, kernel_size: 3}]}", 1))
+    code, text = cli("validate", str(path))
+    assert code == 0 and "Traceback" not in text, text
+    code, text = cli("graph", str(path), "-o", str(tmp_path / "g.svg"))
+    assert code == 0 and (tmp_path / "g.svg").stat().st_size > 1000, text
+    from cnnspec.spec.load import check_file
+
+    result = check_file(str(path))
+    assert result.spec is not None and size(result.spec.layers[0]) == 1

@@ -7,16 +7,30 @@ from typing import Any
 from cnnspec.errors import KeyPath, did_you_mean, path_str
 from cnnspec.spec.components import Resolver
 from cnnspec.spec.sections import Component
-from cnnspec.spec.shapes import MAX_LAYERS, MAX_REPEAT
+from cnnspec.spec.shapes import MAX_LAYERS, MAX_NESTING, MAX_REPEAT
 
 # Spec syntax, not a plugin's name test: ``{..., repeat: N}`` on any layer item or block use is
 # short for ``{type: repeat, times: N, layers: [{...}]}``, the composite registered under this name.
 REPEAT = "repeat"
 
 
+class TooManyLayers(Exception):
+    """Raised inside an expansion the moment the layers counted so far pass MAX_LAYERS."""
+
+
+class TooDeep(Exception):
+    """Raised inside an expansion at MAX_NESTING, once its problem is reported: nothing more to check."""
+
+
 class Expander:
     """Checks layer items into Components, expanding block uses so every body layer keeps its
-    place in the block's definition and the trail of uses (``Reporter.trail``) that expanded it."""
+    place in the block's definition and the trail of uses (``Reporter.trail``) that expanded it.
+
+    The work is bounded as it goes: ``count`` is the number of layers the items expanded so far
+    stand for (repeats' copies included), and the expansion stops the moment it passes
+    MAX_LAYERS, so blocks that double at each level never build their whole tree; ``depth`` is
+    the nesting of composites and block uses, refused past MAX_NESTING.
+    """
 
     def __init__(self, resolve: Resolver) -> None:
         self.resolve = resolve
@@ -24,15 +38,27 @@ class Expander:
         self.reg = resolve.reg
         self.blocks: dict[str, Any] = {}  # name -> compiled Block, or None when its definition is bad
         self.bad_plugin_blocks: dict[str, str] = {}  # name -> what is wrong with a plugin's block
+        self.count = 0  # layers expanded so far, repeats' copies counted
+        self.depth = 0  # composites and block uses being expanded, one inside the other
 
     def layers(self, raw: list[Any]) -> list[Component] | None:
         """The spec's ``layers:``; None when any item is wrong or the model has too many layers."""
-        out = self.layer_list(raw, ("layers",))
-        if out is not None and sum(map(size, out)) > MAX_LAYERS:
-            self.report.fail(("layers",), f"layers: the model expands to {sum(map(size, out)):,} layers, more "
-                             f"than the limit of {MAX_LAYERS:,} (check the repeat counts)", key=True)
+        self.count = self.depth = 0
+        try:
+            return self.layer_list(raw, ("layers",))
+        except TooDeep:
             return None
-        return out
+        except TooManyLayers:
+            with self.report.inside(()):
+                self.report.fail(("layers",), f"layers: the model expands to more than the limit of "
+                                 f"{MAX_LAYERS:,} layers (check the repeat counts and block uses)", key=True)
+            return None
+
+    def counted(self, n: int) -> None:
+        """Count ``n`` more layers; stop the whole expansion once they pass the limit."""
+        self.count += n
+        if self.count > MAX_LAYERS:
+            raise TooManyLayers
 
     def layer_list(self, raw: list[Any], path: KeyPath) -> list[Component] | None:
         out: list[Component] = []
@@ -46,6 +72,21 @@ class Expander:
 
     def layer(self, raw: Any, path: KeyPath) -> Component | None:
         """One layer item: a layer, a composite (children checked too), a block use, or ``repeat: N`` of one."""
+        if self.depth >= MAX_NESTING:
+            what = "blocks" if isinstance(raw, dict) and "block" in raw else "layers"
+            self.report.fail(path, f"{path_str(path)}: {what} nest more than {MAX_NESTING} levels deep (composites "
+                             "and block uses, one inside another); flatten some of them", key=True)
+            raise TooDeep
+        self.depth += 1
+        try:
+            comp = self.nested(raw, path)
+        finally:
+            self.depth -= 1
+        if comp is None:
+            self.counted(1)  # a bad item counts as a layer: a body used 2**60 times fails in bounded time
+        return comp
+
+    def nested(self, raw: Any, path: KeyPath) -> Component | None:
         label = path_str(path)
         if isinstance(raw, dict) and REPEAT in raw:
             return self.repeated(raw, path)
@@ -57,7 +98,9 @@ class Expander:
             return self.block_use(raw, path)
         comp = self.resolve.component("layer", raw, path)
         if comp is None or not hasattr(comp.type, "trace"):
+            self.counted(1)
             return comp
+        before = self.count
         kids = []
         for where in comp.type.paths(comp.params):
             value = _at(raw, where, comp.params)
@@ -66,6 +109,9 @@ class Expander:
             if items is None:
                 return None
             kids.append(tuple(items))
+        copies = getattr(comp.type, "copies", None)  # CompositeType.copies: the child lists run this often
+        inner = self.count - before
+        self.counted(1 if not kids else inner * (int(copies(comp.params)) - 1) if copies is not None else 0)
         return Component(comp.name, comp.type, comp.params, path, tuple(kids), self.report.trail)
 
     def repeated(self, raw: dict[str, Any], path: KeyPath) -> Component | None:
@@ -83,15 +129,18 @@ class Expander:
             self.report.fail(where, f"{label}: repeat {n:,} is more than the limit of {MAX_REPEAT:,}")
             return None
         inner = {k: v for k, v in raw.items() if k != REPEAT}
+        before = self.count
         child = self.layer(inner, path)
         rtype = self.reg.get("layer", REPEAT)
         if child is None or rtype is None:
             return None
-        total = n * size(child)
+        one = self.count - before
+        total = n * one
         if total > MAX_LAYERS:
-            self.report.fail(where, f"{label}: repeat {n:,} of {size(child):,} layers makes {total:,}, more "
+            self.report.fail(where, f"{label}: repeat {n:,} of {one:,} layers makes {total:,}, more "
                              f"than the limit of {MAX_LAYERS:,} layers in a model")
             return None
+        self.counted(total - one)
         return Component(REPEAT, rtype, rtype.Params(times=n, layers=[inner]), path, ((child,),),
                          self.report.trail)
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from cnnspec.errors import KeyPath, Problem
 from cnnspec.spec.yamlpos import Located
 
+MAX_NOTES = 4  # "in block ... used at line N" notes on one problem; a longer trail is cut in the middle
 Trail = tuple[tuple[str, KeyPath], ...]  # the block uses being expanded, outermost first: (name, use)
 
 
@@ -33,6 +34,8 @@ class Reporter:
             owner = self.block_owners.get(name, "spec")
             by = f" (from plugin '{owner}')" if owner != "spec" else ""
             notes.append(f"in block '{name}'{by} used at line {self.loc.where(use)[0]}")
+        if len(notes) > MAX_NOTES:  # a deep chain of blocks: the innermost uses and the outermost one
+            notes[MAX_NOTES - 1:-1] = [f"... {len(notes) - MAX_NOTES} more block uses ..."]
         if self.trail and path[:1] == ("blocks",) and path[:3] not in self.loc.values:
             # inside a plugin's block: point at the innermost use written in this file
             uses = [u for _, u in self.trail if u[:1] != ("blocks",) or u[:3] in self.loc.values]

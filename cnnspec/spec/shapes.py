@@ -11,6 +11,7 @@ from cnnspec.registry.types import Shape, ShapeError
 
 MAX_REPEAT = 1000  # copies in one repeat
 MAX_LAYERS = 10_000  # layers in a whole model once blocks and repeats are expanded
+MAX_NESTING = 48  # composites and block uses one inside another (each pass over the model recurses per level)
 BYTES = 4  # fp32
 
 
