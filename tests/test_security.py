@@ -778,3 +778,25 @@ def test_blocks_are_bounded_as_they_expand(tmp_path):
 
     result = check_file(str(path))
     assert result.spec is not None and size(result.spec.layers[0]) == 1
+
+
+def test_an_auto_shortcut_on_a_very_wide_input_finds_its_stride_by_arithmetic():
+    import time
+
+    from cnnspec.plugins.composites import projection_stride
+
+    def search(size, out):
+        return next((s for s in range(1, size + 1) if (size - 1) // s + 1 == out), None)
+
+    assert all(projection_stride(n, o) == search(n, o) for n in range(60) for o in range(-1, 64))
+    t = time.perf_counter()
+    assert projection_stride(10**12, 142857142858) == 7 and projection_stride(10**12, 10**12 + 1) is None
+    assert time.perf_counter() - t < 0.1
+
+
+def test_validate_of_an_auto_shortcut_on_a_very_wide_input_does_not_hang(tmp_path):
+    path = tmp_path / "wide.yaml"
+    path.write_text("input: [1, 1, 1000000000000]\nlayers:\n  - {type: residual, shortcut: auto, "
+                    "layers: [{type: conv2d, out_channels: 2, kernel_size: 1, stride: 7}]}\n")
+    code, text = cli("validate", str(path), timeout=20)
+    assert code == 0 and "output shape: 2 x 1 x 142857142858" in text, text

@@ -84,11 +84,18 @@ class ResidualParams(Params):
 
 
 def projection_stride(size: int, out: int) -> int | None:
-    """The stride s of a 1x1 convolution taking ``size`` to ``out`` ((size - 1) // s + 1), if any."""
-    for s in range(1, size + 1):
-        if (size - 1) // s + 1 == out:
-            return s
-    return None
+    """The smallest stride s of a 1x1 convolution taking ``size`` to ``out`` ((size - 1) // s + 1), if any.
+
+    Arithmetic, not a search: (size - 1) // s == out - 1 == k holds for k * s <= size - 1 < (k + 1) * s,
+    so the smallest such s is (size - 1) // (k + 1) + 1, if it is still at most (size - 1) // k.
+    """
+    if size < 1 or out < 1 or out > size:
+        return None
+    k = out - 1
+    if k == 0:
+        return size
+    s = (size - 1) // (k + 1) + 1
+    return s if s <= (size - 1) // k else None
 
 
 class Residual(CompositeType[ResidualParams]):
