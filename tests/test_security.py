@@ -253,7 +253,24 @@ def block_chain(depth: int, uses: int = 1) -> str:
             + f"layers: [{{block: b{depth - 1}}}]\n")
 
 
+def grid_sweep(space: str) -> str:
+    return ("input: [1, 8, 8]\nlayers: [flatten, {type: linear, out_features: 3}]\n"
+            "data:\n  dataset: {type: synthetic, classes: 3, train_size: 96, test_size: 24}\n"
+            "train: {epochs: 1, device: cpu}\n"
+            f"sweep:\n  sampler: grid\n  metric: test_accuracy\n  space:\n    {space}\n")
+
+
 CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
+    # sweep grids sized by arithmetic before anything is built (issue 21)
+    "sweep-grid-int-1e12-validate": (lambda c: ["validate", c.write(grid_sweep(
+        "data.batch_size: {int: [1, 1000000000000]}"))], 1, "the grid has 1,000,000,000,000 points"),
+    "sweep-grid-int-1e12-sweep": (lambda c: ["sweep", c.write(grid_sweep("data.batch_size: {int: [1, 1000000000000]}")),
+                                             "--output", str(c.tmp / "out")], 1, "(at most 100,000)"),
+    "sweep-grid-tiny-float-step": (lambda c: ["validate", c.write(grid_sweep(
+        "train.optimizer.lr: {uniform: [0.001, 1.0], step: 1.0e-15}"))], 1, "the grid has 999,000,000,000,000 points"),
+    "sweep-grid-past-float-range": (lambda c: ["validate", c.write(grid_sweep(
+        "train.optimizer.lr: {uniform: [1.0e-300, 1.0e+308], step: 1.0e-300}"))], 1,
+        "the grid has about 10^607 points"),
     # blocks: bounded as they expand (issue 21)
     "blocks-doubling": (lambda c: ["validate", c.write(block_chain(40, uses=2))], 1,
                         "layers: the model expands to more than the limit of 10,000 layers"),
@@ -800,3 +817,13 @@ def test_validate_of_an_auto_shortcut_on_a_very_wide_input_does_not_hang(tmp_pat
                     "layers: [{type: conv2d, out_channels: 2, kernel_size: 1, stride: 7}]}\n")
     code, text = cli("validate", str(path), timeout=20)
     assert code == 0 and "output shape: 2 x 1 x 142857142858" in text, text
+
+
+def test_grid_points_are_counted_as_the_grid_lists_them():
+    from cnnspec.spec.sweepspace import Param
+
+    for p in (Param("k", ("k",), "int", (), 1, 10), Param("k", ("k",), "int", (), -3, 20, 4),
+              Param("k", ("k",), "uniform", (), 0.0, 0.3, 0.1), Param("k", ("k",), "uniform", (), 0.001, 0.1, 0.003),
+              Param("k", ("k",), "choice", (1, 2, 3))):
+        assert p.grid_points() == len(p.grid() or ()), p
+    assert Param("k", ("k",), "log_uniform", (), 0.1, 1.0).grid_points() is None

@@ -14,6 +14,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -79,8 +80,22 @@ class Param:
         labels = self.labels
         return self.choices[labels.index(sampled)] if sampled in labels else sampled
 
+    def grid_points(self) -> int | None:
+        """How many values ``grid`` would list, by arithmetic (nothing is built); None for a continuous range."""
+        if self.kind == "choice":
+            return len(self.choices)
+        if self.kind == "int":
+            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
+        if self.kind == "uniform" and self.step:
+            q = (self.high - self.low) / self.step
+            if not math.isfinite(q):  # past float range: the exact quotient
+                return math.floor((Fraction(self.high) - Fraction(self.low)) / Fraction(self.step)) + 1
+            return int(math.floor(q + 1e-9)) + 1  # as grid counts them
+        return None
+
     def grid(self) -> list[Any] | None:
-        """Every value, for the grid sampler; None for a continuous range."""
+        """Every value, for the grid sampler; None for a continuous range. Only for a grid whose
+        size (``grid_points``) was checked: it builds the whole list."""
         if self.kind == "choice":
             return self.labels
         if self.kind == "int":
@@ -120,7 +135,7 @@ class Sweep:
     def grid_size(self) -> int | None:
         if self.section.sampler != "grid":
             return None
-        return math.prod(len(p.grid() or ()) for p in self.params)
+        return math.prod(p.grid_points() or 0 for p in self.params)
 
     @property
     def trials(self) -> int:
@@ -203,7 +218,7 @@ def check_sweep(located: Located, registry: Any, base_valid: bool = True) -> tup
                      key=True)
     if raw.get("sampler") == "grid":
         for p in params:
-            if p.grid() is None:
+            if p.grid_points() is None:
                 fail(SPACE + (p.key,), f"sweep.space.{p.key}: the grid sampler needs a list of choices, "
                      "{int: [low, high]} or {uniform: [low, high], step: STEP}", key=True)
     if base_valid:
@@ -213,7 +228,9 @@ def check_sweep(located: Located, registry: Any, base_valid: bool = True) -> tup
         return None, problems
     sweep = Sweep(section, tuple(params))
     if sweep.grid_size is not None and sweep.grid_size > MAX_GRID:
-        fail(SECTION + ("sampler",), f"sweep.sampler: the grid has {sweep.grid_size:,} points (at most {MAX_GRID:,})")
+        n = sweep.grid_size
+        fail(SECTION + ("sampler",), "sweep.sampler: the grid has "
+             + (f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}") + f" points (at most {MAX_GRID:,})")
     if base_valid:
         problems += _check_base(located, sweep)
     return (None if problems else sweep), problems
