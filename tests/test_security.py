@@ -827,3 +827,17 @@ def test_grid_points_are_counted_as_the_grid_lists_them():
               Param("k", ("k",), "choice", (1, 2, 3))):
         assert p.grid_points() == len(p.grid() or ()), p
     assert Param("k", ("k",), "log_uniform", (), 0.1, 1.0).grid_points() is None
+
+
+def test_spec_limits_never_lift_the_device_memory_refusal(tmp_path, monkeypatch):
+    """limits.memory only tightens (issue 21: it used to switch the device check off, like --force)."""
+    import cnnspec.train.host
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SPEC.replace("layers:\n", "limits: {memory: 1TiB}\nlayers:\n", 1))
+    monkeypatch.setattr(cnnspec.train.host, "available_memory", lambda device: 1000)
+    code, text = cli("run", str(path), "--quiet", "--output", str(tmp_path / "a"))
+    assert code == 2 and "but only 1000 B is available RAM" in text and "--force" in text, text
+    assert not (tmp_path / "a").exists()
+    code, text = cli("run", str(path), "--quiet", "--force", "--output", str(tmp_path / "b"))
+    assert code == 0, text

@@ -139,12 +139,12 @@ def _run(options: RunOptions) -> None:
 def check_fits(spec: Spec, device: torch.device) -> None:
     """Raise ResourceError when the training memory estimate exceeds what ``device`` has free.
 
-    A spec with ``limits.memory`` set its own budget (checked by validate) and is not refused here.
+    A spec's ``limits.memory`` can only tighten this (validate refuses a model over it); it never
+    lifts the refusal, which an untrusted spec could otherwise do. Only ``--force`` on the command
+    line skips this check.
     """
     from cnnspec.train.host import available_memory
 
-    if spec.source.limits is not None and spec.source.limits.memory is not None:
-        return
     memory = spec_estimate(spec)
     free = available_memory(device)
     if free is None or memory.total <= free:
