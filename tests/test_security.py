@@ -260,7 +260,31 @@ def grid_sweep(space: str) -> str:
             f"sweep:\n  sampler: grid\n  metric: test_accuracy\n  space:\n    {space}\n")
 
 
+def _store(c: Case, kind: str, command: str) -> list[str]:
+    """A trust store that is a FIFO, /dev/zero or broken JSON, and a spec naming a plugin file."""
+    store = c.tmp / "config" / "trusted.json"
+    store.parent.mkdir()
+    if kind == "fifo":
+        os.mkfifo(store)
+    elif kind == "dev-zero":
+        store.symlink_to("/dev/zero")
+    else:
+        store.write_text('{"version": 1, "files": {"/a/b.py": "00",}}\n')
+    os.environ["CNNSPEC_TRUST_FILE"] = str(store)  # the autouse fixture puts the old value back
+    c.evil()
+    return [command, c.write("plugins: [evil.py]\n" + SPEC)]
+
+
 CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
+    # the trust store is read like a spec, and never rewritten when it cannot be parsed (issue 21)
+    "trust-store-fifo-validate": (lambda c: _store(c, "fifo", "validate"), 1,
+                                  "trusted.json is not a regular file"),
+    "trust-store-fifo-trust": (lambda c: _store(c, "fifo", "trust"), 2, "trusted.json is not a regular file"),
+    "trust-store-dev-zero": (lambda c: _store(c, "dev-zero", "validate"), 1, "trusted.json is not a regular file"),
+    "trust-store-bad-json-validate": (lambda c: _store(c, "json", "validate"), 1,
+                                      "trusted.json:1:42: the trust store is not valid JSON"),
+    "trust-store-bad-json-trust": (lambda c: _store(c, "json", "trust"), 2,
+                                   "trusted.json:1:42: the trust store is not valid JSON"),
     # sweep grids sized by arithmetic before anything is built (issue 21)
     "sweep-grid-int-1e12-validate": (lambda c: ["validate", c.write(grid_sweep(
         "data.batch_size: {int: [1, 1000000000000]}"))], 1, "the grid has 1,000,000,000,000 points"),
@@ -841,3 +865,31 @@ def test_spec_limits_never_lift_the_device_memory_refusal(tmp_path, monkeypatch)
     assert not (tmp_path / "a").exists()
     code, text = cli("run", str(path), "--quiet", "--force", "--output", str(tmp_path / "b"))
     assert code == 0, text
+
+
+def test_a_broken_trust_store_is_never_rewritten_and_a_symlinked_one_is_written_through(tmp_path, monkeypatch):
+    plugin = tmp_path / "p.py"
+    plugin.write_text("x = 1\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("plugins: [p.py]\ninput: [1, 8, 8]\nlayers: [relu]\n")
+    store = tmp_path / "config" / "trusted.json"
+    store.parent.mkdir()
+    monkeypatch.setenv("CNNSPEC_TRUST_FILE", str(store))
+    broken = '{"version": 1, "files": {\n  "/a/b.py": "00",\n}}\n'  # a hand edit left a trailing comma
+    store.write_text(broken)
+    code, text = cli("trust", str(spec))
+    assert code == 2 and f"{store}:3:1: the trust store is not valid JSON" in text and "Traceback" not in text, text
+    assert store.read_text() == broken and sorted(p.name for p in store.parent.iterdir()) == ["trusted.json"]
+
+    real = tmp_path / "dotfiles" / "cnnspec.json"  # the store kept elsewhere, linked into place
+    real.parent.mkdir()
+    real.write_text('{"version": 1, "files": {"/a/b.py": "00"}}\n')
+    real.chmod(0o640)
+    store.unlink()
+    store.symlink_to(real)
+    code, text = cli("trust", str(spec))
+    assert code == 0, text
+    assert store.is_symlink() and store.resolve() == real and oct(real.stat().st_mode & 0o777) == "0o640"
+    assert set(json.loads(real.read_text())["files"]) == {"/a/b.py", str(plugin)}
+    assert sorted(p.name for p in real.parent.iterdir()) == ["cnnspec.json"]  # no temporary left
+    assert cli("validate", str(spec))[0] == 0

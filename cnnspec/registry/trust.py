@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +27,7 @@ from cnnspec.util.files import NotRegularFile, read_regular
 
 TRUST_FILE_ENV = "CNNSPEC_TRUST_FILE"  # where the store lives, if not the default
 MAX_PLUGIN_BYTES = 5_000_000
+MAX_STORE_BYTES = 10_000_000  # the trust store: tens of thousands of entries
 LOADED: dict[str, str] = {}  # path -> SHA-256 of the bytes this process executed
 
 
@@ -57,26 +60,77 @@ def store_path() -> Path:
     return Path(base) / "cnnspec" / "trusted.json"
 
 
+class TrustStoreError(PluginError):
+    """The trust store exists but cannot be read or parsed; it is never rewritten then."""
+
+
 def read_store() -> dict[str, str]:
-    """Trusted files: absolute path -> SHA-256 hex. A missing or broken store trusts nothing."""
+    """Trusted files: absolute path -> SHA-256 hex; a missing store trusts nothing.
+
+    Read like a spec: a regular file only (a FIFO or /dev/zero is refused without blocking or
+    reading), at most MAX_STORE_BYTES. A store that exists but cannot be read or parsed raises
+    TrustStoreError naming the file (and the line), rather than silently trusting nothing and
+    later being rewritten with only the new entries.
+    """
+    path = store_path()
+    fix = "; fix or remove it (cnnspec trust does not rewrite a store it cannot read)"
     try:
-        doc = json.loads(store_path().read_text(encoding="utf-8"))
-        files = doc.get("files", {}) if isinstance(doc, dict) else {}
-        return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
-    except (OSError, ValueError):
+        raw = read_regular(path, MAX_STORE_BYTES)
+    except FileNotFoundError:
         return {}
+    except NotRegularFile:
+        raise TrustStoreError(f"the trust store {path} is not a regular file (a directory, device, pipe or "
+                              f"socket){fix}") from None
+    except OSError as e:
+        raise TrustStoreError(f"the trust store {path} cannot be read ({e.strerror or e}){fix}") from None
+    if len(raw) > MAX_STORE_BYTES:
+        raise TrustStoreError(f"the trust store {path} is larger than {MAX_STORE_BYTES:,} bytes{fix}")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise TrustStoreError(f"{path}:{line}: the trust store is not UTF-8 text{fix}") from None
+    except json.JSONDecodeError as e:
+        raise TrustStoreError(f"{path}:{e.lineno}:{e.colno}: the trust store is not valid JSON "
+                              f"({e.msg}){fix}") from None
+    except (ValueError, RecursionError) as e:  # a number of 5,000 digits, nesting past the parser's depth
+        why = "nested too deep" if isinstance(e, RecursionError) else str(e).split(":")[0]
+        raise TrustStoreError(f"{path}:1: the trust store is not a JSON document cnnspec reads ({why}){fix}") from None
+    files = doc.get("files", {}) if isinstance(doc, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise TrustStoreError(f"{path}:1: not a cnnspec trust store (expected {{\"version\": 1, \"files\": "
+                              f"{{PATH: SHA256, ...}}}}){fix}")
+    return {str(k): v for k, v in files.items()}
 
 
 def add_to_store(entries: Mapping[str, str]) -> Path:
-    """Record files as trusted (path -> SHA-256); written atomically. Returns the store's path."""
+    """Record files as trusted (path -> SHA-256). Returns the store's path.
+
+    The store is read first (TrustStoreError if it cannot be: nothing is written then), and
+    written atomically: a temporary file beside the real file, renamed over it. A symlinked store
+    is written through to its target (the link stays), keeping the target's permissions.
+    """
     path = store_path()
     files = read_store()
     files.update(entries)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    target = Path(os.path.realpath(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        except FileNotFoundError:
+            pass  # a new store: private (mkstemp's 0600)
+        os.replace(tmp, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 
