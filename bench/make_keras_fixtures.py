@@ -123,6 +123,19 @@ def mobilenet() -> keras.Model:
     return keras.Model(inp, layers.Dense(6, name="logits")(x), name="mobilenet")
 
 
+def digits() -> keras.Model:
+    """For scikit-learn's 8 x 8 digits (the round trip: import, fine-tune with cnnspec run, export)."""
+    return keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.Conv2D(6, 3, padding="same", use_bias=False, name="conv"),
+        layers.BatchNormalization(name="bn"),
+        layers.Activation("relu", name="relu"),
+        layers.MaxPooling2D(name="pool"),
+        layers.Flatten(name="flatten"),
+        layers.Dense(10, name="logits"),
+    ], name="digits")
+
+
 def unsupported() -> keras.Model:
     """Two layers cnnspec has no type for (the test expects both named, nothing written)."""
     x = inp = keras.Input((8, 8, 3), name="image")
@@ -180,6 +193,7 @@ MODELS: dict[str, tuple[Callable[[], keras.Model], tuple[str, ...]]] = {
     "residual": (residual, ("keras",)),
     "inception": (inception, ("keras", "h5")),
     "mobilenet": (mobilenet, ("keras",)),
+    "digits": (digits, ("keras",)),
     "unsupported": (unsupported, ("json",)),  # config only
     "tangled": (tangled, ("json",)),  # config only
 }

@@ -222,8 +222,8 @@ def identity(name: str, c: Config) -> list[Layer]:
 CONVERTERS: dict[str, Callable[[str, Config], list[Layer]]] = {
     "Conv2D": conv2d, "Convolution2D": conv2d, "DepthwiseConv2D": depthwise, "SeparableConv2D": separable,
     "SeparableConvolution2D": separable, "Dense": dense,
-    "MaxPooling2D": pool("MaxPool2D"), "MaxPool2D": pool("MaxPool2D"),
-    "AveragePooling2D": pool("AveragePooling2D"), "AvgPool2D": pool("AveragePooling2D"),
+    "MaxPooling2D": pool("MaxPooling2D"), "MaxPool2D": pool("MaxPool2D"),
+    "AveragePooling2D": pool("AveragePooling2D"), "AvgPool2D": pool("AvgPool2D"),
     "GlobalAveragePooling2D": global_pool("adaptiveavgpool2d"), "GlobalAvgPool2D": global_pool("adaptiveavgpool2d"),
     "GlobalMaxPooling2D": global_pool("adaptivemaxpool2d"), "GlobalMaxPool2D": global_pool("adaptivemaxpool2d"),
     "BatchNormalization": batchnorm, "Dropout": dropout, "SpatialDropout2D": spatial_dropout,

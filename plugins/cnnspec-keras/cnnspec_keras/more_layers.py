@@ -87,9 +87,9 @@ def pads(p: ZeroPadding2DParams) -> Pads2:
     if isinstance(v, int):
         return (v, v), (v, v)
     if isinstance(v[0], int):
-        rows, cols = int(v[0]), int(v[1])  # type: ignore[arg-type]
+        rows, cols = int(v[0]), int(v[1])
         return (rows, rows), (cols, cols)
-    return v  # type: ignore[return-value]
+    return v
 
 
 class ZeroPadding2D(_ZeroMacs, LayerType[ZeroPadding2DParams]):
