@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ class KerasModel:
     weights: dict[str, list[Any]] | None = None  # layer name -> numpy arrays, in Keras' order
     keras_version: str | None = None
     format: str = "keras"  # "keras", "h5" or "json"
-    notes: list[str] = field(default_factory=list)
 
 
 def read_model(path: str | Path, weights: str | Path | None = None) -> KerasModel:
@@ -103,7 +102,7 @@ def _member(z: zipfile.ZipFile, name: str, limit: int) -> bytes:
     if z.getinfo(name).file_size > limit:
         raise KerasFileError(f"{name}: larger than {limit >> 20} MiB; refused")
     with z.open(name) as f:
-        return f.read(limit + 1)[:limit + 1]
+        return f.read(limit + 1)
 
 
 def _h5(path: str, data: bytes) -> Any:
