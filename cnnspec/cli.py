@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.required = True
     _spec_commands(sub)  # validate, run, graph, sweep, plugins: read a spec (or the registry)
     _run_commands(sub)  # eval, predict, export, plot: read finished run folders
-    _other_commands(sub)  # schema, trust
+    _other_commands(sub)  # schema, trust, import
     return p
 
 
@@ -141,7 +141,7 @@ def _run_commands(sub: _Commands) -> None:
 
 
 def _other_commands(sub: _Commands) -> None:
-    """``schema`` and ``trust``."""
+    """``schema``, ``trust`` and ``import``."""
     sc = sub.add_parser("schema", help="print the JSON Schema of spec files (for editors)")
     sc.add_argument("--output", "-o", metavar="FILE", help="write it to FILE instead of stdout")
     _plugin_option(sc, trust=False)
@@ -150,6 +150,14 @@ def _other_commands(sub: _Commands) -> None:
     tr = sub.add_parser("trust", help="trust the plugin files a spec or run folder names (by SHA-256)")
     tr.add_argument("targets", nargs="+", metavar="SPEC", help="spec files, run folders or .py files")
     tr.set_defaults(func=cmd_trust)
+
+    im = sub.add_parser("import", help="a Keras model (.keras, .h5, JSON) as a spec and its weights, same outputs")
+    im.add_argument("model", metavar="MODEL", help="a Keras 3 .keras file, a legacy .h5 model, or model.to_json()")
+    im.add_argument("-o", "--output", required=True, metavar="SPEC", help="the spec to write (.yaml); the weights "
+                    "go next to it as .safetensors")
+    im.add_argument("--weights", metavar="FILE", help="the weights of a JSON config (.weights.h5)")
+    im.add_argument("--force", action="store_true", help="replace SPEC and its weights file if they exist")
+    im.set_defaults(func=cmd_import)
 
 
 def _device(value: str) -> str:
@@ -408,3 +416,12 @@ def cmd_trust(args: argparse.Namespace) -> None:
 
     for line in trust_targets(args.targets):
         print(line)
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from cnnspec.tools.keras_import import import_keras
+
+    done = import_keras(args.model, args.output, args.weights, args.force)
+    weights = f" and {done.weights} ({done.tensors} tensors)" if done.weights else " (no weights: architecture only)"
+    print(f"wrote {done.spec}{weights}: {done.layers} Keras layers, {done.params:,} parameters; "
+          f"check it with: cnnspec validate {done.spec}")

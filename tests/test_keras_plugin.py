@@ -29,6 +29,11 @@ def test_the_plugin_names_exactly_the_layers_it_defines_and_loads_them_on_first_
     reg = build_registry(get_plugin_manager())
     assert all(type(reg.entries["layer"][n]).__name__ == "Lazy" for n in cnnspec_keras.NAMES)
     assert type(reg.get("layer", "Conv2D")).__module__ == "cnnspec_keras.layers"
+    from cnnspec_keras.more_layers import LAYERS as MORE
+
+    assert sorted(cnnspec_keras.MORE) == sorted(layer.name for layer in MORE)
+    assert all(type(reg.entries["layer"][n]).__name__ == "Lazy" for n in cnnspec_keras.MORE)
+    assert type(reg.get("layer", "DepthwiseConv2D")).__module__ == "cnnspec_keras.more_layers"
 
 
 def test_keras_reference_shapes_and_params():
@@ -189,3 +194,26 @@ def test_conv_relu_before_max_pooling_runs_after_it_with_the_same_numbers(monkey
     x[0] = -1.0
     assert_same_numbers(model, ref, x)
     assert_kept_exact(model, spec)  # the memory estimate follows the built order
+
+
+def test_depthwise_conv_is_a_grouped_conv_and_zero_padding_and_rescaling_compute_what_keras_does():
+    import torch.nn.functional as F
+
+    from cnnspec import build_model, loads_spec
+
+    spec = loads_spec("""
+input: [3, 7, 6]
+layers:
+  - {type: ZeroPadding2D, padding: [[1, 2], [0, 1]]}
+  - {type: Rescaling, scale: 0.5, offset: -1.0}
+  - {type: DepthwiseConv2D, kernel_size: 3, strides: 2, padding: same, depth_multiplier: 2, use_bias: false}
+""")
+    assert [r.output_shape for r in spec.trace.rows] == [(3, 10, 7), (3, 10, 7), (6, 5, 4)]
+    assert spec.trace.rows[2].params == 6 * 9
+    model = build_model(spec).eval()
+    x = torch.randn(2, 3, 7, 6)
+    w = model.state_dict()["2.inner.weight"]  # TensorFlow pads 'same' unevenly here: a padded copy
+    assert w.shape == (6, 1, 3, 3)
+    y = F.pad(x, (0, 1, 1, 2)) * 0.5 - 1.0
+    want = F.conv2d(F.pad(y, (1, 1, 0, 1)), w, stride=2, groups=3)  # 10 x 7 -> 5 x 4: pads (0, 1) rows, (1, 1) columns
+    torch.testing.assert_close(model(x), want)

@@ -10,9 +10,12 @@ from cnnspec.plugin import Lazy, Register, hookimpl
 
 NAMES = ("Conv2D", "MaxPool2D", "MaxPooling2D", "AveragePooling2D", "AvgPool2D", "Dense", "Dropout",
          "Flatten", "BatchNormalization", "Activation", "Add", "Concatenate")
+MORE = ("DepthwiseConv2D", "ZeroPadding2D", "Rescaling")  # in more_layers
 
 
 @hookimpl
 def register_layers(register: Register) -> None:
     for name in NAMES:
         register(Lazy(name, "cnnspec_keras.layers"))
+    for name in MORE:
+        register(Lazy(name, "cnnspec_keras.more_layers"))

@@ -65,6 +65,17 @@ def initialize(t: torch.Tensor, name: str) -> None:
             raise ValueError(name)
 
 
+class Affine(nn.Module):
+    """``x * scale + offset`` (Keras' Rescaling)."""
+
+    def __init__(self, scale: float, offset: float) -> None:
+        super().__init__()
+        self.scale, self.offset = scale, offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset
+
+
 class Padded(nn.Module):
     """Pads (left, right, top, bottom) with ``value``, then applies ``inner``."""
 

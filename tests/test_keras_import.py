@@ -1,0 +1,167 @@
+"""`cnnspec import`: Keras models (made by bench/make_keras_fixtures.py) as specs with the same outputs.
+
+No TensorFlow here: each fixture's `.npz` holds a channels-last input, Keras' predictions for it
+and Keras' parameter counts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+
+from cnnspec import build_model, load_spec
+from cnnspec.build.weights import load_weights
+from cnnspec.spec.tensors import plan
+
+pytest.importorskip("h5py")  # the keras-import extra
+pytest.importorskip("safetensors")
+
+KERAS = ROOT / "tests" / "fixtures" / "keras"
+
+CASES = [  # (model file, --weights file, npz)
+    ("seq_cnn.keras", None, "seq_cnn"),
+    ("seq_cnn.h5", None, "seq_cnn"),
+    ("functional_cnn.keras", None, "functional_cnn"),
+    ("functional_cnn.json", "functional_cnn.weights.h5", "functional_cnn"),
+    ("residual.keras", None, "residual"),
+    ("inception.keras", None, "inception"),
+    ("inception.h5", None, "inception"),
+    ("mobilenet.keras", None, "mobilenet"),
+    ("digits.keras", None, "digits"),
+]
+
+
+def _import(cli, tmp_path: Path, model: str, weights: str | None = None, name: str = "imported.yaml") -> Path:
+    spec = tmp_path / name
+    extra = ["--weights", str(KERAS / weights)] if weights else []
+    res = cli("import", str(KERAS / model), "-o", str(spec), *extra)
+    assert res.code == 0, res.text
+    assert res.out.startswith(f"wrote {spec} and {spec.with_suffix('.safetensors')}")
+    return spec
+
+
+def _predict(spec_path: Path, x_nhwc: np.ndarray) -> np.ndarray:
+    spec = load_spec(str(spec_path))
+    model = build_model(spec)
+    assert spec.weights is not None
+    load_weights(model, spec.weights)
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(x_nhwc).permute(0, 3, 1, 2).contiguous()).numpy()
+
+
+@pytest.mark.parametrize(("model", "weights", "npz"), CASES, ids=[c[0] for c in CASES])
+def test_imported_model_equals_keras(cli, tmp_path, model, weights, npz):
+    spec = _import(cli, tmp_path, model, weights)
+    ref = np.load(KERAS / f"{npz}.npz")
+
+    res = cli("validate", str(spec), "--format", "json")
+    assert res.code == 0, res.text
+    doc = json.loads(res.out)["specs"][0]
+    assert doc["valid"] and doc["errors"] == []
+    # validate counts what Keras calls trainable; Keras' total also counts BatchNormalization's
+    # moving mean and variance, which torch keeps as buffers
+    assert doc["total_params"] == int(ref["trainable"])
+    entries = plan(load_spec(str(spec)).trace)
+    stats = sum(e.numel for e in entries if e.key.endswith(("running_mean", "running_var")))
+    assert doc["total_params"] + stats == int(ref["params"])
+
+    got = _predict(spec, ref["x"])
+    assert got.shape == ref["y"].shape
+    np.testing.assert_allclose(got, ref["y"], atol=1e-4, rtol=1e-4)
+
+
+def test_spec_keeps_keras_names_and_vocabulary(cli, tmp_path):
+    text = _import(cli, tmp_path, "mobilenet.keras").read_text()
+    assert "input: [3, 16, 16]   # Keras: [16, 16, 3]" in text
+    assert "- {type: DepthwiseConv2D, kernel_size: 3, strides: 2, padding: same, depth_multiplier: 2}   # dw2" in text
+    assert "- type: gate   # se_gate (Multiply)" in text
+    assert "# sep, depthwise part (SeparableConv2D)" in text and "# sep, pointwise part (SeparableConv2D)" in text
+    assert "weights:\n  file: imported.safetensors" in text and "mapping: cnnspec" in text
+
+
+def test_residual_and_inception_become_branch_blocks(cli, tmp_path):
+    residual = load_spec(str(_import(cli, tmp_path, "residual.keras", name="r.yaml")))
+    adds = [r for r in residual.trace.rows if r.type == "Add"]
+    assert len(adds) == 2 and [len(r.children) for r in adds] == [2, 2]
+    assert adds[0].children[1].children == ()  # a_add: [main path, the input itself]
+    inception = load_spec(str(_import(cli, tmp_path, "inception.keras", name="i.yaml")))
+    concat = next(r for r in inception.trace.rows if r.type == "Concatenate")
+    assert [len(b.children) for b in concat.children] == [1, 2, 2, 2]
+    assert concat.output_shape == (12, 10, 10)
+
+
+def test_unsupported_layers_are_listed_and_nothing_is_written(cli, tmp_path):
+    res = cli("import", str(KERAS / "unsupported.json"), "-o", str(tmp_path / "u.yaml"))
+    assert res.code == 2
+    assert res.err.splitlines() == [
+        f"cnnspec: error: {KERAS / 'unsupported.json'}: 2 layers cannot be imported (nothing written):",
+        "  upsample (UpSampling2D)",
+        "  norm (LayerNormalization)",
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_graph_nesting_cannot_express_names_the_layer(cli, tmp_path):
+    res = cli("import", str(KERAS / "tangled.json"), "-o", str(tmp_path / "t.yaml"))
+    assert res.code == 2
+    assert "layer 'conv' (Conv2D): its output feeds branches of different merges" in res.err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_force(cli, tmp_path):
+    spec = tmp_path / "m.yaml"
+    spec.write_text("mine\n")
+    res = cli("import", str(KERAS / "seq_cnn.keras"), "-o", str(spec))
+    assert res.code == 2 and "exists; choose another -o, or --force" in res.err
+    assert spec.read_text() == "mine\n" and not spec.with_suffix(".safetensors").exists()
+    assert cli("import", str(KERAS / "seq_cnn.keras"), "-o", str(spec), "--force").code == 0
+    assert spec.read_text().startswith("# Imported by `cnnspec import` from seq_cnn.keras")
+
+
+def test_json_without_weights_is_the_architecture_only(cli, tmp_path):
+    spec = tmp_path / "arch.yaml"
+    res = cli("import", str(KERAS / "functional_cnn.json"), "-o", str(spec))
+    assert res.code == 0 and "no weights: architecture only" in res.out
+    assert "weights:" not in spec.read_text() and sorted(p.name for p in tmp_path.iterdir()) == ["arch.yaml"]
+    assert cli("validate", str(spec)).code == 0
+
+
+def test_a_weights_file_alone_is_refused(cli, tmp_path):
+    res = cli("import", str(KERAS / "functional_cnn.weights.h5"), "-o", str(tmp_path / "w.yaml"))
+    assert res.code == 2 and "an HDF5 file without a model config: a weights file?" in res.err
+    res = cli("import", str(tmp_path / "missing.keras"), "-o", str(tmp_path / "w.yaml"))
+    assert res.code == 2 and "no such file" in res.err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_round_trip_fine_tune_and_export_onnx(cli, tmp_path):
+    """Import, fine-tune one epoch with `cnnspec run`, export ONNX: onnxruntime equals the trained model."""
+    ort = pytest.importorskip("onnxruntime")
+    from cnnspec.train.trained import load_run
+
+    spec = _import(cli, tmp_path, "digits.keras")
+    with spec.open("a") as f:
+        f.write("data: {dataset: digits, batch_size: 32}\ntrain: {epochs: 1, seed: 0, device: cpu}\n")
+    run = tmp_path / "run"
+    res = cli("run", str(spec), "--quiet", "--output", str(run))
+    assert res.code == 0, res.text
+    res = cli("export", str(run), "--format", "onnx", "--output", str(tmp_path / "m.onnx"))
+    assert res.code == 0, res.text
+    trained = load_run(run)
+    x = torch.rand(5, 1, 8, 8)
+    want = trained.model(trained.preprocess(x)).detach().numpy()
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"images": x.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # it trained from Keras' weights: the first layer moved, but not far from them
+    start = load_spec(str(spec))
+    keras_model = build_model(start)
+    assert start.weights is not None
+    load_weights(keras_model, start.weights)
+    before, after = keras_model.state_dict()["0.weight"], trained.model.state_dict()["0.weight"]
+    assert not torch.equal(before, after) and (before - after).abs().max() < 0.5
