@@ -168,13 +168,22 @@ def _device(value: str) -> str:
     return value
 
 
+MAX_CLI_NUMBER = 10**15  # --batch-size: far past any dataset, small enough for every estimate
+
+
 def _positive(value: str) -> int:
+    """A whole number from 1 to MAX_CLI_NUMBER (``1e3`` too); past float range is too large, not a traceback."""
     try:
-        n = int(float(value)) if "e" in value.lower() else int(value)
-    except ValueError:
-        n = 0
+        x: float | int = float(value) if "e" in value.lower() else int(value)
+    except ValueError:  # also a number of more than 4,300 digits
+        x = MAX_CLI_NUMBER + 1 if value.strip().isdigit() else 0
+    if isinstance(x, float):  # 1e3; inf and 1e400 are too large, nan and 2.5 not whole
+        x = MAX_CLI_NUMBER + 1 if x > MAX_CLI_NUMBER else int(x) if x.is_integer() else 0
+    n = int(x)
+    if n > MAX_CLI_NUMBER:
+        raise argparse.ArgumentTypeError(f"{value[:40]!r} is more than {MAX_CLI_NUMBER:.0e}")
     if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+        raise argparse.ArgumentTypeError(f"{value[:40]!r} is not a positive whole number")
     return n
 
 
@@ -323,7 +332,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     sweep_command(SweepOptions(
         spec=args.spec, overrides=tuple(args.overrides), jobs=args.jobs, storage=args.storage, study=args.study,
-        device=args.device, output=args.output, quiet=args.quiet, plugins=tuple(args.plugins)))
+        device=args.device, output=args.output, quiet=args.quiet, plugins=tuple(args.plugins), main=main))
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:

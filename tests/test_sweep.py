@@ -396,6 +396,7 @@ def test_warm_trials_give_what_fresh_processes_give(cli, write, tmp_path, monkey
 
 
 def test_a_warm_process_behaves_like_the_command(tmp_path, write):
+    from cnnspec.cli import main
     from cnnspec.sweep.warm import WarmProcess, available
 
     if not available():
@@ -403,9 +404,9 @@ def test_a_warm_process_behaves_like_the_command(tmp_path, write):
     good, bad = write(TINY, "good.yaml"), write("input: [1, 8, 8]\nlayers: [nope]\n", "bad.yaml")
     for spec, code, text in ((good, 0, "total params"), (bad, 1, "unknown layer type 'nope'")):
         log = tmp_path / f"{code}.log"
-        proc = WarmProcess(["validate", spec], log, dict(os.environ))
+        proc = WarmProcess(main, ["validate", spec], log, dict(os.environ))
         assert proc.wait(timeout=120) == code and text in log.read_text()
-    sleeper = WarmProcess(["run", good, "--output", str(tmp_path / "r"), "--quiet", "--set", "train.epochs=1000"],
+    sleeper = WarmProcess(main, ["run", good, "--output", str(tmp_path / "r"), "--quiet", "--set", "train.epochs=1000"],
                           tmp_path / "run.log", dict(os.environ))
     deadline = time.monotonic() + 120
     while not (tmp_path / "r" / "metrics.jsonl").exists() and time.monotonic() < deadline:

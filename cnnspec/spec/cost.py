@@ -7,6 +7,7 @@ products only). Memory is fp32: 4 bytes a value.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,15 +60,18 @@ class MemoryEstimate:
 def human(n: int | float, unit: str = "", base: int = 1000) -> str:
     """3.2M, 1.5G (base 1000) or 2.0 MiB (base 1024); small numbers as they are."""
     prefixes = ["", "K", "M", "G", "T", "P", "E"]
+    sep = " " if unit else ""
+    if isinstance(n, float) and not math.isfinite(n):
+        return f"{n}{sep}{unit}"
+    if abs(n) >= base ** len(prefixes):  # past E: a power of ten (an int may be past float range)
+        return f"~10^{int(math.log10(abs(n)))}{sep}{unit}"
     i = 0
-    x = float(n)
-    while abs(x) >= base and i < len(prefixes) - 1:
-        x /= base
+    while abs(n) >= base ** (i + 1) and i < len(prefixes) - 1:
         i += 1
     if i == 0:
-        return f"{int(n)}{' ' + unit if unit else ''}"
+        return f"{int(n)}{sep}{unit}"
     p = prefixes[i] + ("i" if base == 1024 else "")
-    return f"{x:.1f}{' ' if unit else ''}{p}{unit}"
+    return f"{n / base ** i:.1f}{sep}{p}{unit}"
 
 
 def human_bytes(n: int) -> str:
@@ -242,23 +246,32 @@ _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
 
 
+MAX_AMOUNT = 10**19  # a limit past this (10 EB, 10^19 MACs) is no limit, and float arithmetic would overflow
+
+
 def parse_amount(text: Any, bytes_: bool) -> int:
     """``2GiB``, ``500MB``, ``1.5G``, ``3e9``, ``1000000`` as a number; ValueError if not one.
 
     For bytes, the unit may end in ``B``; K, M, G... are powers of 1000, Ki, Mi, Gi... of 1024.
     """
-    if isinstance(text, bool):
-        raise ValueError(f"expected a number, got {text!r}")
+    if isinstance(text, bool) or not isinstance(text, (int, float, str)):
+        raise ValueError("expected a number" + (" or a size such as 2GiB" if bytes_ else ""))
     if isinstance(text, (int, float)):
+        if text != text:
+            raise ValueError("expected a number")
         if text < 0:
-            raise ValueError(f"must be positive, got {text}")
+            raise ValueError("must be positive")
+        if text > MAX_AMOUNT:
+            raise ValueError(f"must be at most {MAX_AMOUNT:.0e} (more is past any model)")
         return int(text)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtTpP]i?)?\s*([bB])?\s*", str(text))
-    if not m or (m.group(3) and not bytes_):
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtTpP]i?)?\s*([bB])?\s*", text[:100])
+    if not m or len(text) > 100 or (m.group(3) and not bytes_):
         unit = "a size such as 2GiB, 500MB or 1.5G" if bytes_ else "a count such as 500M, 1.5G or 3e9"
-        raise ValueError(f"{text!r} is not {unit}")
-    unit = (m.group(2) or "").lower()
-    return int(float(m.group(1)) * _UNITS[unit])
+        raise ValueError(f"{text[:40]!r} is not {unit}")
+    value = float(m.group(1)) * _UNITS[(m.group(2) or "").lower()]  # inf past float range
+    if value > MAX_AMOUNT:
+        raise ValueError(f"{text!r} is more than {MAX_AMOUNT:.0e}, past any model")
+    return int(value)
 
 
 def per_param_state(optimizer: Any | None) -> int:

@@ -86,7 +86,8 @@ def _plain(err: Any) -> str:
         return f"must be a mapping of keys{got}"
     if t == "value_error":
         msg = str(err["msg"]).removeprefix("Value error, ")
-        return msg if isinstance(value, (dict, list)) else msg + got
+        said = isinstance(value, (dict, list)) or ", got " in msg or repr(value)[:40] in msg
+        return msg if said else msg + got  # the value once: not "must be positive, got -1, got -1"
     msg = str(err["msg"])
     return msg[0].lower() + msg[1:] + got
 

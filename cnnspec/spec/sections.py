@@ -140,7 +140,7 @@ def _amount(bytes_: bool) -> Any:
 
         n = parse_amount(v, bytes_)
         if n < 1:
-            raise ValueError(f"must be at least 1, got {v!r}")
+            raise ValueError("must be at least 1")
         return n
 
     return check
@@ -155,12 +155,12 @@ class LimitsSection(Section):
     memory: int | str | None = Field(
         None, description="most estimated training memory at data.batch_size, e.g. 2GiB or 500MB")
 
-    @field_validator("params", "macs")
+    @field_validator("params", "macs", mode="before")  # before: true is not read as 1
     @classmethod
     def _count(cls, v: Any) -> Any:
         return None if v is None else _amount(False)(v)
 
-    @field_validator("memory")
+    @field_validator("memory", mode="before")
     @classmethod
     def _bytes(cls, v: Any) -> Any:
         return None if v is None else _amount(True)(v)

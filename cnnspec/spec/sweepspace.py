@@ -407,7 +407,8 @@ def _kind(v: Any) -> str:
 def _msg(err: Any) -> str:
     msg = str(err["msg"])
     got = err.get("input")
-    return msg[0].lower() + msg[1:] + (f", got {got!r}" if not isinstance(got, (dict, list)) else "")
+    said = isinstance(got, (dict, list)) or ", got " in msg or repr(got)[:40] in msg
+    return msg[0].lower() + msg[1:] + ("" if said else f", got {got!r}")
 
 
 # -- trials -----------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from cnnspec.errors import CnnspecError
 
@@ -20,6 +21,9 @@ class SweepOptions:
     output: str | None = None  # --output DIR; None: the latest unfinished sweep of this spec, or a new folder
     quiet: bool = False  # --quiet: print only the sweep folder
     plugins: tuple[str, ...] = ()  # -p MODULE, passed on to every trial
+    # the command line's main(argv, exiting=...), which a warm trial runs (cli hands it down, as sweep
+    # sits below cli); None: every trial a fresh `python -m cnnspec run`
+    main: Callable[..., int] | None = field(default=None, compare=False)
 
 
 class SweepError(CnnspecError):

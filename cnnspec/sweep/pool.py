@@ -83,7 +83,8 @@ class Pool:
         self.jobs: dict[int, Job] = {}  # by trial number
         self.gpus = _gpus() if self.size > 1 and (self.device or "auto").startswith(("auto", "cuda")) else []
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.warm = available() and os.environ.get(COLD_ENV, "") in ("", "0")
+        self.main = options.main
+        self.warm = self.main is not None and available() and os.environ.get(COLD_ENV, "") in ("", "0")
 
     def full(self) -> bool:
         return len(self.jobs) >= self.size
@@ -122,8 +123,8 @@ class Pool:
         for ref in self.plugins:
             argv += ["-p", str(Path(ref).resolve()) if is_plugin_file(ref) else ref]
         proc: subprocess.Popen[bytes] | WarmProcess
-        if self.warm:  # forked from a server that imported torch and cnnspec once
-            proc = WarmProcess(argv, place.log, place.env)
+        if self.warm and self.main is not None:  # forked from a server that imported torch and cnnspec once
+            proc = WarmProcess(self.main, argv, place.log, place.env)
         else:
             with open(place.log, "wb") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "cnnspec", *argv], stdin=subprocess.DEVNULL,

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,9 @@ def _context() -> Any:
 class WarmProcess:
     """A forked trial with the part of ``subprocess.Popen``'s interface the pool uses."""
 
-    def __init__(self, argv: Sequence[str], log: Path, env: dict[str, str]) -> None:
-        self._proc = _context().Process(target=_trial, args=(list(argv), str(log), dict(env)), daemon=False)
+    def __init__(self, main: Callable[..., int], argv: Sequence[str], log: Path, env: dict[str, str]) -> None:
+        """``main``: the command line's ``main(argv, exiting=True)`` (pickled by name for the server)."""
+        self._proc = _context().Process(target=_trial, args=(main, list(argv), str(log), dict(env)), daemon=False)
         self._proc.start()
         self.pid = self._proc.pid
         self.returncode: int | None = None
@@ -64,7 +65,7 @@ class WarmProcess:
         return self.poll()
 
 
-def _trial(argv: list[str], log: str, env: dict[str, str]) -> None:
+def _trial(main: Callable[..., int], argv: list[str], log: str, env: dict[str, str]) -> None:
     """In the forked child: become ``cnnspec run ARGV`` with its own session, log and environment."""
     os.setsid()  # Ctrl-C reaches the sweep, which stops the trials itself
     _die_with_parent()
@@ -83,8 +84,6 @@ def _trial(argv: list[str], log: str, env: dict[str, str]) -> None:
         import torch
 
         torch.set_num_threads(int(threads))
-    from cnnspec.cli import main
-
     code = main(argv, exiting=True)
     sys.stdout.flush()
     sys.stderr.flush()
