@@ -90,6 +90,9 @@ def line_chart(series: Sequence[Series], title: str, xlabel: str = "epoch", widt
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s.points if _finite(x) and y is not None and _finite(y))
         dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
         out.append(f'<polyline points="{path}" fill="none" stroke="{s.color}" stroke-width="1.8"{dash}/>')
+        if len(s.points) <= 30:  # a dot per point: a one-epoch line is a point
+            out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{s.color}"/>'
+                    for x, y in s.points if _finite(x) and y is not None and _finite(y)]
         lx = left + (i % 3) * (plot_w / 3)
         ly = top + plot_h + 44 + 16 * (i // 3)
         out.append(f'<line x1="{lx:.1f}" x2="{lx + 22:.1f}" y1="{ly - 4}" y2="{ly - 4}" stroke="{s.color}" '
