@@ -63,7 +63,8 @@ def _evaluated(path: Path, trust: bool, device: str | None) -> tuple[dict[str, A
 
     try:
         trained = load_run(path, "best", trust)
-        result, outcomes = evaluate_outcomes(trained, resolve_device(device or trained.spec.train.device))
+        # no loss: a plugin's loss is not built again after the run (the test loss is in metrics.jsonl)
+        result, outcomes = evaluate_outcomes(trained, resolve_device(device or trained.spec.train.device), loss=False)
     except CnnspecError as e:
         return None, None, f"no evaluation: {e}"
     return result, outcomes, None

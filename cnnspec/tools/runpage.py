@@ -139,7 +139,7 @@ def _evaluation(result: dict[str, Any], o: Outcomes) -> list[str]:
     conf = result["confusion"]
     body = ["<h2>Test split</h2>",
             f'<p>{escape(cell(result["samples"]))} test samples of the {escape(cell(result["checkpoint"]))} '
-            f'weights: loss {escape(cell(result["loss"]))}, accuracy {escape(cell(result["accuracy"]))}</p>',
+            f'weights: {_loss(result)}accuracy {escape(cell(result["accuracy"]))}</p>',
             '<div class="row">', heat_map(conf, classes, "confusion matrix (rows: true class, columns: predicted)"),
             table(("class", "precision", "recall", "F1", "support"), per_class(conf, classes)), "</div>"]
     pairs = sorted(((conf[i][j], i, j) for i in range(len(classes)) for j in range(len(classes))
@@ -156,6 +156,10 @@ def _evaluation(result: dict[str, Any], o: Outcomes) -> list[str]:
     if wrong:
         body += ["<h2>The most confidently wrong test images</h2>", _thumbs(o, wrong, classes)]
     return body
+
+
+def _loss(result: dict[str, Any]) -> str:
+    return "" if result.get("loss") is None else f'loss {escape(cell(result["loss"]))}, '
 
 
 def _most_confident(o: Outcomes, mask: Any, n: int) -> list[int]:

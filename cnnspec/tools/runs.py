@@ -33,14 +33,18 @@ def evaluate(trained: Trained, device: torch.device, batch: int = 1000) -> dict[
     return evaluate_outcomes(trained, device, batch)[0]
 
 
-def evaluate_outcomes(trained: Trained, device: torch.device, batch: int = 1000) -> tuple[dict[str, Any], Outcomes]:
-    """``evaluate``'s result, and each test sample's outcome (one pass over the test split)."""
+def evaluate_outcomes(trained: Trained, device: torch.device, batch: int = 1000,
+                      loss: bool = True) -> tuple[dict[str, Any], Outcomes]:
+    """``evaluate``'s result, and each test sample's outcome (one pass over the test split).
+
+    ``loss=False`` (the report): the loss plugin is neither built nor called, and "loss" is None."""
     from cnnspec.data.splits import prepare_data
 
     spec = trained.spec
     data = prepare_data(spec, device)
     model = trained.model.to(device)
-    loss_fn = call_plugin(spec.registry, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params)
+    loss_fn = call_plugin(spec.registry, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params) \
+        if loss else None
     x, y = data.test
     k = len(data.classes)
     total = 0.0
@@ -48,7 +52,8 @@ def evaluate_outcomes(trained: Trained, device: torch.device, batch: int = 1000)
     with torch.inference_mode():
         for i in range(0, len(x), batch):
             out = model(x[i:i + batch])
-            total += float(loss_fn(out, y[i:i + batch])) * len(out)
+            if loss_fn is not None:
+                total += float(loss_fn(out, y[i:i + batch])) * len(out)
             conf, pred = torch.softmax(out.float(), dim=1).max(1)
             preds.append(pred.cpu())
             confs.append(conf.cpu())
@@ -56,7 +61,7 @@ def evaluate_outcomes(trained: Trained, device: torch.device, batch: int = 1000)
     confusion = torch.bincount(y_cpu * k + pred_all, minlength=k * k).view(k, k)
     per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1)).tolist()
     result = {
-        "checkpoint": str(trained.checkpoint), "samples": len(x), "loss": total / len(x),
+        "checkpoint": str(trained.checkpoint), "samples": len(x), "loss": total / len(x) if loss_fn else None,
         "accuracy": confusion.diag().sum().item() / len(x), "classes": data.classes,
         "per_class_accuracy": per_class, "confusion": confusion.tolist(),
     }
