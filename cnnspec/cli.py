@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _spec_commands(sub)  # validate, run, graph, sweep, plugins: read a spec (or the registry)
-    _run_commands(sub)  # eval, predict, export, plot: read finished run folders
+    _run_commands(sub)  # eval, predict, export, plot, report: read finished run folders
     _other_commands(sub)  # schema, trust, import
     return p
 
@@ -66,6 +66,7 @@ def _spec_commands(sub: _Commands) -> None:
     r.add_argument("--fast-dev-run", action="store_true",
                    help="check the spec end to end in seconds: one epoch on two batches of each split; "
                         "the run folder is kept only with --output")
+    r.add_argument("--no-report", action="store_true", help="do not write report.html into the run folder")
     _plugin_option(r)
     r.set_defaults(func=cmd_run)
 
@@ -106,7 +107,7 @@ def _checkpoint_option(p: argparse.ArgumentParser) -> None:
 
 
 def _run_commands(sub: _Commands) -> None:
-    """``eval``, ``predict``, ``export`` and ``plot``: they read finished run folders."""
+    """``eval``, ``predict``, ``export``, ``plot`` and ``report``: they read finished run folders."""
     ev = sub.add_parser("eval", help="test-split metrics and confusion matrix of a finished run")
     ev.add_argument("run_dir", metavar="RUN_DIR")
     _checkpoint_option(ev)
@@ -138,6 +139,14 @@ def _run_commands(sub: _Commands) -> None:
     pt.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     pt.add_argument("--output", "-o", metavar="FILE", default="curves.png")
     pt.set_defaults(func=cmd_plot)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page of a run, of several runs, or of a sweep folder")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, or one sweep folder")
+    rp.add_argument("--output", "-o", metavar="FILE",
+                    help="default: RUN_DIR/report.html (one run or a sweep), else report.html")
+    rp.add_argument("--device", type=_device, help="where the test split is evaluated (default: the spec's)")
+    _trust_option(rp)
+    rp.set_defaults(func=cmd_report)
 
 
 def _other_commands(sub: _Commands) -> None:
@@ -321,9 +330,14 @@ def cmd_graph(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     from cnnspec.train.runner import RunOptions, run_command
 
+    after = None
+    if not args.no_report and not args.fast_dev_run:
+        from cnnspec.tools.report import after_run
+
+        after = after_run(args.trust, args.device)
     run_command(RunOptions(spec=args.spec, resume=args.resume, overrides=tuple(args.overrides), device=args.device,
                            output=args.output, plugins=tuple(args.plugins), trust=args.trust, quiet=args.quiet,
-                           force=args.force, fast_dev_run=args.fast_dev_run))
+                           force=args.force, fast_dev_run=args.fast_dev_run, after=after))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -371,11 +385,18 @@ def cmd_schema(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from rich.table import Table
 
-    from cnnspec.tools.runs import evaluate, load_run
+    from cnnspec.tools.report import refresh_run_report
+    from cnnspec.tools.runs import evaluate_outcomes, load_run
     from cnnspec.train.device import resolve_device
     from cnnspec.util.console import Console
 
-    result = evaluate(load_run(args.run_dir, args.checkpoint, args.trust), resolve_device(args.device))
+    trained = load_run(args.run_dir, args.checkpoint, args.trust)
+    result, outcomes = evaluate_outcomes(trained, resolve_device(args.device))
+    if args.checkpoint == "best":  # the report shows the best weights; --checkpoint last leaves it alone
+        try:
+            refresh_run_report(args.run_dir, result, outcomes, args.trust)
+        except (OSError, CnnspecError) as e:  # a read-only run folder: the evaluation is still printed
+            print(f"cnnspec: warning: could not refresh report.html: {e}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(result))
         return
@@ -418,6 +439,12 @@ def cmd_plot(args: argparse.Namespace) -> None:
     from cnnspec.tools.runs import plot
 
     print(f"wrote {plot(args.run_dirs, args.output)}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from cnnspec.tools.report import write_report
+
+    print(f"wrote {write_report(args.run_dirs, args.output, args.trust, args.device)}")
 
 
 def cmd_trust(args: argparse.Namespace) -> None:

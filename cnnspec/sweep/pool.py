@@ -117,7 +117,8 @@ class Pool:
         """Start the child of a placed trial; its output goes to the trial's log."""
         from cnnspec.registry.trust import is_plugin_file
 
-        argv = ["run", str(place.spec_file), "--output", str(place.run_dir), "--quiet"]
+        argv = ["run", str(place.spec_file), "--output", str(place.run_dir), "--quiet",
+                "--no-report"]  # the sweep's own report covers its trials
         if self.device:
             argv += ["--device", self.device]
         for ref in self.plugins:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,30 +15,57 @@ from cnnspec.registry.manager import call_plugin
 from cnnspec.train.trained import Trained, load_run
 
 
+@dataclass
+class Outcomes:
+    """Every test sample's prediction, for the report: true and predicted class, the predicted
+    class's probability, and the test images as the model saw them (standardised, on the device)."""
+
+    y: torch.Tensor  # N, long, CPU
+    pred: torch.Tensor  # N, long, CPU
+    confidence: torch.Tensor  # N, float, CPU: softmax probability of the predicted class
+    x: torch.Tensor  # N x C x H x W, as fed to the model
+    mean: list[float] | None
+    std: list[float] | None
+
+
 def evaluate(trained: Trained, device: torch.device, batch: int = 1000) -> dict[str, Any]:
     """Test-split loss, accuracy, per-class accuracy and the confusion matrix (rows: true class)."""
+    return evaluate_outcomes(trained, device, batch)[0]
+
+
+def evaluate_outcomes(trained: Trained, device: torch.device, batch: int = 1000,
+                      loss: bool = True) -> tuple[dict[str, Any], Outcomes]:
+    """``evaluate``'s result, and each test sample's outcome (one pass over the test split).
+
+    ``loss=False`` (the report): the loss plugin is neither built nor called, and "loss" is None."""
     from cnnspec.data.splits import prepare_data
 
     spec = trained.spec
     data = prepare_data(spec, device)
     model = trained.model.to(device)
-    loss_fn = call_plugin(spec.registry, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params)
+    loss_fn = call_plugin(spec.registry, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params) \
+        if loss else None
     x, y = data.test
     k = len(data.classes)
-    confusion = torch.zeros(k, k, dtype=torch.long)
     total = 0.0
+    preds, confs = [], []
     with torch.inference_mode():
         for i in range(0, len(x), batch):
             out = model(x[i:i + batch])
-            total += float(loss_fn(out, y[i:i + batch])) * len(out)
-            pairs = y[i:i + batch].cpu() * k + out.argmax(1).cpu()
-            confusion += torch.bincount(pairs, minlength=k * k).view(k, k)
+            if loss_fn is not None:
+                total += float(loss_fn(out, y[i:i + batch])) * len(out)
+            conf, pred = torch.softmax(out.float(), dim=1).max(1)
+            preds.append(pred.cpu())
+            confs.append(conf.cpu())
+    pred_all, y_cpu = torch.cat(preds), y.cpu()
+    confusion = torch.bincount(y_cpu * k + pred_all, minlength=k * k).view(k, k)
     per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1)).tolist()
-    return {
-        "checkpoint": str(trained.checkpoint), "samples": len(x), "loss": total / len(x),
+    result = {
+        "checkpoint": str(trained.checkpoint), "samples": len(x), "loss": total / len(x) if loss_fn else None,
         "accuracy": confusion.diag().sum().item() / len(x), "classes": data.classes,
         "per_class_accuracy": per_class, "confusion": confusion.tolist(),
     }
+    return result, Outcomes(y_cpu, pred_all, torch.cat(confs), x, data.mean, data.std)
 
 
 MAX_IMAGE_PIXELS = 50_000_000  # a photo has tens of megapixels; more is a decompression bomb

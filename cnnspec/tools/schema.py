@@ -73,15 +73,44 @@ def _component(reg: Registry, kind: Kind, defs: dict[str, Any]) -> dict[str, Any
     return {"anyOf": options}
 
 
-def _blocks() -> dict[str, Any]:
-    """``blocks:``: bodies are templates ($NAME values), so their layers are checked by cnnspec, not here."""
+_TEMPLATE = {"type": "string", "pattern": "^\\$[A-Za-z_][A-Za-z0-9_]*$", "description": "a block parameter: $NAME"}
+
+
+def _body_layer(reg: Registry) -> dict[str, Any]:
+    """A layer inside a block body: its values may be ``$NAME`` templates, so only its keys are
+    checked here (a wrong key is caught as you type); cnnspec checks the values once substituted."""
+    rules: list[dict[str, Any]] = []
+    for name, t in reg.items("layer"):
+        keys = ["type", "repeat", *t.Params.model_json_schema().get("properties", {})]
+        rules.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                      "then": {"propertyNames": {"enum": keys}}})
+    return {"anyOf": [{"type": "string"}, {"type": "object", "allOf": rules}]}
+
+
+def _blocks(reg: Registry, defs: dict[str, Any]) -> dict[str, Any]:
+    """``blocks:``: bodies are templates ($NAME values), so their layers' keys are checked here and
+    their values by cnnspec."""
     from cnnspec.spec.blocks import BlockDef
 
     s = BlockDef.model_json_schema()
     s.pop("title", None)
-    s["properties"]["layers"]["items"] = {"anyOf": [{"type": "string"}, {"type": "object"}]}
+    defs["block_layer"] = _body_layer(reg)
+    s["properties"]["layers"]["items"] = {"$ref": "#/$defs/block_layer"}
     return {"anyOf": [{"type": "object", "additionalProperties": s}, {"type": "null"}],
             "description": "named, parameterised blocks of layers, used as {block: NAME, ...arguments}"}
+
+
+def _sweep() -> dict[str, Any]:
+    """``sweep:``: the section's own keys, and each space entry a list of choices or one range."""
+    from cnnspec.spec.sweepspace import RANGES, SweepSection
+
+    s = SweepSection.model_json_schema()
+    s.pop("title", None)
+    pair = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
+    ranges = [{"type": "object", "required": [r], "properties": {r: pair, "step": {"type": "number"}},
+               "additionalProperties": False} for r in RANGES]
+    s["properties"]["space"]["additionalProperties"] = {"anyOf": [{"type": "array", "minItems": 1}, *ranges]}
+    return {"anyOf": [s, {"type": "null"}], "description": s.pop("description", None)}
 
 
 def _section(model: Any, components: dict[str, dict[str, Any]], defs: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +133,8 @@ def json_schema(reg: Registry) -> dict[str, Any]:
         "type": "array", "minItems": 1, "description": props["layers"].get("description"),
         "items": defs["layer"],
     }
-    props["blocks"] = _blocks()
+    props["blocks"] = _blocks(reg, defs)
+    props["sweep"] = _sweep()
     props["data"] = {"anyOf": [_section(DataSection, {
         "dataset": _component(reg, "dataset", defs),
         "augment": {"type": "array", "items": _component(reg, "augmentation", defs)},

@@ -73,6 +73,9 @@ class RunOptions:
     quiet: bool = False  # no progress display; print only the run folder
     force: bool = False  # run even when the training memory estimate exceeds what the device has
     fast_dev_run: bool = False  # one epoch on two batches of each split; the run folder kept only with --output
+    # called with the run folder when training ends (rank 0; cli: write report.html unless --no-report);
+    # a callable rather than an import, since train sits below tools
+    after: Callable[[Path], None] | None = None
 
 
 def run_command(options: RunOptions) -> None:
@@ -231,7 +234,7 @@ def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, de
     try:
         trainer = Trainer(parts, spec.registry.pm or default_plugin_manager(), progress,
                           run_dir=run if world.main else None, resume=saved, on_setup=on_setup)
-        _fit(trainer, run, progress, options.quiet)
+        _fit(trainer, run, progress, options)
     finally:
         if world.main:
             run.unlock()
@@ -267,9 +270,13 @@ def _start_line(trainer: Trainer, run: RunDir) -> str:
             f"{len(parts.data.train[0]):,} training samples, {per} -> {run.path}")
 
 
-def _fit(trainer: Trainer, run: RunDir, progress: Progress, quiet: bool) -> None:
+def _fit(trainer: Trainer, run: RunDir, progress: Progress, options: RunOptions) -> None:
     """Train in ``run`` (locked by this process), report, and turn failures into errors."""
-    spec, world, main = trainer.spec, trainer.world, trainer.world.main
+    spec, world, main, quiet = trainer.spec, trainer.world, trainer.world.main, options.quiet
+
+    def finish() -> None:
+        _finish(progress, run, trainer.metrics, spec.name, main, options.after)
+
     progress.message(_start_line(trainer, run))
     try:
         summary = trainer.fit()
@@ -277,23 +284,23 @@ def _fit(trainer: Trainer, run: RunDir, progress: Progress, quiet: bool) -> None
         note = _checkpoint_note(run, f" (continue with --resume {run.path})")
         raise Interrupted(f"interrupted; {note}" if main else None) from None
     except RunFolderError as e:  # a full disk, a folder that became read-only: not the training's fault
-        _finish(progress, run, trainer.metrics, spec.name, main)
+        finish()
         raise type(e)(f"{e}; {_checkpoint_note(run)}" if main else None) from None
     except CheckpointError:  # a resumed state that does not fit: nothing was trained or written
         raise
     except NonFiniteLoss as e:
-        _finish(progress, run, trainer.metrics, spec.name, main)
+        finish()
         note = (f"The last good checkpoint is {run.path / LAST} (end of epoch {len(trainer.metrics)})."
                 if (run.path / LAST).is_file() else "No checkpoint was saved before it.")
         raise NonFiniteLoss(f"{e}; stopped. {note}" if main else None) from None
     except Exception as e:  # a plugin's module or hook failing mid-run, say: keep what was saved
         if os.environ.get("CNNSPEC_DEBUG"):
             raise
-        _finish(progress, run, trainer.metrics, spec.name, main)
+        finish()
         who = f"rank {world.rank}: " if world.distributed else ""  # every rank says why it stopped
         raise TrainingFailed(f"{who}training failed: {type(e).__name__}: {e} (set CNNSPEC_DEBUG=1 for the "
                              f"traceback); {_checkpoint_note(run)}") from e
-    _finish(progress, run, trainer.metrics, spec.name, main)
+    finish()
     if summary["status"] == "interrupted":
         raise Interrupted(f"interrupted; a resumable checkpoint is saved. Continue with: cnnspec run "
                           f"--resume {run.path}" if main else None)
@@ -338,8 +345,10 @@ def _checkpoint_note(run: RunDir, then: str = "") -> str:
     return f"no checkpoint was saved yet (the run folder is {run.path})"
 
 
-def _finish(progress: Progress, run: RunDir, rows: list[dict[str, Any]], name: str, main: bool) -> None:
-    """The epoch table, and the run's curves.png; a plotting failure must not fail a run."""
+def _finish(progress: Progress, run: RunDir, rows: list[dict[str, Any]], name: str, main: bool,
+            after: Callable[[Path], None] | None = None) -> None:
+    """The epoch table, the run's curves.png, then ``after`` (the report); a plotting failure must
+    not fail a run."""
     from cnnspec.train.curves import CURVES_FILE, plot_runs
 
     progress.finish(rows)
@@ -349,3 +358,5 @@ def _finish(progress: Progress, run: RunDir, rows: list[dict[str, Any]], name: s
         plot_runs([(name, rows)], run.path / CURVES_FILE)
     except Exception as e:  # e.g. matplotlib missing: the metrics are in metrics.jsonl anyway
         print(f"cnnspec: warning: could not draw {CURVES_FILE}: {type(e).__name__}: {e}", file=sys.stderr)
+    if after is not None:
+        after(run.path)
