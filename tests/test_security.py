@@ -275,7 +275,26 @@ def _store(c: Case, kind: str, command: str) -> list[str]:
     return [command, c.write("plugins: [evil.py]\n" + SPEC)]
 
 
+def limited(limits: str) -> str:
+    return SPEC.replace("layers:\n", f"limits: {limits}\nlayers:\n", 1)
+
+
 CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
+    # numbers past float range, huge ints, and values that are not amounts (issue 21)
+    "limits-past-float-range": (lambda c: ["validate", c.write(limited("{memory: 1e999GiB}"))], 1,
+                                "limits.memory: '1e999GiB' is more than 1e+19"),
+    "limits-float-inf": (lambda c: ["validate", c.write(limited("{macs: 1.0e+400}"))], 1,
+                         "limits.macs: must be at most 1e+19"),
+    "limits-huge-int": (lambda c: ["validate", c.write(limited("{params: " + "9" * 90 + "}"))], 1,
+                        "limits.params: must be at most 1e+19"),
+    "limits-memory-true": (lambda c: ["validate", c.write(limited("{memory: true}"))], 1,
+                           "limits.memory: expected a number or a size such as 2GiB, got True"),
+    "limits-memory-nan": (lambda c: ["validate", c.write(limited("{memory: .nan}"))], 1,
+                          "limits.memory: expected a number, got nan"),
+    "batch-size-past-float-range": (lambda c: ["validate", str(c.runs["spec"]), "--batch-size", "1e400"], 2,
+                                    "--batch-size: '1e400' is more than 1e+15"),
+    "batch-size-5000-digits": (lambda c: ["validate", str(c.runs["spec"]), "--batch-size", "9" * 5000], 2,
+                               "is more than 1e+15"),
     # the trust store is read like a spec, and never rewritten when it cannot be parsed (issue 21)
     "trust-store-fifo-validate": (lambda c: _store(c, "fifo", "validate"), 1,
                                   "trusted.json is not a regular file"),
@@ -893,3 +912,31 @@ def test_a_broken_trust_store_is_never_rewritten_and_a_symlinked_one_is_written_
     assert set(json.loads(real.read_text())["files"]) == {"/a/b.py", str(plugin)}
     assert sorted(p.name for p in real.parent.iterdir()) == ["cnnspec.json"]  # no temporary left
     assert cli("validate", str(spec))[0] == 0
+
+
+def test_amounts_past_float_range_are_shown_not_raised(tmp_path):
+    from cnnspec.spec.cost import human, human_bytes
+
+    assert human(10**400) == "1.0e400" and human_bytes(3 * 10**396) == "3.0e396 B" and human(1536) == "1.5K"
+    n = "9" * 99
+    path = tmp_path / "huge.yaml"  # MACs about 10^396, far past float range
+    path.write_text(f"input: [1, {n}, {n}]\nlimits: {{macs: 5M}}\nlayers:\n"
+                    + f"  - {{type: conv2d, out_channels: {n}, kernel_size: 1}}\n" * 4)
+    code, text = cli("validate", str(path))
+    assert code == 1 and "Traceback" not in text, text
+    assert f"{path}:2:16: error: limits.macs: the model needs 3.0e396 MACs per sample, over the limit of 5.0M" in text
+    code, text = cli("validate", str(path), "--format", "json")
+    assert code == 1 and "Traceback" not in text
+
+
+@pytest.mark.parametrize("limits, message", [
+    ("{memory: -1}", "limits.memory: must be positive, got -1"),
+    ("{params: 0}", "limits.params: must be at least 1, got 0"),
+    ("{memory: lots}", "limits.memory: 'lots' is not a size such as 2GiB, 500MB or 1.5G"),
+])
+def test_limit_messages_give_the_value_once(tmp_path, limits, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(limited(limits))
+    code, text = cli("validate", str(path))
+    (line,) = [ln for ln in text.splitlines() if "error:" in ln]
+    assert code == 1 and line.endswith(message), text

@@ -63,8 +63,11 @@ def human(n: int | float, unit: str = "", base: int = 1000) -> str:
     sep = " " if unit else ""
     if isinstance(n, float) and not math.isfinite(n):
         return f"{n}{sep}{unit}"
-    if abs(n) >= base ** len(prefixes):  # past E: a power of ten (an int may be past float range)
-        return f"~10^{int(math.log10(abs(n)))}{sep}{unit}"
+    if abs(n) >= base ** len(prefixes):  # past E: 3.0e396 (an int may be past float range: int arithmetic)
+        e = int(math.log10(abs(n)))
+        m = n / 10**e
+        m, e = (m / 10, e + 1) if abs(m) >= 9.95 else (m, e)
+        return f"{m:.1f}e{e}{sep}{unit}"
     i = 0
     while abs(n) >= base ** (i + 1) and i < len(prefixes) - 1:
         i += 1
