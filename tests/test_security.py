@@ -940,3 +940,22 @@ def test_limit_messages_give_the_value_once(tmp_path, limits, message):
     code, text = cli("validate", str(path))
     (line,) = [ln for ln in text.splitlines() if "error:" in ln]
     assert code == 1 and line.endswith(message), text
+
+
+def test_sweep_results_csv_escapes_cells_a_spreadsheet_would_run(tmp_path):
+    import csv
+
+    pytest.importorskip("optuna")
+    from cnnspec.sweep.report import csv_cell
+
+    assert [csv_cell(v) for v in ("=1+1", "+1", "-2", "@A1", "\t=x", "plain", -0.5, 3)] == [
+        "'=1+1", "'+1", "'-2", "'@A1", "'\t=x", "plain", -0.5, 3]
+    spec = tmp_path / "s.yaml"  # every trial is invalid (kernel 11 on 8x8): nothing trains
+    spec.write_text(SPEC + "sweep:\n  sampler: grid\n  metric: test_accuracy\n  space:\n"
+                    "    layers.0.kernel_size: [11]\n"
+                    "    data.root: ['=HYPERLINK(\"http://x\")', '-2+3', plain]\n")
+    code, text = cli("sweep", str(spec), "--output", str(tmp_path / "out"), "--quiet")
+    assert code == 0, text
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    assert sorted(r["data.root"] for r in rows) == ["'-2+3", "'=HYPERLINK(\"http://x\")", "plain"]
+    assert all(r["status"] == "invalid" for r in rows)

@@ -16,6 +16,15 @@ from typing import Any
 from cnnspec.spec.sweepspace import Param, Sweep, label
 
 RESULTS_JSON, RESULTS_CSV, PLOT_FILE, BEST_FILE = "results.json", "results.csv", "sweep.png", "best.yaml"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
+
+
+def csv_cell(value: Any) -> Any:
+    """A results.csv cell: text that a spreadsheet would run as a formula (a swept value written
+    ``=HYPERLINK(...)``, say) gets a leading ' so it shows as text; numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 STATUS = "cnnspec_status"  # user attr: running, complete, pruned, invalid, failed, interrupted, surplus, error
 COUNTED = ("complete", "pruned", "invalid", "failed")  # these use up one of the sweep's trials
 
@@ -158,9 +167,9 @@ class Reporter:
         w.writerow(["trial", "status", s.metric, *keys, "epochs", "seconds", "run_dir", "error"])
         for r in rows:
             value = r["value"] if r["value"] is not None else r["last_value"] if r["status"] == "pruned" else None
-            w.writerow([r["trial"], r["status"], "" if value is None else value,
-                        *[r["_shown"].get(k, "") for k in keys], r["epochs"], r["seconds"] or "",
-                        r["run_dir"] or "", " / ".join(r["errors"])])
+            w.writerow([csv_cell(c) for c in (r["trial"], r["status"], "" if value is None else value,
+                                               *[r["_shown"].get(k, "") for k in keys], r["epochs"],
+                                               r["seconds"] or "", r["run_dir"] or "", " / ".join(r["errors"]))])
         atomic_write(self.folder / RESULTS_CSV, lambda f: f.write(buf.getvalue()))
         if b and isinstance(b.get("_spec"), dict):
             import yaml
