@@ -139,3 +139,21 @@ def test_the_estimate_counts_the_thawed_layers_when_unfreeze_will_train_them(cli
                            "train.callbacks=[{type: unfreeze, epoch: 2}]").out)["specs"][0]["memory"]
     assert frozen["grad_bytes"] == frozen["param_bytes"] - 9_536 * 4
     assert later["grad_bytes"] == later["param_bytes"]  # the most the run will hold
+
+
+def test_trainable_false_on_a_layer_or_a_block_use_freezes_it(cli, write):
+    text = ("input: [1, 8, 8]\nblocks:\n  cb:\n    layers: [{type: conv2d, out_channels: 2, kernel_size: 3}, relu]\n"
+            "layers:\n  - {type: conv2d, out_channels: 2, kernel_size: 1, trainable: false}\n"
+            "  - {block: cb, trainable: false}\n  - flatten\n  - {type: linear, out_features: 3}\n")
+    path = write(text)
+    spec = cnnspec.load_spec(path)
+    assert spec.finetune.frozen == frozenset({"0", "1", "1.0", "1.1"})
+    assert spec.finetune.frozen_params == (2 * 1 + 2) + (2 * 2 * 9 + 2)  # 42
+    assert "total params: 261 (trainable 219, frozen 42)" in cli("validate", path).out
+    model = cnnspec.build_model(spec)
+    freeze(model, spec.finetune)
+    assert [p.requires_grad for p in model.parameters()] == [False, False, False, False, True, True]
+    resolved = spec.to_dict()["layers"]
+    assert resolved[0]["trainable"] is False and resolved[1]["trainable"] is False  # run folders keep it
+    bad = write(text.replace("trainable: false}\n  - {block", "trainable: 0}\n  - {block"), "bad.yaml")
+    assert f"{bad}:6:64: error: layers[0]: trainable must be true or false, got 0" in cli("validate", bad).out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from cnnspec.errors import KeyPath, did_you_mean, path_str
@@ -12,6 +13,7 @@ from cnnspec.spec.shapes import MAX_LAYERS, MAX_NESTING, MAX_REPEAT
 # Spec syntax, not a plugin's name test: ``{..., repeat: N}`` on any layer item or block use is
 # short for ``{type: repeat, times: N, layers: [{...}]}``, the composite registered under this name.
 REPEAT = "repeat"
+TRAINABLE = "trainable"  # ``{..., trainable: false}`` on any layer item or block use: frozen (spec.finetune)
 
 
 class TooManyLayers(Exception):
@@ -88,6 +90,8 @@ class Expander:
 
     def nested(self, raw: Any, path: KeyPath) -> Component | None:
         label = path_str(path)
+        if isinstance(raw, dict) and TRAINABLE in raw:
+            return self.trainable(raw, path)
         if isinstance(raw, dict) and REPEAT in raw:
             return self.repeated(raw, path)
         if isinstance(raw, dict) and "block" in raw:
@@ -113,6 +117,15 @@ class Expander:
         inner = self.count - before
         self.counted(1 if not kids else inner * (int(copies(comp.params)) - 1) if copies is not None else 0)
         return Component(comp.name, comp.type, comp.params, path, tuple(kids), self.report.trail)
+
+    def trainable(self, raw: dict[str, Any], path: KeyPath) -> Component | None:
+        """``{..., trainable: false}`` on any layer item or block use: its parameters are frozen."""
+        value = raw[TRAINABLE]
+        if not isinstance(value, bool):
+            self.report.fail(path + (TRAINABLE,), f"{path_str(path)}: trainable must be true or false, got {value!r}")
+            return None
+        comp = self.nested({k: v for k, v in raw.items() if k != TRAINABLE}, path)
+        return dataclasses.replace(comp, frozen=True) if comp is not None and not value else comp
 
     def repeated(self, raw: dict[str, Any], path: KeyPath) -> Component | None:
         """``{..., repeat: N}``: short for ``{type: repeat, times: N, layers: [{...}]}``."""

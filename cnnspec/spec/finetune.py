@@ -11,18 +11,19 @@ from cnnspec.errors import KeyPath, Problem
 from cnnspec.spec.loadplan import FineTune
 from cnnspec.spec.sections import TrainSection
 from cnnspec.spec.selectors import SelectorError, matcher
-from cnnspec.spec.shapes import ShapeTrace
-from cnnspec.spec.tensors import Unknown, module_paths, plan
+from cnnspec.spec.shapes import Row, ShapeTrace
+from cnnspec.spec.tensors import Unknown, child_modules, module_paths, plan
 from cnnspec.spec.yamlpos import Located
 
 
 def resolve(located: Located, train: TrainSection, trace: ShapeTrace) -> tuple[FineTune | None, list[Problem]]:
     """The fine-tuning plan of a spec, or located problems (a selector that names no layer)."""
-    if not train.freeze and not train.lr_multipliers:
+    marked = _marked(trace)
+    if not train.freeze and not train.lr_multipliers and not marked:
         return FineTune(), []
     paths = module_paths(trace)
     problems: list[Problem] = []
-    frozen: set[str] = set()
+    frozen: set[str] = set(marked)
     for i, chosen in enumerate(train.freeze):
         frozen |= _names(located, ("train", "freeze", i), f"train.freeze[{i}]", chosen, paths, trace, problems)
     multipliers: dict[str, float] = {}
@@ -39,6 +40,22 @@ def resolve(located: Located, train: TrainSection, trace: ShapeTrace) -> tuple[F
         entries = []  # a layer without a tensors rule: counts stay at what is known
     frozen_params = sum(e.numel for e in entries if e.tensor.trainable and e.module in frozen)
     return FineTune(frozenset(frozen), multipliers, frozen_params), []
+
+
+def _marked(trace: ShapeTrace) -> set[str]:
+    """The module paths of the layers written with ``trainable: false``, and of everything inside them."""
+    out: set[str] = set()
+
+    def walk(row: Row, module: str, frozen: bool) -> None:
+        frozen = frozen or bool(getattr(row.component, "frozen", False))
+        if frozen:
+            out.add(module)
+        for path, child in child_modules(row, module):
+            walk(child, path, frozen)
+
+    for i, row in enumerate(trace.rows):
+        walk(row, str(i), False)
+    return out
 
 
 def _names(located: Located, path: KeyPath, label: str, selector: int | str, paths: list[str], trace: ShapeTrace,

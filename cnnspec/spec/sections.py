@@ -227,9 +227,14 @@ class Component:
     path: KeyPath
     children: tuple[tuple[Component, ...], ...] = ()
     trail: tuple[tuple[str, KeyPath], ...] = ()
+    frozen: bool = False  # written with ``trainable: false``: its parameters do not train
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that checks back to the same component (defaults filled in)."""
+        out = self._plain()
+        return {**out, "trainable": False} if self.frozen else out
+
+    def _plain(self) -> dict[str, Any]:
         own = getattr(self.type, "item_dict", None)
         if own is not None:  # a block use: {block: NAME, ...arguments}
             return own(self.params)

@@ -43,6 +43,7 @@ def _params_schema(params: Any, prefix: str, defs: dict[str, Any]) -> dict[str, 
 
 _REPEAT = {"type": "integer", "minimum": 1, "maximum": 1000,
            "description": "this many copies in a row, each with its own weights"}
+_TRAINABLE = {"type": "boolean", "description": "false: its parameters do not train (fine-tuning)"}
 
 
 def _component(reg: Registry, kind: Kind, defs: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def _component(reg: Registry, kind: Kind, defs: dict[str, Any]) -> dict[str, Any
         s = _params_schema(t.Params, f"{kind}_{name}_", defs)
         props = {"type": {"const": name, "description": t.description or name}, **s.get("properties", {})}
         if kind == "layer":
-            props["repeat"] = _REPEAT
+            props["repeat"], props["trainable"] = _REPEAT, _TRAINABLE
         options.append({
             "type": "object", "title": name, "description": t.description or name,
             "properties": props, "required": ["type", *s.get("required", [])],
@@ -68,7 +69,7 @@ def _component(reg: Registry, kind: Kind, defs: dict[str, Any]) -> dict[str, Any
         options.append({
             "type": "object", "title": "block",
             "description": "a use of a named block; the other keys are its arguments",
-            "properties": {"block": block, "repeat": _REPEAT}, "required": ["block"],
+            "properties": {"block": block, "repeat": _REPEAT, "trainable": _TRAINABLE}, "required": ["block"],
         })
     return {"anyOf": options}
 
