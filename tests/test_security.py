@@ -959,3 +959,26 @@ def test_sweep_results_csv_escapes_cells_a_spreadsheet_would_run(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     assert sorted(r["data.root"] for r in rows) == ["'-2+3", "'=HYPERLINK(\"http://x\")", "plain"]
     assert all(r["status"] == "invalid" for r in rows)
+
+
+def test_graph_output_never_overwrites_an_input_and_matches_its_suffix(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    plugin = tmp_path / "plug.py"
+    plugin.write_text(marker_plugin(tmp_path / "MARKER"))
+    (tmp_path / "link.svg").symlink_to(spec)
+    before = snapshot(tmp_path)
+    for out, message in [(spec, f"-o {spec} is the input {spec}; graph does not overwrite it"),
+                         (tmp_path / "link.svg", "is the input"),
+                         (plugin, f"-o {plugin} is the input {plugin}"),
+                         (tmp_path / "g.png", "graph writes SVG, Mermaid or DOT text, not .png"),
+                         (tmp_path / "g", "not a file without a suffix; name the file .svg, .mmd or .dot")]:
+        code, text = cli("graph", str(spec), "-o", str(out), "-p", str(plugin))
+        (line,) = text.splitlines()
+        assert code == 2 and line.startswith("cnnspec: error: ") and message in line, text
+    code, text = cli("graph", str(spec), "-o", str(tmp_path / "g.dot"), "--format", "svg")
+    assert code == 2 and "--format svg, but the name ends in .dot (dot); name the file g.svg" in text, text
+    assert snapshot(tmp_path) == before and not (tmp_path / "MARKER").exists()
+    assert cli("graph", str(spec), "-o", str(tmp_path / "g.txt"), "--format", "mermaid")[0] == 0
+    assert (tmp_path / "g.txt").read_text().startswith("flowchart")
+    assert cli("graph", str(spec), "-o", str(tmp_path / "G.SVG"))[0] == 0

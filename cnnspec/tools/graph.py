@@ -365,22 +365,67 @@ def render(t: ShapeTrace, fmt_name: str, name: str = "") -> str:
     return svg(root, name)
 
 
+SUFFIXES = {".svg": "svg", ".mmd": "mermaid", ".mermaid": "mermaid", ".dot": "dot", ".gv": "dot"}
+_FOR = {"svg": ".svg", "mermaid": ".mmd", "dot": ".dot"}
+
+
+def output_format(output: str, fmt_name: str | None) -> str:
+    """The format for ``-o output``: its suffix's, or ``--format``'s when the suffix names none.
+
+    A suffix of another format (``.png``, ``.pdf``; ``.dot`` with --format svg) is refused: the
+    file would not hold what its name says. CnnspecError (exit 2)."""
+    from pathlib import Path
+
+    from cnnspec.errors import CnnspecError
+
+    suffix = Path(output).suffix.lower()
+    by_suffix = SUFFIXES.get(suffix)
+    if by_suffix is not None:
+        if fmt_name is not None and fmt_name != by_suffix:
+            raise CnnspecError(f"-o {output}: --format {fmt_name}, but the name ends in {suffix} ({by_suffix}); "
+                               f"name the file {Path(output).stem}{_FOR[fmt_name]}")
+        return by_suffix
+    if fmt_name is not None and suffix in ("", ".txt"):
+        return fmt_name
+    raise CnnspecError(f"-o {output}: graph writes SVG, Mermaid or DOT text, not "
+                       f"{suffix or 'a file without a suffix'}; name the file .svg, .mmd or .dot"
+                       + ("" if suffix else ", or pass --format"))
+
+
+def refuse_inputs(output: str, inputs: list[str]) -> None:
+    """CnnspecError (exit 2) when ``output`` is (a link to) one of the command's input files."""
+    import os
+
+    from cnnspec.errors import CnnspecError
+
+    for path in inputs:
+        try:
+            same = os.path.samefile(output, path)
+        except OSError:  # either does not exist: not the same file
+            same = False
+        if same:
+            raise CnnspecError(f"-o {output} is the input {path}; graph does not overwrite it "
+                               "(write the drawing to another file)")
+
+
 def write_graph(spec: str, output: str | None, fmt_name: str | None, plugins: list[str]) -> None:
     """``cnnspec graph``: check the spec, draw it to ``output`` or stdout; an invalid spec raises
-    SpecError, an unwritable output OSError (both reported by cli.main)."""
+    SpecError, an unwritable output OSError (both reported by cli.main). The output's format
+    comes from its suffix (output_format), and it is never one of the inputs (the spec, -p files;
+    a plugin file ends in .py, a suffix graph does not write)."""
     import sys
     from pathlib import Path
 
     from cnnspec.errors import SpecError
     from cnnspec.spec.load import check_file
 
-    if fmt_name is None:
-        suffix = Path(output).suffix.lower() if output else ""
-        fmt_name = {".mmd": "mermaid", ".mermaid": "mermaid", ".dot": "dot", ".gv": "dot"}.get(suffix, "svg")
+    if output:
+        refuse_inputs(output, [spec, *plugins])
+        fmt_name = output_format(output, fmt_name)
     result = check_file(spec, plugins=plugins)
     if result.spec is None:
         raise SpecError(result.problems, spec)
-    text = render(result.spec.trace, fmt_name, result.spec.name)
+    text = render(result.spec.trace, fmt_name or "svg", result.spec.name)
     if not output:
         sys.stdout.write(text)
         return
