@@ -85,7 +85,7 @@ def test_what_a_resume_needs_is_checked_before_anything_is_used(run: Path, tmp_p
     assert resumable_problem({**state, "rng": {}}) == "its random-number state is missing"
     (tmp_path / "last.pt").write_bytes((run / "last.pt").read_bytes())
     torch.save({**state, "seed": "five"}, tmp_path / "last.pt")
-    with pytest.raises(CheckpointError, match="last.pt is not a resumable checkpoint: 'seed' is missing or not a int"):
+    with pytest.raises(CheckpointError, match="last.pt is not a resumable checkpoint: 'seed' is missing or not an int"):
         Checkpoint.load_resumable(tmp_path)
     torch.save({**state, "format": "something else"}, tmp_path / "last.pt")
     with pytest.raises(CheckpointError, match="not a cnnspec checkpoint"):

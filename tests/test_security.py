@@ -279,7 +279,20 @@ def limited(limits: str) -> str:
     return SPEC.replace("layers:\n", f"limits: {limits}\nlayers:\n", 1)
 
 
+def augmented(item: str) -> str:
+    return SPEC.replace("  batch_size: 16\n", f"  batch_size: 16\n  augment: [{item}]\n")
+
+
 CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
+    # augmentations: bounded, finite (issue 21)
+    "random-crop-huge-padding": (lambda c: ["validate", c.write(augmented("{type: random_crop, padding: 1000000000}"))],
+                                 1, "padding 1,000,000,000 is more than the image's size 8 x 8"),
+    "random-crop-fill-nan": (lambda c: ["validate", c.write(augmented("{type: random_crop, fill: .nan}"))], 1,
+                             "fill: input should be a finite number, got nan"),
+    "block-default-not-an-int": (lambda c: ["validate", c.write("input: [1, 8, 8]\nblocks:\n  b:\n    params: {n: {"
+                                                                "type: int, default: x}}\n    layers: [relu]\n"
+                                                                "layers: [{block: b}]\n")], 1,
+                                 "default 'x' is not an int"),
     # numbers past float range, huge ints, and values that are not amounts (issue 21)
     "limits-past-float-range": (lambda c: ["validate", c.write(limited("{memory: 1e999GiB}"))], 1,
                                 "limits.memory: '1e999GiB' is more than 1e+19"),

@@ -24,7 +24,7 @@ def _image(name: str, shape: Shape) -> tuple[int, int, int]:
 class RandomCropParams(Params):
     padding: NonNegInt = Field(4, description="pixels of fill added on every side before cropping")
     size: Size2 | None = Field(None, description="crop [height, width]; default the input's size")
-    fill: float = Field(0.0, description="value of the added pixels")
+    fill: float = Field(0.0, allow_inf_nan=False, description="value of the added pixels (a finite number)")
 
 
 class RandomCrop(AugmentationType[RandomCropParams]):
@@ -34,6 +34,9 @@ class RandomCrop(AugmentationType[RandomCropParams]):
 
     def check(self, p: RandomCropParams, shape: Shape) -> None:
         _, h, w = _image(self.name, shape)
+        if p.padding > max(h, w):  # the padded batch is made on the device: (h + 2p) x (w + 2p) per sample
+            raise ShapeError(f"padding {p.padding:,} is more than the image's size {h} x {w} (at most "
+                             f"{max(h, w)}: the padded batch is made in memory)", "padding")
         ch, cw = pair(p.size) if p.size is not None else (h, w)
         if ch > h + 2 * p.padding or cw > w + 2 * p.padding:
             raise ShapeError(f"a crop of {ch} x {cw} is larger than the padded image "

@@ -28,6 +28,11 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MISSING = object()
 
 
+def _a(word: str) -> str:
+    """``an int``, ``a float``: the article for a type's name."""
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 class ParamDecl(BaseModel):
     """``{type: int, default: 1, description: ...}``: one parameter of a block."""
 
@@ -129,7 +134,8 @@ def compile_block(name: str, raw: Any, owner: str) -> tuple[Block | None, list[t
             try:
                 default = TypeAdapter(t).validate_python(default)
             except ValidationError:
-                problems.append((where + ("default",), f"params.{pname}: default {default!r} is not a {decl_t}", False))
+                problems.append((where + ("default",), f"params.{pname}: default {default!r} is not {_a(decl_t)}",
+                                 False))
                 continue
         fields[pname] = (t | None if default is None else t,
                          Field(... if default is _MISSING else default, description=desc or decl_t))

@@ -239,7 +239,7 @@ def resumable_problem(state: dict[str, Any]) -> str | None:
     """Why ``state`` cannot be resumed from (a key missing or of the wrong type), or None."""
     for key, kind in _RESUMABLE.items():
         if not isinstance(state.get(key), kind):
-            return f"'{key}' is missing or not a {kind.__name__}"
+            return f"'{key}' is missing or not {'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}"
     pos = state["position"]
     if set(pos) != {"epoch", "step", "gen", "sums"} or not all(
             type(pos[k]) is int and pos[k] >= 0 for k in ("epoch", "step")):
