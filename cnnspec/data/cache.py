@@ -215,8 +215,10 @@ def _run(tasks: list[Any], workers: int) -> Any:
         return
     import multiprocessing
 
-    # spawn, not fork: the parent may hold torch's threads; the worker module imports no torch
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    # fork where there is one, as torch's DataLoader does: the workers use only PIL and numpy, never
+    # torch's threads, and a script without an `if __name__ == "__main__"` guard is not run again
+    methods = multiprocessing.get_all_start_methods()
+    with multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(workers) as pool:
         yield from pool.imap_unordered(decode_chunk, tasks)
 
 
