@@ -54,8 +54,8 @@ def test_built_once_then_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_cached_pixels_are_what_the_in_memory_reader_gave(tmp_path: Path) -> None:
-    from torchvision import transforms
     from PIL import Image
+    from torchvision import transforms
 
     make_folder(tmp_path, {"train": {"a": 2, "b": 1}, "test": {"a": 1, "b": 1}}, size=(31, 17))
     for channels in (1, 3):
@@ -267,3 +267,22 @@ def test_streaming_keeps_anonymous_memory_to_a_few_batches(tmp_path: Path) -> No
     float_bytes, peak = int(out[0]), int(out[1])
     assert float_bytes > 110e6
     assert peak < 50e6, f"RssAnon grew by {peak / 1e6:.0f} MB while streaming"
+
+
+def test_data_command(tmp_path: Path, cli) -> None:
+    from PIL import Image
+
+    make_folder(tmp_path / "imgs", {"train": {"a": 9, "b": 3}, "test": {"a": 2, "b": 3}}, size=(20, 16))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC.format(in_memory="null", root=tmp_path / "imgs"))
+    res = cli("data", str(spec), "--format", "json", "--sheet", str(tmp_path / "sheet.png"))
+    assert res.code == 0, res.text
+    info = json.loads(res.out)
+    assert info["classes"] == ["a", "b"] and info["sample_shape"] == [3, 8, 8]
+    assert sum(info["counts"]["train"]) + sum(info["counts"]["val"]) == 12 and info["counts"]["test"] == [2, 3]
+    assert info["sizes"] == {"20 x 16": 17} and info["modes"] == {"RGB": 17} and info["built"]
+    with Image.open(tmp_path / "sheet.png") as sheet:  # two rows (classes) of up to six 8 x 8 pictures
+        assert sheet.size == (2 + 6 * 10, 2 + 2 * 10)
+    res = cli("data", str(spec))
+    assert res.code == 0 and "reused" in res.out and "20 x 16: 17" in res.out
+    assert "total" in res.out and "largest / smallest in train" in res.out

@@ -110,6 +110,10 @@ class ImageFolder(DatasetType[ImageFolderParams]):
     def sample_shape(self, p: ImageFolderParams) -> Shape:
         return (p.channels, *p.size)
 
+    def describe(self, p: ImageFolderParams, root: str | None) -> dict[str, Any]:
+        """The cache and the pictures found, for ``cnnspec data``."""
+        return describe_cache(p, root)
+
     def load(self, p: ImageFolderParams, root: str | None, download: bool) -> Any:
         options = p.model_dump(exclude={"size", "channels", "train_dir", "test_dir"})
         return load_image_folder(root, p.train_dir, p.test_dir, p.size, p.channels, stream=True, **options)

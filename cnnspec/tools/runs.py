@@ -17,9 +17,10 @@ from cnnspec.train.trained import Trained, load_run
 def evaluate(trained: Trained, device: torch.device, batch: int = 1000) -> dict[str, Any]:
     """Test-split loss, accuracy, per-class accuracy and the confusion matrix (rows: true class)."""
     from cnnspec.data.splits import prepare_data
+    from cnnspec.train.runner import data_budget
 
     spec = trained.spec
-    data = prepare_data(spec, device)
+    data = prepare_data(spec, device, data_budget(spec, device))
     model = trained.model.to(device)
     loss_fn = call_plugin(spec.registry, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params)
     x, y = data.test
