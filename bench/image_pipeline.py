@@ -91,7 +91,7 @@ def cnnspec_rates(root: Path, size: int) -> dict[str, float]:
     from cnnspec.data.cache import open_cache
     from cnnspec.data.stream import batches
     from cnnspec.plugins.augment_ops import HorizontalFlipOp
-    from cnnspec.plugins.image_folder import ImageFolderParams, load_image_folder, listing
+    from cnnspec.plugins.image_folder import ImageFolderParams, listing, load_image_folder
 
     p = ImageFolderParams(size=(size, size))
     t0 = time.perf_counter()
