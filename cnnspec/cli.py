@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"cnnspec {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    _spec_commands(sub)  # validate, run, graph, sweep, plugins: read a spec (or the registry)
+    _spec_commands(sub)  # validate, run, data, graph, sweep, plugins: read a spec (or the registry)
     _run_commands(sub)  # eval, predict, export, plot, report: read finished run folders
     _other_commands(sub)  # schema, trust, import
     return p
@@ -42,7 +42,7 @@ def _set_option(p: argparse.ArgumentParser, text: str) -> None:
 
 
 def _spec_commands(sub: _Commands) -> None:
-    """``validate``, ``run``, ``graph``, ``sweep`` and ``plugins``."""
+    """``validate``, ``run``, ``data``, ``graph``, ``sweep`` and ``plugins``."""
     v = sub.add_parser("validate", help="check specs: schema and shapes, without torch")
     v.add_argument("specs", nargs="+", metavar="SPEC", help="spec files")
     v.add_argument("--format", choices=("text", "json"), default="text", help="output format")
@@ -69,6 +69,14 @@ def _spec_commands(sub: _Commands) -> None:
     r.add_argument("--no-report", action="store_true", help="do not write report.html into the run folder")
     _plugin_option(r)
     r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("data", help="describe the spec's dataset: counts per class and split, the image cache")
+    d.add_argument("spec", metavar="SPEC", help="spec file")
+    _set_option(d, "override a value, e.g. data.root=PATH (repeatable)")
+    d.add_argument("--sheet", metavar="FILE", help="write a PNG of a few training pictures per class, augmented")
+    d.add_argument("--format", choices=["text", "json"], default="text")
+    _plugin_option(d)
+    d.set_defaults(func=cmd_data)
 
     g = sub.add_parser("graph", help="draw the model: SVG, or Mermaid / DOT text (no torch)")
     g.add_argument("spec", metavar="SPEC", help="spec file")
@@ -325,6 +333,32 @@ def cmd_graph(args: argparse.Namespace) -> None:
     from cnnspec.tools.graph import write_graph
 
     write_graph(args.spec, args.output, args.format, args.plugins)
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from cnnspec.tools.datainfo import describe_data
+
+    info = describe_data(args.spec, tuple(args.overrides), tuple(args.plugins), args.trust, args.sheet)
+    if args.format == "json":
+        print(json.dumps(info))
+        return
+    print(f"{info['spec']}: dataset {info['dataset']}, samples {' x '.join(map(str, info['sample_shape']))}, "
+          f"{len(info['classes'])} classes (largest / smallest in train: {info['imbalance']})")
+    width = max(len(c) for c in info["classes"])
+    splits = list(info["counts"])
+    print(f"  {'class':<{width}}  " + "  ".join(f"{s:>7}" for s in splits))
+    for k, name in enumerate(info["classes"]):
+        print(f"  {name:<{width}}  " + "  ".join(f"{info['counts'][s][k]:>7,}" for s in splits))
+    print(f"  {'total':<{width}}  " + "  ".join(f"{sum(info['counts'][s]):>7,}" for s in splits))
+    if "cache" in info:
+        state = f"built now in {info['seconds']} s" if info["built"] else "reused"
+        print(f"image cache: {info['cache']} ({state})")
+        print("picture sizes (w x h): " + ", ".join(f"{k}: {v:,}" for k, v in info["sizes"].items()))
+        print("modes: " + ", ".join(f"{k}: {v:,}" for k, v in info["modes"].items()))
+        for path, why in info["unreadable"]:
+            print(f"unreadable, left out: {path} ({why})")
+    if info.get("sheet"):
+        print(f"contact sheet: {info['sheet']}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -55,6 +55,12 @@ def _own_trust_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     monkeypatch.setenv("CNNSPEC_TRUST_FILE", str(tmp_path_factory.mktemp("trust") / "trusted.json"))
 
 
+@pytest.fixture(autouse=True)
+def _own_image_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test decodes image folders into a cache of its own, never the user's."""
+    monkeypatch.setenv("CNNSPEC_CACHE_DIR", str(tmp_path_factory.mktemp("image-cache")))
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     """Run ``cnnspec ARGS`` through main(argv); check it never shows a traceback."""

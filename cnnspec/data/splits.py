@@ -15,24 +15,29 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cnnspec.data.stream import StreamedImages
 from cnnspec.errors import DataError, SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
     from cnnspec.spec.sections import Spec
 
-__all__ = ["DEFAULT_ROOT", "Batches", "DataError", "Splits", "channel_stats", "data_root",
+__all__ = ["DEFAULT_ROOT", "Batches", "DataError", "Images", "Splits", "channel_stats", "data_root",
            "images_from_uint8", "labels_from_ints", "prepare_data", "validation_split"]
 
 DEFAULT_ROOT = Path("~/.cache/cnnspec/data")
+RESIDENT_SHARE = 0.25  # a set whose float32 copy takes at most this share of free memory is held there
+
+Images = Tensor | StreamedImages  # a split's pixels: resident float32, or streamed from a uint8 map
 
 
 @dataclass
 class Splits:
-    """A train and a test set: x is float32 N x C x H x W in [0, 1], y is int64 N."""
+    """A train and a test set: x is float32 N x C x H x W in [0, 1] (or StreamedImages standing for
+    it), y is int64 N."""
 
-    train_x: Tensor
+    train_x: Images
     train_y: Tensor
-    test_x: Tensor
+    test_x: Images
     test_y: Tensor
     classes: list[str]
 
@@ -41,7 +46,7 @@ class Splits:
         c, h, w = self.train_x.shape[1:]
         return (int(c), int(h), int(w))
 
-    def split_validation(self, fraction: float, seed: int) -> tuple[Splits, tuple[Tensor, Tensor] | None]:
+    def split_validation(self, fraction: float, seed: int) -> tuple[Splits, tuple[Images, Tensor] | None]:
         """Move a seeded random ``fraction`` of train into a validation set (None when 0)."""
         tx, ty, vx, vy = validation_split(self.train_x, self.train_y, fraction, seed)
         rest = Splits(tx, ty, self.test_x, self.test_y, list(self.classes))
@@ -50,26 +55,38 @@ class Splits:
 
 @dataclass
 class Batches:
-    """The splits as tensors on the device, already scaled (and normalised if asked)."""
+    """The splits as tensors on the device, already scaled (and normalised if asked); streamed
+    images are read and scaled batch by batch."""
 
-    train: tuple[Tensor, Tensor]
-    test: tuple[Tensor, Tensor]
-    val: tuple[Tensor, Tensor] | None
+    train: tuple[Images, Tensor]
+    test: tuple[Images, Tensor]
+    val: tuple[Images, Tensor] | None
     classes: list[str]
     mean: list[float] | None = None
     std: list[float] | None = None
+    source: str = ""  # the image cache the images came from, if any
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.train[0], StreamedImages)
+
+    @property
+    def resident_bytes(self) -> int:
+        """What the images hold in memory: the float32 splits, or nothing (but batches) when streamed."""
+        pairs = [self.train, self.test] + ([self.val] if self.val is not None else [])
+        return sum(p[0].numel() * p[0].element_size() for p in pairs if isinstance(p[0], Tensor))
 
     def to(self, device: torch.device) -> Batches:
         """The same splits on another device."""
-        def move(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        def move(pair: tuple[Images, Tensor]) -> tuple[Images, Tensor]:
             return pair[0].to(device), pair[1].to(device)
 
         val = move(self.val) if self.val is not None else None
-        return Batches(move(self.train), move(self.test), val, self.classes, self.mean, self.std)
+        return Batches(move(self.train), move(self.test), val, self.classes, self.mean, self.std, self.source)
 
 
-def validation_split(x: Tensor, y: Tensor, fraction: float, seed: int
-                     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+def validation_split(x: Images, y: Tensor, fraction: float, seed: int
+                     ) -> tuple[Images, Tensor, Images | None, Tensor | None]:
     """(train_x, train_y, val_x, val_y) from a seeded permutation; val is None when fraction is 0.
 
     The schema keeps ``fraction`` in [0, 1); a dataset's sizes are only known here.
@@ -82,7 +99,12 @@ def validation_split(x: Tensor, y: Tensor, fraction: float, seed: int
         raise DataError(f"a validation fraction of {fraction} leaves no training samples out of {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = perm[:n_val], perm[n_val:]
-    return x[train], y[train], x[val], y[val]
+    return select(x, train), y[train], select(x, val), y[val]
+
+
+def select(x: Images, idx: Tensor) -> Images:
+    """The images at ``idx``: a tensor's rows, or a stream's subset (nothing read)."""
+    return x.subset(idx) if isinstance(x, StreamedImages) else x[idx]
 
 
 def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -108,8 +130,12 @@ def labels_from_ints(a: np.ndarray | list[int]) -> Tensor:
     return torch.from_numpy(np.asarray(a).astype(np.int64))
 
 
-def prepare_data(spec: Spec, device: torch.device) -> Batches:
-    """Load the spec's dataset, check it fits the model (located errors), split, scale, move."""
+def prepare_data(spec: Spec, device: torch.device, budget: int | None = None) -> Batches:
+    """Load the spec's dataset, check it fits the model (located errors), split, scale, move.
+
+    Streamed images (a dataset's StreamedImages) become resident float32 tensors when they take at
+    most RESIDENT_SHARE of ``budget`` bytes (what the device has free beside the model; None: no
+    limit is known), or when the dataset asks; otherwise they stay streamed."""
     from cnnspec.registry.manager import call_plugin
     from cnnspec.spec.check import fit_problems
 
@@ -133,20 +159,49 @@ def prepare_data(spec: Spec, device: torch.device) -> Batches:
     splits, val = splits.split_validation(spec.data.val_split, seed)
     if spec.data.limit is not None:  # a subset: the first N samples of each split
         n = spec.data.limit
-        splits = Splits(splits.train_x[:n], splits.train_y[:n], splits.test_x[:n], splits.test_y[:n], splits.classes)
-        val = (val[0][:n], val[1][:n]) if val else None
+        splits = Splits(_head(splits.train_x, n), splits.train_y[:n], _head(splits.test_x, n), splits.test_y[:n],
+                        splits.classes)
+        val = (_head(val[0], n), val[1][:n]) if val else None
+    source = getattr(splits.train_x, "source", "")
+    images = _resident_or_streamed([splits.train_x, splits.test_x] + ([val[0]] if val else []), budget)
     mean = std = None
-    tensors = [splits.train_x, splits.test_x] + ([val[0]] if val else [])
     if spec.data.normalize:  # the same statistics, from the training split or the spec, for every split
         norm = spec.data.normalize
         m, s = (torch.tensor(norm.mean), torch.tensor(norm.std)) if not isinstance(norm, bool) \
-            else channel_stats(splits.train_x)
-        tensors = [(t - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1) for t in tensors]
+            else _channel_stats(images[0])
+        images = [_normalised(t, m, s) for t in images]
         mean, std = m.tolist(), s.tolist()
-    moved = [t.to(device) for t in tensors]
+    moved = [t.to(device) for t in images]
     return Batches(
         train=(moved[0], splits.train_y.to(device)),
         test=(moved[1], splits.test_y.to(device)),
         val=(moved[2], val[1].to(device)) if val else None,
-        classes=splits.classes, mean=mean, std=std,
+        classes=splits.classes, mean=mean, std=std, source=source,
     )
+
+
+def _resident_or_streamed(images: list[Images], budget: int | None) -> list[Images]:
+    """Streamed splits made resident float32 tensors when they fit (see prepare_data), else as they are."""
+    streams = [x for x in images if isinstance(x, StreamedImages)]
+    if not streams:
+        return images
+    wish = streams[0].in_memory
+    size = sum(x.float_bytes for x in streams)
+    if wish is False or (wish is None and budget is not None and size > RESIDENT_SHARE * budget):
+        return images
+    return [x.resident() if isinstance(x, StreamedImages) else x for x in images]
+
+
+def _head(x: Images, n: int) -> Images:
+    """The first ``n`` images."""
+    return x.subset(torch.arange(min(n, len(x)))) if isinstance(x, StreamedImages) else x[:n]
+
+
+def _channel_stats(x: Images) -> tuple[Tensor, Tensor]:
+    return x.channel_stats() if isinstance(x, StreamedImages) else channel_stats(x)
+
+
+def _normalised(x: Images, m: Tensor, s: Tensor) -> Images:
+    if isinstance(x, StreamedImages):
+        return x.normalised(m, s)
+    return (x - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1)

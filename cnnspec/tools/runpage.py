@@ -171,7 +171,7 @@ def _most_confident(o: Outcomes, mask: Any, n: int) -> list[int]:
 def _thumbs(o: Outcomes, indices: Sequence[int], classes: Sequence[str]) -> str:
     out = []
     for k in indices:
-        uri = thumbnail(o.x[k], o.mean, o.std)
+        uri = thumbnail(o.x[k:k + 1][0], o.mean, o.std)  # a slice: the test split may be streamed
         img = f'<img alt="test image {k}" src="{uri}">' if uri else ""
         true, pred = classes[int(o.y[k])], classes[int(o.pred[k])]
         out.append(f'<div class="thumb">{img}#{k}<br>true {escape(true)}<br>said {escape(pred)} '

@@ -6,13 +6,16 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cnnspec.errors import ToolError
 from cnnspec.registry.manager import call_plugin
 from cnnspec.train.trained import Trained, load_run
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cnnspec.data.stream import StreamedImages
 
 
 @dataclass
@@ -23,7 +26,7 @@ class Outcomes:
     y: torch.Tensor  # N, long, CPU
     pred: torch.Tensor  # N, long, CPU
     confidence: torch.Tensor  # N, float, CPU: softmax probability of the predicted class
-    x: torch.Tensor  # N x C x H x W, as fed to the model
+    x: torch.Tensor | StreamedImages  # N x C x H x W, as fed to the model (sliced, never indexed by one int)
     mean: list[float] | None
     std: list[float] | None
 
@@ -39,9 +42,10 @@ def evaluate_outcomes(trained: Trained, device: torch.device, batch: int = 1000,
 
     ``loss=False`` (the report): the loss plugin is neither built nor called, and "loss" is None."""
     from cnnspec.data.splits import prepare_data
+    from cnnspec.train.runner import data_budget
 
     spec = trained.spec
-    data = prepare_data(spec, device)
+    data = prepare_data(spec, device, data_budget(spec, device))
     model = trained.model.to(device)
     loss_fn = call_plugin(spec.registry, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params) \
         if loss else None

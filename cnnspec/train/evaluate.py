@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cnnspec.data.splits import Images
+from cnnspec.data.stream import StreamedImages
 from cnnspec.train.distributed import World, all_sum
 from cnnspec.train.precision import Precision
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loss_fn: nn.Module, split: tuple[Tensor, Tensor], *, batch_size: int,
+def evaluate(model: nn.Module, loss_fn: nn.Module, split: tuple[Images, Tensor], *, batch_size: int,
              precision: Precision, device: torch.device, world: World) -> tuple[float, float]:
     """Mean loss and accuracy over ``split`` = (x, y), in batches of ``batch_size``; the model's
     training mode is put back after."""
@@ -20,7 +22,8 @@ def evaluate(model: nn.Module, loss_fn: nn.Module, split: tuple[Tensor, Tensor],
     n = len(x)
     if world.distributed:  # each rank a contiguous slice; the sums below make it whole again
         lo, hi = n * world.rank // world.size, n * (world.rank + 1) // world.size
-        x, y = x[lo:hi], y[lo:hi]
+        x = x.subset(torch.arange(lo, hi)) if isinstance(x, StreamedImages) else x[lo:hi]
+        y = y[lo:hi]
     loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     for i in range(0, len(x), batch_size):

@@ -1,4 +1,4 @@
-"""The training loop: in-memory batches by index, the optimisation step, hooks, resume, Ctrl-C."""
+"""The training loop: batches by index (in memory or streamed), the optimisation step, hooks, resume, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cnnspec.data.splits import Images
+from cnnspec.data.stream import batches
 from cnnspec.errors import NonFiniteLoss, RunFolderError
 from cnnspec.train.checkpoint import Checkpoint, Position, Resume, Stateful, cpu_weights
 from cnnspec.train.context import Context
@@ -189,18 +191,20 @@ class Trainer:
         c.model.train()
         self.progress.start_epoch(pos.epoch + 1, self.spec.train.epochs, steps, pos.step)
         t0 = time.perf_counter()
+        feed = batches(x, y, mine, bs, pos.step, steps)
         for step in range(pos.step, steps):
             check = step % CHECK_EVERY == 0 or step == steps - 1
             if self._stop_now(check):
                 sums = self._reduced(sums, loss_sum, correct, seen, time.perf_counter() - t0)
                 self._save(LAST, Position(pos.epoch, step, pos.gen, sums))
                 self.progress.interrupted(pos.epoch + 1, step)
+                feed.close()
                 return None
-            idx = mine[step * bs:(step + 1) * bs]
-            loss, hits = self.step(x.index_select(0, idx), y.index_select(0, idx), pos.epoch * steps + step)
-            loss_sum += loss.double() * len(idx)
+            xb, yb = next(feed)
+            loss, hits = self.step(xb, yb, pos.epoch * steps + step)
+            loss_sum += loss.double() * len(yb)
             correct += hits
-            seen += len(idx)
+            seen += len(yb)
             if check:
                 (value,) = all_sum([loss.item()], c.device, world)  # every rank decides alike
                 value /= world.size
@@ -239,7 +243,7 @@ class Trainer:
         self.progress.end_epoch(row)
         return row
 
-    def evaluate(self, x: Tensor, y: Tensor) -> tuple[float, float]:
+    def evaluate(self, x: Images, y: Tensor) -> tuple[float, float]:
         """Mean loss and accuracy over (x, y) of the model that is saved, in eval mode."""
         c = self.ctx
         return evaluate(self.step.eval_model, c.loss_fn, (x, y), batch_size=self.parts.eval_batch,

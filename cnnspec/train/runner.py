@@ -159,6 +159,15 @@ def check_fits(spec: Spec, device: torch.device) -> None:
         "(lower data.batch_size or the layer sizes, or pass --force)")
 
 
+def data_budget(spec: Spec, device: torch.device) -> int | None:
+    """Bytes the dataset may hold on ``device`` beside the model's training estimate (None: unknown):
+    a streamed image set stays streamed when its float32 copy would take much of it."""
+    from cnnspec.train.host import available_memory
+
+    free = available_memory(device)
+    return None if free is None else max(0, free - spec_estimate(spec).total)
+
+
 # what --resume may change: how long to train, where, and where files are (not what is trained)
 _RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("data", "root"), ("data", "download")}
 
@@ -210,7 +219,7 @@ def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, de
 
     saved = _resumable(options.resume, spec) if options.resume else None
     # everything that can fail is built before the run folder exists
-    batches = prepare_data(spec, device)
+    batches = prepare_data(spec, device, data_budget(spec, device))
     parts = build_parts(spec, batches, device, world)
     on_setup: Callable[[], None] | None = None
     if saved is not None:
@@ -265,9 +274,14 @@ def _start_line(trainer: Trainer, run: RunDir) -> str:
     macs = spec.trace.total_macs
     cost = f"{human(macs)} MACs/sample" if macs is not None else "MACs unknown"
     memory = spec_estimate(spec, parts.batch_size)
+    data = parts.data
+    held = ""  # where decoded images are: streamed from the cache, or held as float32
+    if data.source:
+        held = (f" (streamed from the image cache {data.source})" if data.streamed
+                else f" ({human_bytes(data.resident_bytes)} in memory, from the image cache {data.source})")
     return (f"training {spec.name}: {spec.trace.total_params:,} params, {cost}, ~{human_bytes(memory.total)} "
             f"estimated training memory, on {parts.device} ({fast}), "
-            f"{len(parts.data.train[0]):,} training samples, {per} -> {run.path}")
+            f"{len(data.train[0]):,} training samples{held}, {per} -> {run.path}")
 
 
 def _fit(trainer: Trainer, run: RunDir, progress: Progress, options: RunOptions) -> None:
