@@ -171,3 +171,10 @@ def test_validate_checks_the_file_without_importing_torch(write, tmp_path, case)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == (0 if case == "good" else 1), res.stdout + res.stderr
     assert "TORCH False" in res.stdout
+
+
+def test_a_missing_file_says_where_it_looked(cli, write, tmp_path):
+    path = write(SPEC % "cnnspec")
+    (err,) = _errors(cli, path)
+    assert err == (f"{path}:8:17: error: weights.file: w.pth not found (looked at {tmp_path / 'w.pth'}; a relative "
+                   "path is relative to the spec's folder)")

@@ -40,10 +40,11 @@ def check_weights(located: Located, section: WeightsSection, trace: ShapeTrace
     path = Path(section.file).expanduser()
     if not path.is_absolute():
         path = Path(located.file).parent / path
+    if not path.exists() and not path.is_symlink():
+        return None, [at(("file",), f"weights.file: {section.file} not found (looked at {path}; a relative path "
+                                    "is relative to the spec's folder)")], []
     try:
         wf = read_weights(path)
-    except FileNotFoundError:
-        return None, [at(("file",), f"weights.file: {section.file} not found (relative to the spec's folder)")], []
     except (WeightsFileError, OSError) as e:
         return None, [at(("file",), f"weights.file: {section.file}: {_reason(e)}")], []
     if section.sha256 is not None and section.sha256 != wf.sha256:
