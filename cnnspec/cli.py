@@ -213,7 +213,8 @@ def _plugin_option(p: argparse.ArgumentParser, trust: bool = True) -> None:
 
 def _trust_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust", action="store_true",
-                   help="trust the plugin files the spec (or run folder) names, for this call only")
+                   help="trust the plugin files the spec (or run folder) names, for this call only (a run "
+                        "folder's plugin file changed since the run included)")
 
 
 def entry() -> NoReturn:

@@ -57,6 +57,12 @@ class Problem:
         return out
 
 
+def cause_first(problems: Sequence[Problem]) -> list[Problem]:
+    """Problems in reading order, except that a ``plugins:`` problem comes first: a plugin that did
+    not load is the cause of the "unknown type" errors further up or down the file."""
+    return sorted(problems, key=lambda p: (not (p.path[:1] == ("plugins",)), p))
+
+
 class CnnspecError(Exception):
     """Base of every user-facing failure; ``exit_code`` says how the command ends.
 
@@ -87,7 +93,7 @@ class SpecError(CnnspecError):
     exit_code = ExitCode.INVALID
 
     def __init__(self, problems: Sequence[Problem], file: str = "") -> None:
-        self.problems = sorted(problems)
+        self.problems = cause_first(problems)
         self.file = file
         super().__init__("\n".join(p.format() for p in self.problems) or "invalid spec")
 

@@ -127,6 +127,38 @@ def test_offline_download_gives_data_error(tmp_path: Path, monkeypatch: pytest.M
     assert "train-images-idx3-ubyte" in msg and str(tmp_path / "FashionMNIST" / "raw") in msg
 
 
+def test_a_failed_download_says_why_and_leaves_no_empty_folders(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.datasets
+
+    # the real torchvision download, pointed at a port where nothing listens: its error is
+    # "Error downloading FILE:" with the reason on later lines (issue 22: the reason was dropped)
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    base = tmp_path / "data" / "deeper"
+    with pytest.raises(DataError) as err:
+        load("mnist", str(base), download=True)
+    msg = str(err.value)
+    assert "Error downloading train-images-idx3-ubyte.gz: <urlopen error" in msg, msg
+    assert not (tmp_path / "data").exists()  # the folders it made, all empty, are gone
+    assert list(tmp_path.iterdir()) == []
+
+    # a folder that was there before stays; one holding a file stays too
+    (tmp_path / "kept").mkdir()
+
+    def partial(root: str, **kwargs: object) -> None:
+        raw = Path(root) / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        (raw / "train-images-idx3-ubyte.gz").write_bytes(b"part")
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n")  # no reason at all
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", partial)
+    with pytest.raises(DataError) as err:
+        load("mnist", str(tmp_path / "kept"), download=True)
+    assert "Error downloading train-images-idx3-ubyte.gz: no reason given; is there a network connection?" in str(
+        err.value)
+    assert (tmp_path / "kept" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file()
+
+
 def test_download_then_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torchvision.datasets
 

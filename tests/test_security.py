@@ -530,6 +530,59 @@ def test_run_folder_records_plugin_hashes_and_refuses_a_changed_file(tmp_path):
         assert code == 1 and "changed since the run was made" in text and "Traceback" not in text, text
         assert not marker.exists()
     assert snapshot(run) == before
+    # the user says the changed file is what they mean: --trust accepts it for this call (issue 22)
+    code, text = cli("eval", "--trust", str(run))
+    assert code == 0 and marker.exists(), text
+    marker.unlink()
+    assert cli("eval", str(run))[0] == 1 and not marker.exists()  # for that call only
+
+
+def test_the_store_keeps_every_trusted_version_and_reads_a_one_hash_store(tmp_path, monkeypatch):
+    from cnnspec.registry.trust import Policy, UntrustedPlugin, add_to_store, read_store, sha256
+    store = tmp_path / "trusted.json"
+    monkeypatch.setenv("CNNSPEC_TRUST_FILE", str(store))
+    plugin = tmp_path / "plug.py"
+    # a store as cnnspec wrote it before several hashes were kept: one hash per path
+    store.write_text(json.dumps({"version": 1, "files": {str(plugin): sha256(b"v1\n")}}))
+    assert read_store() == {str(plugin): [sha256(b"v1\n")]}
+    add_to_store({str(plugin): sha256(b"v2\n")})  # trusting an edit keeps the first version trusted
+    add_to_store({str(plugin): sha256(b"v2\n")})  # trusting it twice records it once
+    assert json.loads(store.read_text())["files"] == {str(plugin): [sha256(b"v1\n"), sha256(b"v2\n")]}
+    policy = Policy()
+    for version in (b"v1\n", b"v2\n"):  # reverting the edit is still trusted
+        policy.check(plugin, sha256(version), "plug.py")
+    with pytest.raises(UntrustedPlugin, match="changed since it was trusted"):
+        policy.check(plugin, sha256(b"v3\n"), "plug.py")
+    # one hash is still written as a plain string, the form an older cnnspec reads
+    other = tmp_path / "other.py"
+    add_to_store({str(other): sha256(b"x")})
+    assert json.loads(store.read_text())["files"][str(other)] == sha256(b"x")
+
+
+def test_reverting_a_trusted_edit_stays_trusted_from_the_command_line(tmp_path):
+    marker = tmp_path / "MARKER"
+    plugin = tmp_path / "plug.py"
+    original = marker_plugin(marker)
+    plugin.write_text(original)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("plugins: [plug.py]\ninput: [1, 8, 8]\nlayers: [double]\n")
+    assert cli("trust", str(spec))[0] == 0
+    plugin.write_text(original + "# a comment\n")
+    assert cli("trust", str(spec))[0] == 0
+    plugin.write_text(original)
+    code, text = cli("validate", str(spec))
+    assert code == 0 and marker.exists(), text
+
+
+def test_an_untrusted_plugin_is_reported_before_the_unknown_type_it_causes(tmp_path):
+    plugin = tmp_path / "plug.py"
+    plugin.write_text(marker_plugin(tmp_path / "MARKER"))
+    spec = tmp_path / "spec.yaml"  # plugins: after layers, so reading order alone puts the symptom first
+    spec.write_text("input: [1, 8, 8]\nlayers: [double]\nplugins: [plug.py]\n")
+    code, text = cli("validate", str(spec))
+    assert code == 1, text
+    cause, symptom = text.find("plugin file 'plug.py' is not trusted"), text.find("unknown layer type 'double'")
+    assert 0 <= cause < symptom, text
 
 
 def test_a_resume_from_another_folder_needs_trust_of_the_run_plugins(tmp_path):

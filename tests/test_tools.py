@@ -106,6 +106,48 @@ def test_plot_compares_runs(cli, run_dir, tmp_path):
     assert f"cnnspec: warning: {tmp_path / 'stopped'}: no metrics.jsonl with epochs in it; left out" in res.err
 
 
+def test_plot_draws_a_sweep_folder_as_its_trials_runs(cli, run_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import cnnspec.train.curves as curves
+
+    sweep = tmp_path / "mnist-sweep-1"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text("{}")
+    for trial in ("0000", "0001"):
+        (sweep / trial).mkdir()
+        shutil.copy(run_dir / "metrics.jsonl", sweep / trial / "metrics.jsonl")
+    (sweep / "0002").mkdir()  # a trial still in its first epoch: left out
+    drawn: list[str] = []
+    real = curves.plot_runs
+    monkeypatch.setattr(curves, "plot_runs", lambda runs, out: (drawn.extend(r for r, _ in runs), real(runs, out))[1])
+    res = cli("plot", str(sweep), "-o", str(tmp_path / "s.png"))
+    assert res.code == 0 and (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG", res.err
+    assert drawn == ["mnist-sweep-1/0000", "mnist-sweep-1/0001"]
+    (sweep / "0000" / "metrics.jsonl").unlink()
+    (sweep / "0001" / "metrics.jsonl").unlink()
+    res = cli("plot", str(sweep), "-o", str(tmp_path / "t.png"))
+    assert res.code == 2 and "no metrics.jsonl" in res.err
+
+
+def test_plot_puts_the_legend_of_many_runs_outside_the_panels():
+    from cnnspec.train.curves import curves_figure
+
+    rows = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 1 - 1 / e, "test_loss": 1.1 / e,
+             "test_accuracy": 0.9 - 1 / e, "val_loss": 1.2 / e, "val_accuracy": 0.8 - 1 / e} for e in (1, 2, 3)]
+    fig = curves_figure([(f"run{i}", rows) for i in range(4)])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert len(fig.legends[0].get_texts()) == 12
+    for ax in fig.axes:  # no overlap with either panel
+        box = ax.get_window_extent(renderer)
+        assert legend.x0 >= box.x1 or legend.y1 <= box.y0, (legend, box)
+    one = curves_figure([("run0", rows)])  # a single run keeps its legends in the panels
+    assert all(ax.get_legend() is not None for ax in one.axes) and not one.legends
+
+
 def test_tools_on_a_missing_run_say_so(cli, tmp_path):
     for cmd in (["eval"], ["export"], ["predict", "--top", "1"]):
         args = [cmd[0], str(tmp_path / "nope"), *cmd[1:]] + (["x.png"] if cmd[0] == "predict" else [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +131,10 @@ def read_or_download(cls: str, root: str | None, download: bool, read: Callable[
 
 
 def fetch_with_torchvision(cls: str, base: Path, how_to_fix: str) -> None:
-    """Download torchvision's dataset ``cls`` into ``base``; a DataError saying what to do if it fails."""
+    """Download torchvision's dataset ``cls`` into ``base``; a DataError saying what to do if it fails.
+
+    A failed download leaves behind none of the folders it created that are still empty."""
+    made = [d for d in (base / cls / "raw", base / cls, base, *base.parents) if not d.exists()]
     try:
         import torchvision.datasets
 
@@ -138,9 +142,28 @@ def fetch_with_torchvision(cls: str, base: Path, how_to_fix: str) -> None:
         # One call fetches the train and test files of the whole dataset.
         getattr(torchvision.datasets, cls)(str(base), train=True, download=True)
     except Exception as e:  # URLError, HTTPError, RuntimeError, OSError (offline, no space, ...)
-        first = (str(e).strip().splitlines() or [""])[0][:200]  # torchvision's errors run long
+        for d in made:  # deepest first; a folder holding anything (a partial file) stays
+            with suppress(OSError):
+                d.rmdir()
         raise DataError(f"{cls} not found under {base} and the download failed "
-                        f"({type(e).__name__}: {first}): {how_to_fix}") from e
+                        f"({type(e).__name__}: {download_reason(e)}): {how_to_fix}") from e
+
+
+def download_reason(e: BaseException) -> str:
+    """One line saying why a download failed, never empty.
+
+    torchvision's MNIST error is "Error downloading FILE:" then, per mirror, "Tried URL, got:" and
+    the reason on its own line: the file and the last reason are kept, the rest runs long."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    reasons = [line for line in lines[1:] if not (line.startswith("Tried ") and line.endswith("got:"))]
+    head = lines[0] if lines else ""
+    if reasons:
+        head = f"{head} {reasons[-1]}" if head.endswith(":") else head
+    elif head.endswith(":") or not head:  # nothing after the colon: say what is known
+        cause = e.__cause__ or e.__context__
+        why = download_reason(cause) if cause is not None else "no reason given; is there a network connection?"
+        head = f"{head} {why}".strip()
+    return head[:300]
 
 
 DATASETS = (

@@ -1,9 +1,10 @@
-"""Which plugin code may run: a store of trusted files (path -> SHA-256), and loading them.
+"""Which plugin code may run: a store of trusted files (path -> SHA-256s), and loading them.
 
 Installed plugins (entry points, and module names importable from the Python environment) are
 trusted by being installed. A ``.py`` file named by a spec or a run folder runs only when the
-user trusted exactly its bytes (``cnnspec trust``, recorded here), or for one call (``--trust``,
-or naming it with ``-p``). The bytes that are hashed are the bytes that are executed.
+user trusted exactly its bytes (``cnnspec trust``, recorded here; every version trusted stays
+trusted), or for one call (``--trust``, or naming it with ``-p``). The bytes that are hashed are
+the bytes that are executed.
 
 Light on purpose: ``validate`` imports this, and must stay free of heavy modules.
 """
@@ -64,8 +65,10 @@ class TrustStoreError(PluginError):
     """The trust store exists but cannot be read or parsed; it is never rewritten then."""
 
 
-def read_store() -> dict[str, str]:
-    """Trusted files: absolute path -> SHA-256 hex; a missing store trusts nothing.
+def read_store() -> dict[str, list[str]]:
+    """Trusted files: absolute path -> the SHA-256 hex of each trusted version; a missing store
+    trusts nothing. A path's value in the file is one hash (the only form before several were
+    kept, and still written when there is one) or a list of them.
 
     Read like a spec: a regular file only (a FIFO or /dev/zero is refused without blocking or
     reading), at most MAX_STORE_BYTES. A store that exists but cannot be read or parsed raises
@@ -97,14 +100,22 @@ def read_store() -> dict[str, str]:
         why = "nested too deep" if isinstance(e, RecursionError) else str(e).split(":")[0]
         raise TrustStoreError(f"{path}:1: the trust store is not a JSON document cnnspec reads ({why}){fix}") from None
     files = doc.get("files", {}) if isinstance(doc, dict) else None
-    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+    if not isinstance(files, dict) or not all(
+            isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(h, str) for h in v))
+            for v in files.values()):
         raise TrustStoreError(f"{path}:1: not a cnnspec trust store (expected {{\"version\": 1, \"files\": "
-                              f"{{PATH: SHA256, ...}}}}){fix}")
-    return {str(k): v for k, v in files.items()}
+                              f"{{PATH: SHA256 or [SHA256, ...], ...}}}}){fix}")
+    return {str(k): [v] if isinstance(v, str) else list(v) for k, v in files.items()}
+
+
+def _stored(hashes: list[str]) -> str | list[str]:
+    """How a path's hashes are written: one as a plain string (what older cnnspec reads), else a list."""
+    return hashes[0] if len(hashes) == 1 else hashes
 
 
 def add_to_store(entries: Mapping[str, str]) -> Path:
-    """Record files as trusted (path -> SHA-256). Returns the store's path.
+    """Record files as trusted (path -> SHA-256), beside the versions already trusted. Returns the
+    store's path.
 
     The store is read first (TrustStoreError if it cannot be: nothing is written then), and
     written atomically: a temporary file beside the real file, renamed over it. A symlinked store
@@ -112,10 +123,13 @@ def add_to_store(entries: Mapping[str, str]) -> Path:
     """
     path = store_path()
     files = read_store()
-    files.update(entries)
+    for key, digest in entries.items():
+        known = files.setdefault(key, [])
+        if digest not in known:
+            known.append(digest)
     target = Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2) + "\n"
+    text = json.dumps({"version": 1, "files": {k: _stored(v) for k, v in sorted(files.items())}}, indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -167,7 +181,8 @@ class Policy:
     """What this call trusts beyond the store.
 
     ``listed``: every file the spec names (``--trust``). ``files``: these exact paths (``-p``).
-    ``pinned``: a run folder's record (path -> SHA-256); a file must still have that hash.
+    ``pinned``: a run folder's record (path -> SHA-256); a file must still have that hash, unless
+    the user accepts the changed file (``--trust``, or naming it with ``-p``).
     ``how``: the command that would trust the spec, for the message.
     """
 
@@ -175,7 +190,7 @@ class Policy:
     files: frozenset[str] = frozenset()
     pinned: Mapping[str, str] | None = None
     how: str = ""
-    store: dict[str, str] | None = field(default=None, repr=False)
+    store: dict[str, list[str]] | None = field(default=None, repr=False)
 
     def check_module(self, name: str) -> None:
         """A module a spec names (not a file, not an installed cnnspec plugin) is imported only when
@@ -185,7 +200,7 @@ class Policy:
             return
         if self.store is None:
             self.store = read_store()
-        if self.store.get(MODULE_PREFIX + name) == MODULE_TRUST:
+        if MODULE_TRUST in self.store.get(MODULE_PREFIX + name, []):
             return
         how = self.how or "cnnspec trust SPEC"
         raise UntrustedPlugin(
@@ -195,17 +210,19 @@ class Policy:
 
     def check(self, path: Path, digest: str, ref: str) -> None:
         key = str(path)
-        if self.pinned is not None and self.pinned.get(key) != digest:
+        accepted = self.listed or key in self.files  # the user said so for this call
+        if self.pinned is not None and self.pinned.get(key) != digest and not accepted:
             was = self.pinned.get(key)
             raise UntrustedPlugin(
                 f"plugin file {ref!r} changed since the run was made (sha256 {digest[:12]}, the run "
-                f"recorded {(was or 'nothing')[:12]}); nothing was imported")
-        if self.listed or key in self.files:
+                f"recorded {(was or 'nothing')[:12]}); nothing was imported. If the changed file is "
+                "what you mean to run, pass --trust")
+        if accepted:
             return
         if self.store is None:
             self.store = read_store()
-        known = self.store.get(key)
-        if known == digest:
+        known = self.store.get(key, [])
+        if digest in known:
             return
         what = "changed since it was trusted" if known else "is not trusted"
         how = self.how or "cnnspec trust SPEC"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cnnspec.errors import Problem, path_str
+from cnnspec.errors import Problem, cause_first, path_str
 from cnnspec.registry.types import Registry
 from cnnspec.spec.components import Resolver, kind_of
 from cnnspec.spec.expand import Expander
@@ -82,7 +82,7 @@ def _with_fine_tuning(result: CheckResult, weights: bool = True) -> CheckResult:
         errors += more
     result.warnings += [dataclasses.replace(w, severity="warning") for w in warnings]
     if errors or tuning is None:
-        result.problems = sorted(errors)
+        result.problems = cause_first(errors)
         result.spec = None
     else:
         result.spec = dataclasses.replace(spec, weights=checked, finetune=tuning)
@@ -132,7 +132,7 @@ class _Checker:
         if layers and isinstance(inp, list) and 1 <= len(inp) <= 3 and all(
                 type(d) is int and d >= 1 for d in inp):
             result.trace = self.model(tuple(inp), layers, source, parts)
-        result.problems = sorted(self.report.problems)
+        result.problems = cause_first(self.report.problems)
         if not result.problems:
             assert source and layers is not None and parts.optimizer and parts.loss and result.trace
             result.spec = Spec(

@@ -197,23 +197,32 @@ def export(trained: Trained, fmt: str, output: str | None) -> Path:
 
 
 def plot(run_dirs: Sequence[str], output: str) -> Path:
-    """Compare the curves of several runs in one PNG."""
+    """Compare the curves of several runs in one PNG; a sweep folder stands for its trials' runs."""
     import sys
 
     from cnnspec.train.curves import plot_runs
 
     runs, empty = [], []
     for d in run_dirs:
-        rows = read_metrics_rows(Path(d))
-        if rows:
-            runs.append((Path(d).name, rows))
-        else:  # a sweep's folder, a run stopped in its first epoch: `plot runs/*` draws the others
+        found = [(f"{Path(d).name}/{t.name}", read_metrics_rows(t)) for t in sweep_trials(Path(d))] or [
+            (Path(d).name, read_metrics_rows(Path(d)))]
+        runs += [(label, rows) for label, rows in found if rows]
+        if not any(rows for _, rows in found):  # a run stopped in its first epoch: `plot runs/*` draws the others
             empty.append(d)
     if not runs:
         raise ToolError(f"{', '.join(empty)}: no metrics.jsonl with epochs in it")
     for d in empty:
         print(f"cnnspec: warning: {d}: no metrics.jsonl with epochs in it; left out", file=sys.stderr)
     return plot_runs(runs, output)
+
+
+def sweep_trials(folder: Path) -> list[Path]:
+    """The trials' run folders of a sweep folder (one with sweep.json), by trial number; else []."""
+    from cnnspec.sweep.folder import SWEEP_FILE
+
+    if not (folder / SWEEP_FILE).is_file():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 MAX_METRICS_BYTES = 100_000_000
