@@ -316,6 +316,31 @@ sweep:
     assert len(trial_dirs(out)) == 1  # only the trial within the budget trained
 
 
+def test_a_trial_refused_for_memory_is_invalid_and_the_sweep_goes_on(cli, write, tmp_path):
+    # a batch of a billion 8x8 images needs terabytes: `cnnspec run` refuses it (exit 2) before
+    # training; that is this trial's values, not the sweep's end, so the batch of 20 still trains
+    spec = write(TINY + """\
+sweep:
+  trials: 2
+  sampler: grid
+  space:
+    data.batch_size: [1000000000, 20]
+""")
+    out = tmp_path / "s"
+    res = cli("sweep", spec, "--output", str(out), "--quiet")
+    assert res.code == 0, res.text
+    doc = results(out)
+    by_batch = {r["params"]["data.batch_size"]: r for r in doc["trials"]}
+    assert by_batch[1000000000]["status"] == "invalid"
+    assert "training needs ~" in json.dumps(by_batch[1000000000]) and "but only" in json.dumps(by_batch[1000000000])
+    assert by_batch[20]["status"] == "complete"
+    csv = (out / "results.csv").read_text()
+    assert "training needs ~" in csv and "invalid" in csv
+    # the same command again: the sweep is done, not refused
+    again = cli("sweep", spec, "--output", str(out), "--quiet")
+    assert again.code == 0, again.text
+
+
 # -- the parts: typed options, the process pool --------------------------------------------------
 
 
