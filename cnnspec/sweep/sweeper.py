@@ -54,7 +54,7 @@ def _load(options: SweepOptions) -> tuple[Any, Any, Sweep]:
     path = options.spec
     located = load_file(path)  # SpecError, UnreadableSpec
     apply(located, list(options.overrides))  # OverrideError
-    result = check(located, plugins=options.plugins)
+    result = check(located, plugins=options.plugins, trust=options.trust)
     if isinstance(located.data, dict) and located.data.get("sweep") is None:
         raise SpecError([*result.problems, located.problem(
             (), "the spec has no 'sweep' section: add one with a 'space' to search (see README, Sweeps)")], path)
