@@ -80,6 +80,8 @@ class Sweeper:
                              study=options.study or f"{spec.name}-{fingerprint[:8]}",
                              storage=redact(options.storage) if options.storage else None, fingerprint=fingerprint)
         self.folder, self.resumed = sweep_folder(self.ident, options.output)
+        if not self.resumed:  # first, so a start-up stopped from here on (Ctrl-C) leaves a folder
+            write_meta(self.folder, self.ident, sweep, "starting")  # that the same command continues
         self.report = Reporter(options.quiet, sweep, self.folder)
         url = options.storage or f"sqlite:///{(self.folder / DB_FILE).resolve()}"
         try:
