@@ -567,6 +567,23 @@ def test_sweep_trust_trusts_the_plugin_files_for_the_check_and_every_trial(tmp_p
     assert not Path(store).exists() or str(plugin) not in Path(store).read_text()  # for this sweep only
 
 
+@pytest.mark.parametrize("log_dir,ok", [("..", False), ("a/../../x", False), ("../sibling", False),
+                                         ("tb", True), ("a/../b", True), ("/tmp/elsewhere", True)])
+def test_a_tensorboard_log_dir_stays_in_the_run_folder_unless_absolute(tmp_path, log_dir, ok):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("train: {epochs: 2, seed: 3, device: cpu}\n",
+                                 f"train:\n  epochs: 2\n  callbacks: [{{type: tensorboard, log_dir: '{log_dir}'}}]\n"))
+    code, text = cli("validate", str(spec))
+    assert "Traceback" not in text
+    if ok:
+        assert code == 0, text
+        return
+    errors = [ln for ln in text.splitlines() if "error:" in ln]
+    assert code == 1 and len(errors) == 1, text
+    line = 1 + spec.read_text().splitlines().index(f"  callbacks: [{{type: tensorboard, log_dir: '{log_dir}'}}]")
+    assert errors[0].startswith(f"{spec}:{line}:44: ") and "log_dir" in errors[0] and "leaves the run folder" in errors[0]
+
+
 def test_a_plugin_cannot_end_a_run_with_exit_status_0(tmp_path):
     plugin = tmp_path / "quit.py"
     plugin.write_text("from cnnspec.registry.hookspecs import hookimpl\n@hookimpl\n"
