@@ -552,7 +552,8 @@ def test_sweep_trust_trusts_the_plugin_files_for_the_check_and_every_trial(tmp_p
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"plugins: [plug.py]\n{SPEC}".replace("  - relu\n", "  - relu\n  - double\n")
                     .replace("epochs: 2", "epochs: 1")
-                    + "sweep:\n  trials: 2\n  metric: test_accuracy\n  sampler: grid\n  space:\n    layers.0.out_channels: [2, 4]\n")
+                    + "sweep:\n  trials: 2\n  metric: test_accuracy\n  sampler: grid\n"
+                    "  space:\n    layers.0.out_channels: [2, 4]\n")
     out = tmp_path / "s"
     code, text = cli("sweep", str(spec), "--output", str(out), "--quiet")
     assert code == 1 and "plugin file 'plug.py' is not trusted" in text and "Traceback" not in text, text
@@ -581,7 +582,8 @@ def test_a_tensorboard_log_dir_stays_in_the_run_folder_unless_absolute(tmp_path,
     errors = [ln for ln in text.splitlines() if "error:" in ln]
     assert code == 1 and len(errors) == 1, text
     line = 1 + spec.read_text().splitlines().index(f"  callbacks: [{{type: tensorboard, log_dir: '{log_dir}'}}]")
-    assert errors[0].startswith(f"{spec}:{line}:44: ") and "log_dir" in errors[0] and "leaves the run folder" in errors[0]
+    assert errors[0].startswith(f"{spec}:{line}:44: ") and "log_dir" in errors[0]
+    assert "leaves the run folder" in errors[0]
 
 
 def test_a_plugin_cannot_end_a_run_with_exit_status_0(tmp_path):
