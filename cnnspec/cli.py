@@ -381,7 +381,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     sweep_command(SweepOptions(
         spec=args.spec, overrides=tuple(args.overrides), jobs=args.jobs, storage=args.storage, study=args.study,
-        device=args.device, output=args.output, quiet=args.quiet, plugins=tuple(args.plugins), main=main))
+        device=args.device, output=args.output, quiet=args.quiet, plugins=tuple(args.plugins),
+        trust=args.trust, main=main))
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:

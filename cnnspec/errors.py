@@ -81,6 +81,10 @@ class CnnspecError(Exception):
         return [] if self.silent else [f"cnnspec: error: {self}"]
 
 
+# what the device-memory refusal says after the spec's file name; a sweep finds it in a trial's log
+MEMORY_REFUSAL = ": training needs ~"
+
+
 class ResourceError(CnnspecError):
     """The run would need more memory than the device has (checked before anything is allocated)."""
 

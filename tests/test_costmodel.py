@@ -112,6 +112,45 @@ def test_memory_estimate_counts_weights_grads_state_and_activations(optimizer, s
     assert spec_estimate(spec, 1000).activations == 1000 * acts
 
 
+def _augmented(augment: str) -> str:
+    return MEM_SPEC.replace("  batch_size: 16\n", f"  batch_size: 16\n  augment: {augment}\n")
+
+
+@pytest.mark.parametrize("augment, per_sample", [
+    # the padded copy 1 x 16 x 16, the rows kept 1 x 8 x 16, the crop 1 x 8 x 8 (fp32)
+    ("[{type: random_crop, padding: 4}]", 4 * (16 * 16 + 8 * 16 + 8 * 8)),
+    ("[{type: random_crop, padding: 0}]", 0),  # the op hands the batch back as it is
+    ("[mixup]", 4 * (3 * 64 + 5 * 3)),  # three images and five label rows of 3 classes
+    ("[cutmix]", 4 * (2 * 64 + 5 * 3)),
+    ("[horizontal_flip]", 0),  # an augmentation that declares nothing costs nothing
+    ("[mixup, {type: random_crop, padding: 4}]", 4 * (16 * 16 + 8 * 16 + 8 * 8)),  # one at a time: the largest
+])
+def test_memory_estimate_counts_augmentation_buffers(augment, per_sample) -> None:
+    from cnnspec.spec.cost import spec_estimate
+
+    plain = spec_estimate(cnnspec.loads_spec(MEM_SPEC, "m.yaml"))
+    m = spec_estimate(cnnspec.loads_spec(_augmented(augment), "m.yaml"))
+    assert m.augment == 16 * per_sample and plain.augment == 0
+    assert m.total == plain.total + 16 * per_sample
+    assert m.to_json()["augment_bytes"] == m.augment
+    assert spec_estimate(cnnspec.loads_spec(_augmented(augment), "m.yaml"), 1000).augment == 1000 * per_sample
+
+
+def test_random_crop_padding_alone_can_make_a_run_too_big(cli, write, tmp_path, monkeypatch) -> None:
+    import cnnspec.train.host
+    from cnnspec.spec.cost import spec_estimate
+
+    # padding 8 on an 8 x 8 input: the padded batch is 9 times the input, more than the model's activations
+    path = write(_augmented("[{type: random_crop, padding: 8}]"))
+    plain = spec_estimate(cnnspec.loads_spec(MEM_SPEC, "m.yaml")).total
+    monkeypatch.setattr(cnnspec.train.host, "available_memory", lambda device: plain + 1000)
+    r = cli("run", path, "--output", str(tmp_path / "a"))
+    assert r.code == 2 and "training needs ~" in r.err and "most: data.augment[0] random_crop" in r.err, r.err
+    assert not (tmp_path / "a").exists()
+    r = cli("validate", path)
+    assert r.code == 0 and "augmentation " in r.out and "data.augment[0] random_crop" in r.out, r.text
+
+
 def test_validate_shows_memory_and_batch_size_overrides(cli, write) -> None:
     path = write(MEM_SPEC)
     r = cli("validate", path)

@@ -597,6 +597,48 @@ def test_a_resume_from_another_folder_needs_trust_of_the_run_plugins(tmp_path):
     assert cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet", "--trust")[0] == 0
 
 
+def test_sweep_trust_trusts_the_plugin_files_for_the_check_and_every_trial(tmp_path):
+    pytest.importorskip("optuna")
+    marker = tmp_path / "MARKER"
+    plugin = tmp_path / "plug.py"
+    plugin.write_text(marker_plugin(marker))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"plugins: [plug.py]\n{SPEC}".replace("  - relu\n", "  - relu\n  - double\n")
+                    .replace("epochs: 2", "epochs: 1")
+                    + "sweep:\n  trials: 2\n  metric: test_accuracy\n  sampler: grid\n"
+                    "  space:\n    layers.0.out_channels: [2, 4]\n")
+    out = tmp_path / "s"
+    code, text = cli("sweep", str(spec), "--output", str(out), "--quiet")
+    assert code == 1 and "plugin file 'plug.py' is not trusted" in text and "Traceback" not in text, text
+    assert not marker.exists() and not out.exists()
+    code, text = cli("sweep", str(spec), "--output", str(out), "--quiet", "--trust")
+    assert code == 0, text
+    doc = json.loads((out / "results.json").read_text())
+    # each trial's `cnnspec run` was trusted too: both trained the layer the plugin provides
+    assert [r["status"] for r in doc["trials"]] == ["complete", "complete"], doc
+    assert marker.exists()
+    store = os.environ["CNNSPEC_TRUST_FILE"]
+    assert not Path(store).exists() or str(plugin) not in Path(store).read_text()  # for this sweep only
+
+
+@pytest.mark.parametrize("log_dir,ok", [("..", False), ("a/../../x", False), ("../sibling", False),
+                                         ("tb", True), ("a/../b", True), ("/tmp/elsewhere", True)])
+def test_a_tensorboard_log_dir_stays_in_the_run_folder_unless_absolute(tmp_path, log_dir, ok):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("train: {epochs: 2, seed: 3, device: cpu}\n",
+                                 f"train:\n  epochs: 2\n  callbacks: [{{type: tensorboard, log_dir: '{log_dir}'}}]\n"))
+    code, text = cli("validate", str(spec))
+    assert "Traceback" not in text
+    if ok:
+        assert code == 0, text
+        return
+    errors = [ln for ln in text.splitlines() if "error:" in ln]
+    assert code == 1 and len(errors) == 1, text
+    line = 1 + spec.read_text().splitlines().index(f"  callbacks: [{{type: tensorboard, log_dir: '{log_dir}'}}]")
+    assert errors[0].startswith(f"{spec}:{line}:44: ") and "log_dir" in errors[0]
+    assert "leaves the run folder" in errors[0]
+
+
 def test_a_plugin_cannot_end_a_run_with_exit_status_0(tmp_path):
     plugin = tmp_path / "quit.py"
     plugin.write_text("from cnnspec.registry.hookspecs import hookimpl\n@hookimpl\n"

@@ -270,6 +270,39 @@ def test_ctrl_c_then_the_same_command_continues_without_repeating(tmp_path, writ
     assert trials[0].params != trials[1].params
 
 
+@pytest.mark.parametrize("output", [True, False])
+def test_ctrl_c_during_start_up_leaves_a_folder_the_same_command_continues(cli, write, tmp_path, monkeypatch,
+                                                                          output):
+    # Ctrl-C lands while the first worker is still making the study (after its first attribute)
+    real = optuna.study.Study.set_user_attr
+    calls = []
+
+    def interrupted(self, key, value):
+        calls.append(key)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(self, key, value)
+
+    monkeypatch.chdir(tmp_path)
+    spec = write(NEVER_FITS % 4)
+    args = ["--output", str(tmp_path / "s")] if output else []
+    monkeypatch.setattr(optuna.study.Study, "set_user_attr", interrupted)
+    res = cli("sweep", spec, *args, "--quiet")
+    assert res.code == 130, res.text
+    monkeypatch.setattr(optuna.study.Study, "set_user_attr", real)
+    folders = [tmp_path / "s"] if output else list((tmp_path / "runs").glob("tiny-sweep-*"))
+    assert len(folders) == 1 and folders[0].is_dir()
+
+    res = cli("sweep", spec, *args)
+    assert res.code == 0, res.text
+    assert "continuing sweep" in res.out
+    if not output:  # it continued that folder, and made no other
+        assert list((tmp_path / "runs").glob("tiny-sweep-*")) == folders
+    doc = results(folders[0])
+    assert doc["counts"]["invalid"] == 6
+    assert json.loads((folders[0] / "sweep.json").read_text())["status"] == "finished"
+
+
 def test_a_fixed_seed_draws_the_same_trials(cli, write, tmp_path):
     def draw(seed: int, name: str) -> list[dict]:
         out = tmp_path / name
@@ -314,6 +347,31 @@ sweep:
         assert "limits.params" in json.dumps(by_width[width])  # the located error names the budget
     assert by_width[2]["status"] != "invalid"
     assert len(trial_dirs(out)) == 1  # only the trial within the budget trained
+
+
+def test_a_trial_refused_for_memory_is_invalid_and_the_sweep_goes_on(cli, write, tmp_path):
+    # a batch of a billion 8x8 images needs terabytes: `cnnspec run` refuses it (exit 2) before
+    # training; that is this trial's values, not the sweep's end, so the batch of 20 still trains
+    spec = write(TINY + """\
+sweep:
+  trials: 2
+  sampler: grid
+  space:
+    data.batch_size: [1000000000, 20]
+""")
+    out = tmp_path / "s"
+    res = cli("sweep", spec, "--output", str(out), "--quiet")
+    assert res.code == 0, res.text
+    doc = results(out)
+    by_batch = {r["params"]["data.batch_size"]: r for r in doc["trials"]}
+    assert by_batch[1000000000]["status"] == "invalid"
+    assert "training needs ~" in json.dumps(by_batch[1000000000]) and "but only" in json.dumps(by_batch[1000000000])
+    assert by_batch[20]["status"] == "complete"
+    csv = (out / "results.csv").read_text()
+    assert "training needs ~" in csv and "invalid" in csv
+    # the same command again: the sweep is done, not refused
+    again = cli("sweep", spec, "--output", str(out), "--quiet")
+    assert again.code == 0, again.text
 
 
 # -- the parts: typed options, the process pool --------------------------------------------------

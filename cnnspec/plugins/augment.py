@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from cnnspec.registry.hookspecs import Register, hookimpl
 from cnnspec.registry.params import NonNegInt, PosFloat, Probability, Size2
 from cnnspec.registry.types import AugmentationType, Params, Shape, ShapeError
-from cnnspec.spec.shapes import fmt, pair
+from cnnspec.spec.shapes import BYTES, fmt, pair
 
 
 def _image(name: str, shape: Shape) -> tuple[int, int, int]:
@@ -49,6 +49,14 @@ class RandomCrop(AugmentationType[RandomCropParams]):
         from cnnspec.plugins.augment_ops import RandomCropOp
 
         return RandomCropOp(p.padding, p.fill)
+
+    def sample_bytes(self, p: RandomCropParams, shape: Shape, num_classes: int) -> int:
+        if p.padding == 0:  # the op returns the batch as it is
+            return 0
+        c, h, w = _image(self.name, shape)
+        hp, wp = h + 2 * p.padding, w + 2 * p.padding
+        # held at once: the padded copy C x (H+2p) x (W+2p), the rows kept C x H x (W+2p), the crop C x H x W
+        return BYTES * c * (hp * wp + h * wp + h * w)
 
 
 class FlipParams(Params):
@@ -138,6 +146,14 @@ class Mixup(AugmentationType[MixParams]):
 
         return MixupOp(p.alpha, num_classes)
 
+    def sample_bytes(self, p: MixParams, shape: Shape, num_classes: int) -> int:
+        n = 1
+        for d in shape:
+            n *= d
+        # lam * x, the shuffled copy x[perm] and its weighted copy, then their sum: three images held at
+        # once; the labels as probabilities: the one-hot, its shuffled copy, two weighted, the sum
+        return BYTES * (3 * n + 5 * num_classes)
+
 
 class CutMixParams(Params):
     alpha: PosFloat = Field(1.0, description="the kept area fraction is drawn from Beta(alpha, alpha)")
@@ -156,6 +172,14 @@ class CutMix(AugmentationType[CutMixParams]):
         from cnnspec.plugins.augment_ops import CutMixOp
 
         return CutMixOp(p.alpha, num_classes)
+
+    def sample_bytes(self, p: CutMixParams, shape: Shape, num_classes: int) -> int:
+        n = 1
+        for d in shape:
+            n *= d
+        # the batch's copy and the shuffled box pasted into it (at most a whole image); the labels as
+        # for mixup
+        return BYTES * (2 * n + 5 * num_classes)
 
 
 AUGMENTATIONS: tuple[AugmentationType[Any], ...] = (

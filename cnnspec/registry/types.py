@@ -338,6 +338,11 @@ class AugmentationType(Generic[P]):
     def build(self, p: P, shape: Shape, num_classes: int) -> Any:
         raise NotImplementedError
 
+    def sample_bytes(self, p: P, shape: Shape, num_classes: int) -> int:
+        """Bytes per sample this augmentation holds beside the batch while it runs (its padded or
+        shuffled copies, mixed labels); the training memory estimate counts them. Default 0."""
+        return 0
+
 
 class Callback:
     """Something a spec's ``train.callbacks`` adds to the loop; every method is optional.

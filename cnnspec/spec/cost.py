@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cnnspec.errors import path_str
 from cnnspec.registry.types import Saved
 from cnnspec.spec.shapes import BYTES, Row, ShapeTrace, is_relu, pooled_relus
 
@@ -35,15 +36,16 @@ class MemoryEstimate:
     activations: int
     input: int
     dominant: tuple[tuple[str, int], ...] = ()  # (layer, bytes) with the most memory, largest first
+    augment: int = 0  # the largest augmentation's buffers for the batch (they run one at a time)
 
     @property
     def total(self) -> int:
-        return self.params + self.grads + self.optimizer_state + self.activations + self.input
+        return self.params + self.grads + self.optimizer_state + self.activations + self.input + self.augment
 
     def to_json(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "total_bytes": self.total, "param_bytes": self.params,
                 "grad_bytes": self.grads, "optimizer_state_bytes": self.optimizer_state,
-                "activation_bytes": self.activations, "input_bytes": self.input,
+                "activation_bytes": self.activations, "input_bytes": self.input, "augment_bytes": self.augment,
                 "dominant": [{"layer": n, "bytes": b} for n, b in self.dominant]}
 
     def line(self) -> str:
@@ -51,7 +53,8 @@ class MemoryEstimate:
         return (f"training memory at batch {self.batch_size:,}: ~{human_bytes(self.total)} "
                 f"(params {human_bytes(self.params)}, grads {human_bytes(self.grads)}, "
                 f"optimizer {human_bytes(self.optimizer_state)}, activations "
-                f"{human_bytes(self.activations + self.input)})")
+                f"{human_bytes(self.activations + self.input)}"
+                + (f", augmentation {human_bytes(self.augment)}" if self.augment else "") + ")")
 
     def dominant_text(self) -> str:
         return ", ".join(f"{n} {human_bytes(b)}" for n, b in self.dominant)
@@ -220,9 +223,11 @@ def _leaf_costs(rows: list[Row], prof: ActivationProfile, batch: int, prefix: st
     return out
 
 
-def estimate(trace: ShapeTrace, optimizer: Any | None, batch_size: int, frozen: int = 0) -> MemoryEstimate:
+def estimate(trace: ShapeTrace, optimizer: Any | None, batch_size: int, frozen: int = 0,
+             augmentations: Sequence[Any] = ()) -> MemoryEstimate:
     """The training memory estimate; ``optimizer`` is the spec's optimizer Component (or None);
-    ``frozen`` parameters (train.freeze) get no gradients and no optimizer state."""
+    ``frozen`` parameters (train.freeze) get no gradients and no optimizer state; ``augmentations``
+    (the spec's Components) add the largest one's buffers (``AugmentationType.sample_bytes``)."""
     per_param = per_param_state(optimizer)
     params = trace.param_bytes
     trained = params - frozen * BYTES
@@ -230,11 +235,16 @@ def estimate(trace: ShapeTrace, optimizer: Any | None, batch_size: int, frozen: 
     for d in trace.input_shape:
         inp *= d
     prof = activation_profile(trace)
-    costs = sorted(_leaf_costs(trace.rows, prof, batch_size), key=lambda c: -c[1])
+    # the model's output width is the number of classes (what a mixing augmentation's labels hold)
+    classes = math.prod(trace.output_shape)
+    augment = [(f"{path_str(c.path)} {c.name}", c.type.sample_bytes(c.params, trace.input_shape, classes) * batch_size)
+               for c in augmentations]
+    costs = sorted(_leaf_costs(trace.rows, prof, batch_size) + [a for a in augment if a[1]], key=lambda c: -c[1])
     return MemoryEstimate(batch_size=batch_size, params=params, grads=trained,
                           optimizer_state=trained * per_param,
                           activations=prof.peak * batch_size,
-                          input=inp * BYTES * batch_size, dominant=tuple(costs[:3]))
+                          input=inp * BYTES * batch_size, dominant=tuple(costs[:3]),
+                          augment=max((b for _, b in augment), default=0))
 
 
 def spec_estimate(spec: Any, batch_size: int | None = None) -> MemoryEstimate:
@@ -242,7 +252,8 @@ def spec_estimate(spec: Any, batch_size: int | None = None) -> MemoryEstimate:
     if batch_size is None:
         batch_size = spec.data.batch_size if spec.data is not None else DEFAULT_BATCH_SIZE
     thawed = any(getattr(cb.type, "thaws", False) for cb in spec.callbacks)  # frozen now, trained later
-    return estimate(spec.trace, spec.optimizer, batch_size, 0 if thawed else spec.finetune.frozen_params)
+    return estimate(spec.trace, spec.optimizer, batch_size, 0 if thawed else spec.finetune.frozen_params,
+                    spec.augmentations)
 
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,

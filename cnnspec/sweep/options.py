@@ -21,6 +21,7 @@ class SweepOptions:
     output: str | None = None  # --output DIR; None: the latest unfinished sweep of this spec, or a new folder
     quiet: bool = False  # --quiet: print only the sweep folder
     plugins: tuple[str, ...] = ()  # -p MODULE, passed on to every trial
+    trust: bool = False  # --trust: the spec's plugin files trusted for this sweep (its check and every trial)
     # the command line's main(argv, exiting=...), which a warm trial runs (cli hands it down, as sweep
     # sits below cli); None: every trial a fresh `python -m cnnspec run`
     main: Callable[..., int] | None = field(default=None, compare=False)

@@ -78,6 +78,7 @@ class Pool:
 
     def __init__(self, options: SweepOptions, folder: Path) -> None:
         self.size, self.device, self.plugins = options.jobs, options.device, options.plugins
+        self.trust = options.trust
         self.base = Path(options.spec).resolve().parent  # where the spec's relative plugin files are
         self.folder = folder / TRIALS_DIR
         self.jobs: dict[int, Job] = {}  # by trial number
@@ -123,6 +124,8 @@ class Pool:
             argv += ["--device", self.device]
         for ref in self.plugins:
             argv += ["-p", str(Path(ref).resolve()) if is_plugin_file(ref) else ref]
+        if self.trust:  # the sweep was trusted with the spec's plugin files: so is each trial
+            argv.append("--trust")
         proc: subprocess.Popen[bytes] | WarmProcess
         if self.warm and self.main is not None:  # forked from a server that imported torch and cnnspec once
             proc = WarmProcess(self.main, argv, place.log, place.env)

@@ -65,9 +65,10 @@ class SweepStudy:
                              "different spec, space, metric, sampler or seed); give another --study")
         if "cnnspec_fingerprint" not in attrs:
             seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
-            for k, v in {"fingerprint": fingerprint, "spec": str(self.ident.spec),
-                         "metric": self.sweep.metric, "seed": seed,
-                         "params": [p.key for p in self.sweep.params]}.items():
+            # the fingerprint last: it marks the study complete, so a start-up stopped before it
+            # (Ctrl-C) is simply done again by the next start
+            for k, v in {"spec": str(self.ident.spec), "metric": self.sweep.metric, "seed": seed,
+                         "params": [p.key for p in self.sweep.params], "fingerprint": fingerprint}.items():
                 study.set_user_attr(f"cnnspec_{k}", v)
         return study
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnspec.errors import Interrupted, SpecError, UsageError
+from cnnspec.errors import MEMORY_REFUSAL, Interrupted, SpecError, UsageError
 from cnnspec.spec.sweepspace import Sweep, check_sweep, check_trial, label
 from cnnspec.sweep.folder import DB_FILE, SweepId, sweep_folder, write_meta
 from cnnspec.sweep.options import SweepError, SweepOptions
@@ -54,7 +54,7 @@ def _load(options: SweepOptions) -> tuple[Any, Any, Sweep]:
     path = options.spec
     located = load_file(path)  # SpecError, UnreadableSpec
     apply(located, list(options.overrides))  # OverrideError
-    result = check(located, plugins=options.plugins)
+    result = check(located, plugins=options.plugins, trust=options.trust)
     if isinstance(located.data, dict) and located.data.get("sweep") is None:
         raise SpecError([*result.problems, located.problem(
             (), "the spec has no 'sweep' section: add one with a 'space' to search (see README, Sweeps)")], path)
@@ -80,6 +80,8 @@ class Sweeper:
                              study=options.study or f"{spec.name}-{fingerprint[:8]}",
                              storage=redact(options.storage) if options.storage else None, fingerprint=fingerprint)
         self.folder, self.resumed = sweep_folder(self.ident, options.output)
+        if not self.resumed:  # first, so a start-up stopped from here on (Ctrl-C) leaves a folder
+            write_meta(self.folder, self.ident, sweep, "starting")  # that the same command continues
         self.report = Reporter(options.quiet, sweep, self.folder)
         url = options.storage or f"sqlite:///{(self.folder / DB_FILE).resolve()}"
         try:
@@ -229,7 +231,9 @@ class Sweeper:
             self.study.requeue(job.number, job.values)
             self.pool.discard(job)
             self.report.trial_interrupted(job.number)
-        elif rc == 1:  # the spec did not fit what only a run sees (the data's real shape, ...)
+        elif rc == 1 or (rc == 2 and _refused_for_memory(self.pool.errors(job))):
+            # the spec did not fit what only a run sees (the data's real shape, ...), or this trial's
+            # values need more memory than the device has: other values may fit, so not the sweep's end
             errors = self.pool.errors(job)
             self.study.prune(job.trial, {**attrs, STATUS: "invalid", "cnnspec_errors": errors})
             self.report.trial_invalid(job.number, job.values, errors)
@@ -245,3 +249,8 @@ class Sweeper:
                 errors.append(f"exit status {rc}")
             self.study.fail(job.trial, {**attrs, STATUS: "failed", "cnnspec_errors": errors})
             self.report.trial_failed(job.number, job.values, errors)
+
+
+def _refused_for_memory(errors: list[str]) -> bool:
+    """Whether a trial that exited 2 was refused by ``cnnspec run``'s device-memory check."""
+    return any(MEMORY_REFUSAL in e for e in errors)

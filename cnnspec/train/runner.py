@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnspec.errors import (
+    MEMORY_REFUSAL,
     CheckpointError,
     CnnspecError,
     Interrupted,
@@ -154,7 +155,7 @@ def check_fits(spec: Spec, device: torch.device) -> None:
         return
     where = "free on " + str(device) if device.type == "cuda" else "available RAM"
     raise ResourceError(
-        f"{spec.file}: training needs ~{human_bytes(memory.total)} at batch {memory.batch_size:,} "
+        f"{spec.file}{MEMORY_REFUSAL}{human_bytes(memory.total)} at batch {memory.batch_size:,} "
         f"but only {human_bytes(free)} is {where}; most: {memory.dominant_text()} "
         "(lower data.batch_size or the layer sizes, or pass --force)")
 

@@ -7,12 +7,13 @@ imported when a run uses the callback, never at import, so ``cnnspec validate`` 
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cnnspec.plugin import Callback, CallbackType, Params, Register, hookimpl
 
@@ -28,6 +29,20 @@ class TensorBoardParams(Params):
                           "taken from the run folder"
     )
     graph: bool = Field(True, description="write the model graph (traced once on a zero input)")
+
+    @field_validator("log_dir")
+    @classmethod
+    def _inside_the_run_folder(cls, v: str | None) -> str | None:
+        """A relative log_dir stays inside the run folder: one that climbs out of it with '..' is
+        refused (an absolute path, or one from ~, is explicit and goes where it says)."""
+        if v is None or os.path.isabs(os.path.expanduser(v)):
+            return v
+        if "\0" in v:
+            raise ValueError("a path cannot contain a NUL character")
+        parts = os.path.normpath(v).split(os.sep)
+        if parts[0] == os.pardir:
+            raise ValueError(f"{v!r} leaves the run folder: give a path inside it, or an absolute path")
+        return v
 
 
 class TensorBoardCallback(Callback):
