@@ -256,18 +256,19 @@ print(s.train_x.float_bytes, peak)
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc")
 def test_streaming_keeps_anonymous_memory_to_a_few_batches(tmp_path: Path) -> None:
     """600 pictures of 3 x 128 x 128 are 118 MB as float32 (29 MB as uint8, the page cache's):
-    a whole epoch read from the stream, 32 at a time (6 MB a batch), adds less than half that to
-    the process's anonymous memory (a fresh process, so no other test's memory is counted; the
-    reader thread's malloc arena is most of what it adds)."""
+    a whole epoch read from the stream, 32 at a time (6 MB a batch), adds a few batches to the
+    process's anonymous memory (a fresh process, so no other test's memory is counted; glibc's
+    mmap threshold fixed, so a freed batch is returned and RssAnon shows what is held: about 13 MB
+    here, where glibc's own tuning keeps up to 50 MB of freed batches for reuse)."""
     import subprocess
     import sys
 
     make_folder(tmp_path, {"train": {"a": 300, "b": 300}, "test": {"a": 1, "b": 1}}, size=(128, 128))
     out = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True,
-                         check=True, env={**os.environ}).stdout.split()
+                         check=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}).stdout.split()
     float_bytes, peak = int(out[0]), int(out[1])
     assert float_bytes > 110e6
-    assert peak < float_bytes / 2, f"RssAnon grew by {peak / 1e6:.0f} MB while streaming"
+    assert peak < 40e6, f"RssAnon grew by {peak / 1e6:.0f} MB while streaming"  # not the 118 MB set
 
 
 def test_data_command(tmp_path: Path, cli) -> None:
