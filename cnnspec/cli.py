@@ -145,7 +145,8 @@ def _run_commands(sub: _Commands) -> None:
 
     pt = sub.add_parser("plot", help="compare the training curves of runs in one PNG")
     pt.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    pt.add_argument("--output", "-o", metavar="FILE", default="curves.png")
+    pt.add_argument("--output", "-o", metavar="FILE", default="curves.png",
+                    help="the PNG to write (default: curves.png in the current folder)")
     pt.set_defaults(func=cmd_plot)
 
     rp = sub.add_parser("report", help="one self-contained HTML page of a run, of several runs, or of a sweep folder")
