@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from cnnspec.data.decode import MAX_IMAGE_PIXELS  # one bound for every image reader
 from cnnspec.errors import ToolError
 from cnnspec.registry.manager import call_plugin
 from cnnspec.train.trained import Trained, load_run
@@ -72,7 +73,6 @@ def evaluate_outcomes(trained: Trained, device: torch.device, batch: int = 1000,
     return result, Outcomes(y_cpu, pred_all, torch.cat(confs), x, data.mean, data.std)
 
 
-MAX_IMAGE_PIXELS = 50_000_000  # a photo has tens of megapixels; more is a decompression bomb
 
 
 def load_image(path: str, shape: tuple[int, ...], notes: list[str] | None = None) -> torch.Tensor:
