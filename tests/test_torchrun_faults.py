@@ -184,6 +184,10 @@ def namespaces() -> Iterator[Namespaces]:
     ns = Namespaces()
     try:
         ns.make()
+        probe = subprocess.run(["ip", "netns", "exec", ns.names[0], sys.executable, "-c", "pass"],
+                               capture_output=True, text=True)
+        if probe.returncode:  # e.g. a container that may not remount /sys for it
+            raise OSError(f"ip netns exec: {probe.stderr.strip()}")
     except OSError as e:
         ns.remove()
         pytest.skip(f"cannot make two network namespaces joined by a veth pair here: {e}")
