@@ -123,3 +123,33 @@ def test_shards_are_disjoint_equal_and_cover_all_but_the_remainder(n, world, bs)
     seen = [set(p.tolist()) for p, _ in parts]
     assert sum(len(s) for s in seen) == len(set().union(*seen))  # disjoint
     assert n - len(set().union(*seen)) < max(world * bs, world)  # only the remainder is left out
+
+
+def test_a_restarted_attempt_agrees_on_a_fresh_store_prefix_despite_stale_keys():
+    """torchrun keeps one store for every attempt of a job: what the dead attempt left there
+    (its name, its ranks' answers) must not be taken for this attempt's."""
+    import threading
+    import time
+
+    import torch.distributed as dist
+
+    from cnnspec.train.distributed import agree_on_attempt
+
+    store = dist.HashStore()
+    store.set("cnnspec/attempt", "old")  # the earlier attempt's rank 0 ...
+    for rank in (1, 2):
+        store.set(f"cnnspec/join/{rank}", "old:n")  # ... and what its other ranks said and were told
+        store.set(f"cnnspec/go/{rank}", "old:n")
+    names: dict[int, str] = {}
+
+    def rank(r: int) -> None:
+        names[r] = agree_on_attempt(store, World(r, 3, r), time.monotonic() + 30)
+
+    later = [threading.Thread(target=rank, args=(r,)) for r in (1, 2)]
+    for t in later:  # the other ranks come first and read the old name
+        t.start()
+    time.sleep(0.1)
+    rank(0)
+    for t in later:
+        t.join(30)
+    assert names[0] != "old" and names[1] == names[2] == names[0]

@@ -62,7 +62,9 @@ class Resume:
 
     position: Position
     optimizer: dict[str, Any]
-    rng: dict[str, Any]  # {"torch": CPU generator state, "cuda": every CUDA generator's state or None}
+    # {"torch": CPU generator state, "cuda": every CUDA generator's state or None, and under torchrun
+    # "ranks": each rank's own {"torch", "cuda"} (rank_rng), so every rank continues its own stream}
+    rng: dict[str, Any]
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None  # None when the scaler is off (every precision but fp16)
@@ -70,14 +72,15 @@ class Resume:
     ema_steps: int = 0
 
     @classmethod
-    def capture(cls, position: Position, objects: Stateful) -> Resume:
-        """The training state of ``objects`` now, at ``position``."""
+    def capture(cls, position: Position, objects: Stateful, ranks: list[dict[str, Any]] | None = None) -> Resume:
+        """The training state of ``objects`` now, at ``position`` (``ranks``: every rank's ``rank_rng``)."""
         ema = objects.ema
+        rng = {"torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         return cls(
             position=position,
             optimizer=objects.optimizer.state_dict(),
-            rng={"torch": torch.get_rng_state(),
-                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            rng={**rng, "ranks": ranks} if ranks else rng,
             callbacks=[cb.state_dict() for cb in objects.callbacks],
             scheduler=objects.scheduler.state_dict() if objects.scheduler is not None else None,
             scaler=objects.scaler.state_dict() if objects.scaler.is_enabled() else None,
@@ -85,9 +88,12 @@ class Resume:
             ema_steps=int(ema.n_averaged) if ema is not None else 0,
         )
 
-    def restore(self, objects: Stateful, averaged: dict[str, Tensor]) -> None:
+    def restore(self, objects: Stateful, averaged: dict[str, Tensor], rank: int = 0, size: int = 1) -> bool:
         """Put this state into ``objects`` (``averaged``: the checkpoint's model weights, which
-        are the moving average under train.ema); CheckpointError if it does not fit them."""
+        are the moving average under train.ema); CheckpointError if it does not fit them.
+
+        True when rank ``rank`` of ``size`` got its own random-number streams back (the
+        checkpoint was saved by as many processes); else it has rank 0's."""
         try:
             objects.model.load_state_dict(self.train_model or averaged)
             if objects.ema is not None:
@@ -103,6 +109,13 @@ class Resume:
             torch.set_rng_state(self.rng["torch"])
             if torch.cuda.is_available() and self.rng.get("cuda") is not None:
                 torch.cuda.set_rng_state_all(self.rng["cuda"])
+            ranks = self.rng.get("ranks")
+            if not ranks or len(ranks) != size:
+                return False
+            torch.set_rng_state(ranks[rank]["torch"])
+            if torch.cuda.is_available() and ranks[rank].get("cuda") is not None:
+                torch.cuda.set_rng_state(ranks[rank]["cuda"], torch.cuda.current_device())
+            return True
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{LAST} does not fit this run: {type(e).__name__}: "
                                   f"{str(e).strip().splitlines()[0][:300]}") from None
@@ -203,6 +216,12 @@ class Checkpoint:
         return None
 
 
+def rank_rng(device: torch.device) -> dict[str, Any]:
+    """This process's random-number streams: the CPU one, and its GPU's when it trains on one."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
 def cpu_weights(module: nn.Module) -> dict[str, Tensor]:
     """A module's state as detached CPU tensors: what a checkpoint stores."""
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
@@ -248,6 +267,10 @@ def resumable_problem(state: dict[str, Any]) -> str | None:
         return "its 'position' is not an epoch, step, shuffling state and sums"
     if not isinstance(state["rng"].get("torch"), Tensor):
         return "its random-number state is missing"
+    ranks = state["rng"].get("ranks")
+    if ranks is not None and not (isinstance(ranks, list) and all(
+            isinstance(r, dict) and isinstance(r.get("torch"), Tensor) for r in ranks)):
+        return "its random-number states of the processes are not tensors"
     if not all(isinstance(r, dict) for r in state["metrics"]):
         return "its 'metrics' are not rows of numbers"
     return None

@@ -7,6 +7,8 @@ sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR, and this module reads them.
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -52,7 +54,67 @@ def init(world: World, device: torch.device) -> None:
     if world.distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         # a peer that dies is noticed by torchrun, which ends the others; the timeout is a backstop
-        dist.init_process_group(backend, timeout=timedelta(minutes=10))
+        timeout = timedelta(minutes=10)
+        store = attempt_store(world, timeout)
+        if store is None:
+            dist.init_process_group(backend, timeout=timeout)
+        else:
+            dist.init_process_group(backend, store=store, rank=world.rank, world_size=world.size, timeout=timeout)
+
+
+def attempt_store(world: World, timeout: timedelta) -> dist.Store | None:
+    """Under torchrun's agent store, a part of it that is this attempt's alone (None elsewhere).
+
+    torchrun's agents keep one store for every attempt of a job (always with the static
+    rendezvous; with c10d too in torch 2.14: pytorch/pytorch#135712), so workers restarted after a
+    failure would find their predecessors' keys there and try to connect to the dead processes'
+    ports ("Connection refused", or a hang). Every attempt agrees on a fresh prefix instead."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world.size,
+                          is_master=False, timeout=timeout)
+    name = agree_on_attempt(agent, world, time.monotonic() + timeout.total_seconds())
+    return dist.PrefixStore(f"cnnspec/{name}/", agent)
+
+
+_ATTEMPT = "cnnspec/attempt"
+
+
+def agree_on_attempt(store: dist.Store, world: World, deadline: float) -> str:
+    """A name that every rank of this attempt agrees on and no earlier attempt used.
+
+    Rank 0 draws it; another rank may read an earlier attempt's name at first, so it echoes the
+    name it read with a nonce of its own, and only rank 0 of this attempt (whose name it is)
+    echoes that back: a rank goes on when its own nonce returns with the name."""
+    if world.main:
+        name = uuid.uuid4().hex
+        store.set(_ATTEMPT, name)
+        waiting = set(range(1, world.size))
+        while waiting:
+            for rank in sorted(waiting):
+                if store.check([f"cnnspec/join/{rank}"]):
+                    read, _, nonce = store.get(f"cnnspec/join/{rank}").decode().partition(":")
+                    if read == name:
+                        store.set(f"cnnspec/go/{rank}", f"{name}:{nonce}")
+                        waiting.discard(rank)
+            if waiting:
+                _pause(deadline)
+        return name
+    nonce, joined, go = uuid.uuid4().hex, None, f"cnnspec/go/{world.rank}"
+    while True:
+        name = store.get(_ATTEMPT).decode()  # waits for the first attempt's rank 0
+        if name != joined:
+            store.set(f"cnnspec/join/{world.rank}", f"{name}:{nonce}")
+            joined = name
+        if store.check([go]) and store.get(go).decode() == f"{name}:{nonce}":
+            return name
+        _pause(deadline)
+
+
+def _pause(deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise RuntimeError("the processes of this torchrun attempt did not all start in time")
+    time.sleep(0.01)
 
 
 def device_for(world: World, device: torch.device) -> torch.device:
@@ -101,6 +163,15 @@ def broadcast(obj: Any, world: World) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather(obj: Any, world: World) -> list[Any]:
+    """Every rank's value of a picklable object, in rank order, on every rank."""
+    if not world.distributed:
+        return [obj]
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def close(world: World, wait: bool = True) -> None:

@@ -14,9 +14,9 @@ from torch import Tensor
 from cnnspec.data.splits import Images
 from cnnspec.data.stream import batches
 from cnnspec.errors import NonFiniteLoss, RunFolderError
-from cnnspec.train.checkpoint import Checkpoint, Position, Resume, Stateful, cpu_weights
+from cnnspec.train.checkpoint import Checkpoint, Position, Resume, Stateful, cpu_weights, rank_rng
 from cnnspec.train.context import Context
-from cnnspec.train.distributed import all_sum, any_rank, shard
+from cnnspec.train.distributed import all_sum, any_rank, gather, shard
 from cnnspec.train.evaluate import evaluate
 from cnnspec.train.history import History, epoch_row
 from cnnspec.train.parts import Parts
@@ -132,8 +132,8 @@ class Trainer:
             return Position(0, 0, self.gen.get_state())
         saved, state = self.resume, self.resume.resume
         assert state is not None
-        state.restore(self._stateful(), saved.model)
-        if self.world.rank:  # the checkpoint holds rank 0's stream; the others branch off it
+        own = state.restore(self._stateful(), saved.model, self.world.rank, self.world.size)
+        if self.world.rank and not own:  # saved by another number of processes: branch off rank 0's stream
             torch.manual_seed(int(torch.randint(2**62, (1,))) + self.world.rank)
         self.history.restore(saved.metrics, saved.best)
         self.seed = saved.seed
@@ -256,14 +256,16 @@ class Trainer:
         return Stateful(c.model, c.optimizer, c.scheduler, self.precision.scaler, self.parts.callbacks, self.step.ema)
 
     def _save(self, name: str, pos: Position | None) -> None:
-        """Write ``name`` into the run folder; resumable (with the training state) when ``pos`` is given."""
+        """Write ``name`` into the run folder; resumable (with the training state) when ``pos`` is given.
+        Every rank calls it: a resumable one holds each rank's random-number streams."""
+        ranks = gather(rank_rng(self.ctx.device), self.world) if pos is not None and self.world.distributed else None
         if self.run_dir is None:
             return
         Checkpoint(
             model=cpu_weights(self.step.eval_model),  # what eval, predict and export load
             spec=self.spec.to_dict(), classes=self.data.classes, mean=self.data.mean, std=self.data.std,
             metrics=self.metrics, best=self.history.best, seed=self.seed,
-            resume=None if pos is None else Resume.capture(pos, self._stateful()),
+            resume=None if pos is None else Resume.capture(pos, self._stateful(), ranks),
         ).save(self.run_dir.path / name)
 
     def summary(self, status: str, seconds: float, error: str | None = None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -14,12 +15,14 @@ from typing import Any
 import yaml
 
 from cnnspec.errors import DiskFull, RunFolderError
+from cnnspec.util.files import read_regular
 
 SPEC_FILE, METRICS_FILE, SUMMARY_FILE = "spec.yaml", "metrics.jsonl", "summary.json"
 LAST, BEST = "last.pt", "best.pt"  # checkpoints: what they hold is train.checkpoint's
 LOCK_FILE = ".lock"
 LATEST = "latest"  # runs/latest: the newest run folder made under runs/
 RUN_PLUGINS_FILE = "plugins.json"  # the plugins a run was made with (train.runplugins)
+JOB_FILE = "job.json"  # the torchrun job whose run this is (train.job)
 
 
 _UMASK = os.umask(0)
@@ -131,32 +134,52 @@ class RunDir:
         text = json.dumps({"plugins": record}, indent=2) + "\n"
         atomic_write(self.path / RUN_PLUGINS_FILE, lambda f: f.write(text))
 
-    def lock(self) -> None:
-        """Claim the folder for this process: a lock file holding our PID, made with O_EXCL.
+    def lock(self, job: str | None = None) -> None:
+        """Claim the folder for this process: a lock file holding our PID, host and torchrun job,
+        made with O_EXCL.
 
-        A lock whose process is gone is stale and taken over; a live one is refused."""
+        A lock whose process is gone is stale and taken over, and so is one held by ``job``'s
+        previous attempt (torchrun ends every worker of a job before it starts them again, maybe
+        on another node); a live one is refused."""
         lock = self.path / LOCK_FILE
         for _ in range(3):
             try:
                 fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                pid = _lock_owner(lock)
-                if pid is not None and pid != os.getpid() and _alive(pid):
-                    raise RunFolderError(f"{self.path}: another cnnspec process (PID {pid}) is writing "
+                pid, host, held_by = _lock_record(lock)
+                same_job = job is not None and held_by == job
+                if pid is not None and pid != os.getpid() and not same_job and _alive(pid, host):
+                    on = f" on {host}" if host and host != socket.gethostname() else ""
+                    raise RunFolderError(f"{self.path}: another cnnspec process (PID {pid}{on}) is writing "
                                          f"this run folder; refused (if it is gone, delete {lock})") from None
                 lock.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             except OSError as e:
                 raise _write_error(lock, e) from None
             with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
+                f.write(f"{os.getpid()}\n{socket.gethostname()}\n{job or ''}\n")
             return
         raise RunFolderError(f"{self.path}: could not take the lock {lock}; refused")
 
     def unlock(self) -> None:
         lock = self.path / LOCK_FILE
-        if _lock_owner(lock) == os.getpid():
+        pid, host, _ = _lock_record(lock)
+        if pid == os.getpid() and host in (None, socket.gethostname()):
             lock.unlink(missing_ok=True)
+
+    def write_job(self, job: str) -> None:
+        """Record that torchrun job ``job`` owns this folder (its restarts resume it)."""
+        text = json.dumps({"torchrun_job": job}) + "\n"
+        atomic_write(self.path / JOB_FILE, lambda f: f.write(text))
+
+    def read_job(self) -> str | None:
+        """The torchrun job recorded in the folder, or None (none recorded, or unreadable)."""
+        try:
+            data = json.loads(read_regular(self.path / JOB_FILE, 4096)[:4096])
+        except (OSError, ValueError):
+            return None
+        job = data.get("torchrun_job") if isinstance(data, dict) else None
+        return job if isinstance(job, str) else None
 
     def clean_stale_temporaries(self) -> list[Path]:
         """Remove what a killed process left half-written (``.NAME.*.tmp``); call with the lock held."""
@@ -182,14 +205,21 @@ class RunDir:
         atomic_write(self.path / SUMMARY_FILE, lambda f: f.write(text))
 
 
-def _lock_owner(lock: Path) -> int | None:
+def _lock_record(lock: Path) -> tuple[int | None, str | None, str | None]:
+    """The PID, host and torchrun job a lock file names (a lock of an older cnnspec holds only the PID)."""
     try:
-        return int(lock.read_text().strip())
-    except (OSError, ValueError):
-        return None
+        lines = read_regular(lock, 4096)[:4096].decode("utf-8", "replace").splitlines()
+        pid = int(lines[0].strip())
+    except (OSError, ValueError, IndexError):
+        return None, None, None
+    host, job = (ln.strip() or None for ln in (lines[1:3] + ["", ""])[:2])
+    return pid, host, job
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, host: str | None = None) -> bool:
+    """Whether process ``pid`` lives; one on another host cannot be asked, so it counts as alive."""
+    if host is not None and host != socket.gethostname():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -35,7 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from cnnspec.train.checkpoint import Checkpoint
     from cnnspec.train.distributed import World
+    from cnnspec.train.job import Job
     from cnnspec.train.loop import Trainer
+    from cnnspec.train.parts import Parts
 
 
 def load_for_run(path: str, overrides: Sequence[str], device: str | None, plugins: Sequence[str] = (),
@@ -185,12 +187,17 @@ def _resume_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return out
 
 
-def _resumable(run_dir: str, spec: Spec) -> Checkpoint:
-    """The last checkpoint of ``run_dir``, if it is resumable with ``spec``."""
+def _resumable(run_dir: str, spec: Spec, job: Job | None = None) -> Checkpoint:
+    """The last checkpoint of ``run_dir``, if it is resumable with ``spec`` (``job``: the torchrun
+    job that owns the folder, when it resumes by itself rather than by --resume)."""
     from cnnspec.train.checkpoint import Checkpoint
 
     saved = Checkpoint.load_resumable(run_dir)
     changed = _resume_changes(saved.spec, spec.to_dict())
+    if changed and job is not None:
+        raise CnnspecError(f"{run_dir} holds the run of torchrun job '{job.id}', and this spec would change "
+                           f"{', '.join(changed)} (a resumed job may change only train.epochs, train.device, "
+                           "data.root and data.download); start a new job with another --rdzv-id or --output")
     if changed:
         raise CnnspecError("--resume can change only train.epochs, train.device, data.root and "
                            f"data.download; this would change {', '.join(changed)}")
@@ -215,32 +222,32 @@ def _schedule_fits(spec: Spec, was: int) -> None:
 def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, device: torch.device) -> None:
     from cnnspec.data.splits import prepare_data
     from cnnspec.registry.manager import default_plugin_manager
+    from cnnspec.train.job import current_job, locate
     from cnnspec.train.loop import Trainer
     from cnnspec.train.parts import build_parts
 
-    saved = _resumable(options.resume, spec) if options.resume else None
+    # under torchrun, a job with an id of its own resumes the run folder it owns (train.job)
+    job = None if options.resume or options.fast_dev_run else current_job()
+    owned, resume = locate(job, spec.name, options.output, world) if job else (None, False)
+    resume_dir = options.resume or (str(owned) if resume else None)
+    saved = _resumable(resume_dir, spec, None if options.resume else job) if resume_dir else None
     # everything that can fail is built before the run folder exists
     batches = prepare_data(spec, device, data_budget(spec, device))
     parts = build_parts(spec, batches, device, world)
     on_setup: Callable[[], None] | None = None
     if saved is not None:
-        assert saved.resume is not None and options.resume is not None
-        run = RunDir(options.resume)
-        if saved.resume.position.epoch >= spec.train.epochs:  # nothing to do, so nothing is written
-            progress.message(f"{options.resume}: already finished ({spec.train.epochs} epochs); to train "
-                             f"longer: cnnspec run --resume {options.resume} --set train.epochs=N")
+        assert resume_dir is not None
+        run = RunDir(resume_dir)
+        if not _continues(run, saved, parts, progress, job):
             return
-        why = saved.weights_mismatch(parts.model)
-        if why:  # checked before anything is written: a failed resume leaves the folder as it was
-            raise CheckpointError(f"{run.path / LAST} does not fit the run's spec: {why}")
         if world.main:
-            _claim(run)
+            _claim(run, job)
             run.clean_stale_temporaries()  # a process killed mid-save left them
 
             def on_setup() -> None:  # a changed epoch count is recorded, once the checkpoint is restored
                 run.write_spec(spec.resolved(options.plugins))
     else:
-        run = _new_run_dir(spec, options, world)
+        run = _new_run_dir(spec, options, world, job, owned)
     try:
         trainer = Trainer(parts, spec.registry.pm or default_plugin_manager(), progress,
                           run_dir=run if world.main else None, resume=saved, on_setup=on_setup)
@@ -250,11 +257,29 @@ def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, de
             run.unlock()
 
 
-def _claim(run: RunDir) -> None:
-    """Take the run folder's lock (RunFolderError if another live process holds it)."""
+def _continues(run: RunDir, saved: Checkpoint, parts: Parts, progress: Progress, job: Job | None) -> bool:
+    """Whether the resumed run has epochs left (else says so); CheckpointError if its weights do
+    not fit the model, checked before anything is written: a failed resume leaves the folder as it was."""
+    assert saved.resume is not None
+    pos, epochs = saved.resume.position, parts.spec.train.epochs
+    if pos.epoch >= epochs:  # nothing to do, so nothing is written
+        progress.message(f"{run.path}: already finished ({epochs} epochs); to train "
+                         f"longer: cnnspec run --resume {run.path} --set train.epochs=N")
+        return False
+    why = saved.weights_mismatch(parts.model)
+    if why:
+        raise CheckpointError(f"{run.path / LAST} does not fit the run's spec: {why}")
+    if job is not None:
+        progress.message(f"torchrun job '{job.id}': resuming {run.path / LAST} at epoch {pos.epoch + 1}, "
+                         f"step {pos.step + 1}")
+    return True
+
+
+def _claim(run: RunDir, job: Job | None = None) -> None:
+    """Take the run folder's lock (RunFolderError if another live process, not of ``job``, holds it)."""
     if not run.path.is_dir():
         raise RunFolderError(f"{run.path}: not a run folder")
-    run.lock()
+    run.lock(job.id if job else None)
 
 
 def _start_line(trainer: Trainer, run: RunDir) -> str:
@@ -328,20 +353,26 @@ def _fit(trainer: Trainer, run: RunDir, progress: Progress, options: RunOptions)
         print(run.path)  # scripts get where the run went, and nothing else
 
 
-def _new_run_dir(spec: Spec, options: RunOptions, world: World) -> RunDir:
-    """Rank 0 makes the run folder and writes the resolved spec; every rank learns where it is."""
+def _new_run_dir(spec: Spec, options: RunOptions, world: World, job: Job | None = None,
+                 owned: Path | None = None) -> RunDir:
+    """Rank 0 makes the run folder (or starts again in ``owned``, a folder of ``job`` without a
+    checkpoint) and writes the resolved spec; every rank learns where it is."""
     from cnnspec.train import distributed
+    from cnnspec.train.job import unseen_warning
     from cnnspec.train.rundir import new_run_dir
     from cnnspec.train.runplugins import run_record
 
     made: tuple[bool, str] = (False, "")
+    job_id = job.id if job else None
     if world.main:
         try:
-            run = RunDir(new_run_dir(spec.name, options.output))
-            run.lock()
+            run = RunDir(owned if owned is not None else new_run_dir(spec.name, options.output))
+            run.lock(job_id)
             resolved = spec.resolved(options.plugins)
             run.write_spec(resolved)
             run.write_plugins(run_record(resolved["plugins"]))
+            if job_id is not None:
+                run.write_job(job_id)
             made = (True, str(run.path))
         except OSError as e:  # FileExistsError included
             made = (False, str(e))
@@ -350,6 +381,9 @@ def _new_run_dir(spec: Spec, options: RunOptions, world: World) -> RunDir:
     ok, text = distributed.broadcast(made, world)
     if not ok:
         raise RunFolderError(text if world.main else None)
+    warning = unseen_warning(job, Path(text), world) if job else None
+    if warning:
+        print(warning, file=sys.stderr)
     return RunDir(text)
 
 
