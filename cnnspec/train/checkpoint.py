@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cnnspec.build import optim
 from cnnspec.errors import CheckpointError
 from cnnspec.registry.types import Callback
 from cnnspec.train.rundir import LAST, atomic_write
@@ -75,7 +76,7 @@ class Resume:
         ema = objects.ema
         return cls(
             position=position,
-            optimizer=objects.optimizer.state_dict(),
+            optimizer=optim.state_dict(objects.optimizer),
             rng={"torch": torch.get_rng_state(),
                  "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             callbacks=[cb.state_dict() for cb in objects.callbacks],
@@ -95,7 +96,7 @@ class Resume:
                 objects.ema.n_averaged.fill_(int(self.ema_steps))
             for cb, cb_state in zip(objects.callbacks, self.callbacks):
                 cb.load_state_dict(cb_state)
-            objects.optimizer.load_state_dict(self.optimizer)
+            optim.load_state_dict(objects.optimizer, self.optimizer)
             if objects.scheduler is not None and self.scheduler is not None:
                 objects.scheduler.load_state_dict(self.scheduler)
             if self.scaler:

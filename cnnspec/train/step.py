@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cnnspec.build import optim
 from cnnspec.train.context import Context
 from cnnspec.train.parts import Parts
 
@@ -50,8 +51,8 @@ class Step:
         with self.precision.autocast(c.device):
             out = self.forward(xb)
             loss = c.loss_fn(out, target)
-        c.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()  # scale() and step() pass through when disabled
+        optim.clear_grads(c.optimizer)
+        scaler.scale(loss).backward()  # scale(), unscale_() and update() pass through when disabled
         if clip is not None:
             scaler.unscale_(c.optimizer)  # clip the true gradients, not the scaled ones
             if clip.norm is not None:
@@ -59,7 +60,10 @@ class Step:
             else:
                 nn.utils.clip_grad_value_(c.model.parameters(), clip.value or 0.0)
         with self.parts.warmup.applied(c.optimizer, global_step):
-            scaler.step(c.optimizer)
+            if scaler.is_enabled():  # fp16: the scaler skips the step when the gradients overflowed
+                scaler.step(c.optimizer)
+            else:
+                optim.step(c.optimizer)
         scaler.update()
         if self.ema is not None:
             self.ema.update_parameters(c.model)
