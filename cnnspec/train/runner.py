@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cnnspec.train.checkpoint import Checkpoint
     from cnnspec.train.distributed import World
     from cnnspec.train.loop import Trainer
+    from cnnspec.train.parts import Parts
 
 
 def load_for_run(path: str, overrides: Sequence[str], device: str | None, plugins: Sequence[str] = (),
@@ -169,8 +170,9 @@ def data_budget(spec: Spec, device: torch.device) -> int | None:
     return None if free is None else max(0, free - spec_estimate(spec).total)
 
 
-# what --resume may change: how long to train, where, and where files are (not what is trained)
-_RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("data", "root"), ("data", "download")}
+# what --resume may change: how long to train, where and how (capture), and where files are (not what is trained)
+_RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "capture"), ("data", "root"),
+                      ("data", "download")}
 
 
 def _resume_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -192,7 +194,7 @@ def _resumable(run_dir: str, spec: Spec) -> Checkpoint:
     saved = Checkpoint.load_resumable(run_dir)
     changed = _resume_changes(saved.spec, spec.to_dict())
     if changed:
-        raise CnnspecError("--resume can change only train.epochs, train.device, data.root and "
+        raise CnnspecError("--resume can change only train.epochs, train.device, train.capture, data.root and "
                            f"data.download; this would change {', '.join(changed)}")
     _schedule_fits(spec, int(saved.spec.get("train", {}).get("epochs", spec.train.epochs)))
     return saved
@@ -215,6 +217,7 @@ def _schedule_fits(spec: Spec, was: int) -> None:
 def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, device: torch.device) -> None:
     from cnnspec.data.splits import prepare_data
     from cnnspec.registry.manager import default_plugin_manager
+    from cnnspec.train.capture import decide
     from cnnspec.train.loop import Trainer
     from cnnspec.train.parts import build_parts
 
@@ -222,6 +225,7 @@ def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, de
     # everything that can fail is built before the run folder exists
     batches = prepare_data(spec, device, data_budget(spec, device))
     parts = build_parts(spec, batches, device, world)
+    parts.capture = decide(parts, parts.optimizer, device, parts.scheduler)  # cuda_graph where it cannot be: an error
     on_setup: Callable[[], None] | None = None
     if saved is not None:
         assert saved.resume is not None and options.resume is not None
@@ -269,9 +273,11 @@ def _start_line(trainer: Trainer, run: RunDir) -> str:
         lr = spec.optimizer.params.model_dump().get("lr", "?")
         per = (f"batch {parts.batch_size} per process x {world.size} processes = "
                f"{parts.batch_size * world.size} per step (lr {lr}, not scaled)")
-    paths = fast_paths(parts.precision, parts.optimizer)
+    paths = fast_paths(parts.precision, parts.optimizer, parts.capture)
+    graph = ["CUDA graph" if parts.capture else f"no CUDA graph: {_no_capture(parts)}"]
     fast = ", ".join(["channels-last"] * paths["channels_last"] + [paths["precision"]]
-                     + [f"fused {spec.optimizer.name}"] * paths["fused_optimizer"])
+                     + [f"fused {spec.optimizer.name}"] * paths["fused_optimizer"]
+                     + graph * (parts.device.type == "cuda"))
     macs = spec.trace.total_macs
     cost = f"{human(macs)} MACs/sample" if macs is not None else "MACs unknown"
     memory = spec_estimate(spec, parts.batch_size)
@@ -283,6 +289,15 @@ def _start_line(trainer: Trainer, run: RunDir) -> str:
     return (f"training {spec.name}: {spec.trace.total_params:,} params, {cost}, ~{human_bytes(memory.total)} "
             f"estimated training memory, on {parts.device} ({fast}), "
             f"{len(data.train[0]):,} training samples{held}, {per} -> {run.path}")
+
+
+def _no_capture(parts: Parts) -> str:
+    """Why the step of a run on CUDA is not captured, for the start-up line."""
+    from cnnspec.train.capture import blockers
+
+    if parts.spec.train.capture == "off":
+        return "train.capture is off"
+    return (blockers(parts, parts.optimizer, parts.device, parts.scheduler) or ["?"])[0]
 
 
 def _fit(trainer: Trainer, run: RunDir, progress: Progress, options: RunOptions) -> None:
