@@ -138,9 +138,11 @@ def test_it_falls_back_to_torchs_methods_where_it_cannot_be_exact() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_a_run_gives_the_same_numbers_whichever_way_the_optimizer_steps(write, tmp_path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_run_gives_the_same_numbers_whichever_way_the_optimizer_steps(write, tmp_path, precision) -> None:
     """A global step hook makes every step go through ``optimizer.step()``: the metrics are the same."""
-    spec = small_spec(write, "  grad_clip: {norm: 1.0}\n  warmup: {steps: 5}\n  lr_multipliers: {'-1': 2}\n")
+    spec = small_spec(write, "  grad_clip: {norm: 1.0}\n  warmup: {steps: 5}\n  lr_multipliers: {'-1': 2}\n"
+                             f"  precision: {precision}\n")
     rows = []
     for name, hooked in (("plain", False), ("hooked", True)):
         handle = register_optimizer_step_pre_hook(lambda o, a, k: None) if hooked else None
@@ -152,3 +154,22 @@ def test_a_run_gives_the_same_numbers_whichever_way_the_optimizer_steps(write, t
         rows.append([json.loads(ln) for ln in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
     keys = ("train_loss", "train_accuracy", "val_loss", "test_loss", "test_accuracy", "lr")
     assert [[r[k] for k in keys] for r in rows[0]] == [[r[k] for k in keys] for r in rows[1]]
+
+
+def test_an_enabled_gradient_scaler_steps_the_optimizer_itself(write, tmp_path, monkeypatch) -> None:
+    """fp16's scaler (CUDA only; here a CPU scaler at scale 1) calls optimizer.step() itself, to skip
+    steps whose gradients overflowed: the step goes through it, and scaling by 1 changes no number."""
+    spec = small_spec(write)
+    run_command(RunOptions(spec=spec, output=str(tmp_path / "plain"), quiet=True, overrides=("train.epochs=1",)))
+    stepped: list[int] = []
+
+    class Scaler(torch.amp.GradScaler):
+        def step(self, optimizer, *args, **kwargs):  # type: ignore[no-untyped-def]
+            stepped.append(1)
+            return super().step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: Scaler("cpu", init_scale=1.0))
+    run_command(RunOptions(spec=spec, output=str(tmp_path / "scaled"), quiet=True, overrides=("train.epochs=1",)))
+    assert len(stepped) == 13  # every step of the epoch
+    rows = [json.loads((tmp_path / name / "metrics.jsonl").read_text()) for name in ("plain", "scaled")]
+    assert [rows[0][k] for k in ("train_loss", "test_loss")] == [rows[1][k] for k in ("train_loss", "test_loss")]
