@@ -5,7 +5,11 @@ Made to use a lent GPU once, briefly; it runs end to end on any device (``--devi
 
 1. ``cnnspec run specs/mnist_cnn.yaml`` for ``--epochs`` epochs: training seconds (the sum of
    the epochs' ``seconds``, start-up and evaluation not counted) and test accuracy;
-2. the same with ``train.precision=bf16`` (CUDA only: the autocast path);
+2. on CUDA: the same with ``train.capture=off``, against the first (``auto``, which captures the
+   step as a CUDA graph there): median epoch time of each, and whether the captured run's metrics
+   match the eager one's (test accuracy within ``CAPTURE_TOLERANCE``; exit status 1 if not, or if
+   the step was not captured);
+   then with ``train.precision=bf16`` (the autocast path);
 3. the hand-written tutorial loop (bench/train_vs_handwritten.py) for ``--handwritten-epochs``
    on the same device: its mean epoch time over cnnspec's is the speed-up;
 4. ``cnnspec run specs/keras_mnist_cnn.yaml`` for ``--epochs`` epochs;
@@ -29,6 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist"
+CAPTURE_TOLERANCE = 0.005  # test accuracy, captured against eager: the graph's rates are float32, eager's float64
 
 
 def run_spec(spec: str, device: str, epochs: int, data: Path, out: Path, *extra: str,
@@ -45,7 +50,18 @@ def run_spec(spec: str, device: str, epochs: int, data: Path, out: Path, *extra:
     seconds = [float(r["seconds"]) for r in rows]
     return {"spec": spec, "extra": list(extra), "epochs": len(rows), "train_seconds": sum(seconds),
             "epoch_seconds": seconds, "test_accuracy": rows[-1]["test_accuracy"],
-            "device_name": summary.get("device_name"), "fast_paths": summary.get("fast_paths")}
+            "train_loss": rows[-1]["train_loss"], "device_name": summary.get("device_name"),
+            "fast_paths": summary.get("fast_paths"),
+            "warnings": [ln for ln in proc.stderr.splitlines() if "warning" in ln][:5]}
+
+
+def capture_check(captured: dict[str, Any], eager: dict[str, Any]) -> dict[str, Any]:
+    """The CUDA-graph run (train.capture auto) against the eager one: epoch times, metrics."""
+    on, off = statistics.median(captured["epoch_seconds"]), statistics.median(eager["epoch_seconds"])
+    diff = abs(captured["test_accuracy"] - eager["test_accuracy"])
+    return {"captured": bool((captured["fast_paths"] or {}).get("cuda_graph")), "median_epoch_seconds": on,
+            "eager_median_epoch_seconds": off, "speedup": off / on, "test_accuracy_difference": diff,
+            "match": diff <= CAPTURE_TOLERANCE, "warnings": captured["warnings"]}
 
 
 def run_handwritten(device: str, epochs: int, data: Path, out: Path) -> dict[str, Any]:
@@ -81,6 +97,9 @@ def main() -> int:
         res["reference"] = run_spec("specs/mnist_cnn.yaml", args.device, args.epochs, data, t / "ref")
         print(f"device: {res['reference']['device_name']}", flush=True)
         if cuda:
+            res["reference_eager"] = run_spec("specs/mnist_cnn.yaml", args.device, args.epochs, data, t / "eager",
+                                              "--set", "train.capture=off")
+            res["capture"] = capture_check(res["reference"], res["reference_eager"])
             res["reference_bf16"] = run_spec("specs/mnist_cnn.yaml", args.device, args.epochs, data, t / "bf16",
                                              "--set", "train.precision=bf16")
         res["handwritten"] = run_handwritten(args.device, args.handwritten_epochs, data, t / "hand.json")
@@ -96,6 +115,8 @@ def main() -> int:
     lines = [
         ("reference spec", f"{ref['epochs']} epochs in {ref['train_seconds']:.1f} s, test accuracy "
                            f"{ref['test_accuracy']:.4f}", "< 15 s at >= 0.985"),
+        *([("CUDA graph step", _capture_line(res["capture"], res["reference_eager"]),
+            f"metrics within {CAPTURE_TOLERANCE}")] if cuda else []),
         *([("reference, bf16", f"{res['reference_bf16']['train_seconds']:.1f} s, test accuracy "
                                 f"{res['reference_bf16']['test_accuracy']:.4f}", "")] if cuda else []),
         ("hand-written loop", f"{hand['mean_seconds']:.2f} s/epoch, test accuracy {hand['test_accuracy']:.4f} "
@@ -111,7 +132,19 @@ def main() -> int:
     print(f"fast paths: {ref['fast_paths']}{on}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
-    return 0
+    for line in res.get("capture", {}).get("warnings", []):
+        print(f"captured run: {line}")
+    cap = res.get("capture", {"captured": True, "match": True})
+    return 0 if cap["captured"] and cap["match"] else 1  # the reference spec has nothing that blocks capture
+
+
+def _capture_line(cap: dict[str, Any], eager: dict[str, Any]) -> str:
+    if not cap["captured"]:
+        return "NOT CAPTURED (auto found a blocker, or the capture failed: warnings below, if any)"
+    verdict = "match" if cap["match"] else "MISMATCH"
+    return (f"{cap['median_epoch_seconds']:.2f} s/epoch against {cap['eager_median_epoch_seconds']:.2f} eager "
+            f"({cap['speedup']:.2f}x); test accuracy {eager['test_accuracy']:.4f} eager, "
+            f"difference {cap['test_accuracy_difference']:.4f}: {verdict}")
 
 
 if __name__ == "__main__":

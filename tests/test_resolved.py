@@ -47,5 +47,5 @@ def test_summary_records_versions_device_and_fast_paths(cli, write, tmp_path):
     assert summary["versions"]["cnnspec"] == cnnspec.__version__
     assert summary["device"] == "cpu" and "cores" in summary["device_name"]
     assert summary["fast_paths"] == {"channels_last": True, "precision": "fp32", "fused_optimizer": True,
-                                     "compiled": False}
+                                     "cuda_graph": False, "compiled": False}
     assert summary["batch_size"] == 16

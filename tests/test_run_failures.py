@@ -122,7 +122,7 @@ def test_resume_refusal_names_everything_that_may_change(cli, write, tmp_path):
     assert cli("run", small_spec(write), "--quiet", "--output", str(run), "--set", "train.epochs=1").code == 0
     res = cli("run", "--resume", str(run), "--set", "train.seed=9", "--quiet")
     assert res.code == 2
-    assert ("--resume can change only train.epochs, train.device, data.root and data.download; "
+    assert ("--resume can change only train.epochs, train.device, train.capture, data.root and data.download; "
             "this would change train.seed") in res.err
 
 

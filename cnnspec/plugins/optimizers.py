@@ -80,6 +80,8 @@ class TorchOptimizer(OptimizerType[Params]):
     def build(self, p: Params, parameters: Any) -> Any:
         import torch
 
+        from cnnspec.build.optim import make_optimizer
+
         params = list(parameters)
         kwargs = p.model_dump()
         # torch's fused kernel updates each parameter in one pass: the same arithmetic, and Adam's
@@ -88,7 +90,7 @@ class TorchOptimizer(OptimizerType[Params]):
                 isinstance(t, torch.Tensor) and t.is_floating_point() and t.device.type in ("cpu", "cuda")
                 for t in params):
             kwargs["fused"] = True
-        return getattr(torch.optim, self.cls)(params, **kwargs)
+        return make_optimizer(getattr(torch.optim, self.cls), params, **kwargs)
 
 
 FUSED = ("SGD", "Adam", "AdamW", "Adagrad")  # the classes with fused CPU and CUDA kernels

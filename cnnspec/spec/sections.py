@@ -115,6 +115,10 @@ class TrainSection(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32, or bf16 / fp16 mixed precision (autocast; fp16 on CUDA only)"
     )
+    capture: Literal["auto", "off", "cuda_graph"] = Field(
+        "auto", description="the training step captured once as a CUDA graph and replayed: auto (where it is "
+                            "safe, on CUDA only), off, or cuda_graph (insist: an error where it cannot be)"
+    )
     callbacks: list[Ref] = Field(
         default=[], description="callbacks, in order: NAME or {type: NAME, ...parameters}"
     )
@@ -125,6 +129,11 @@ class TrainSection(Section):
         default=[], description="layers whose parameters do not train (their BatchNorm statistics stay fixed too)")
     lr_multipliers: dict[str, PosFloat] = Field(
         default={}, description="learning-rate multipliers by layer: {SELECTOR: FACTOR}, e.g. {'-1': 10}")
+
+    @field_validator("capture", mode="before")
+    @classmethod
+    def _capture(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML reads a bare off as false
 
     @field_validator("device")
     @classmethod

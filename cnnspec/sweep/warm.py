@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-# imported once by the server: what `cnnspec run` imports, the optimizer's first step (torch.optim
-# imports torch._dynamo there) and the curves it draws at the end included
+# imported once by the server: what `cnnspec run` imports and the curves it draws at the end; and
+# torch._dynamo, which a plain run avoids (build.optim) but fp16's gradient scaler, optimizers of
+# other plugins and torchvision import: paid once here, it costs a trial nothing
 PRELOAD = ["torch", "torch._dynamo", "cnnspec.cli", "cnnspec.train.runner", "cnnspec.train.parts",
            "cnnspec.train.loop", "cnnspec.data.splits", "cnnspec.build.model", "cnnspec.spec.check",
            "cnnspec.registry.manager", "cnnspec.train.curves", "matplotlib.pyplot"]

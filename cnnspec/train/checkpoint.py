@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cnnspec.build import optim
 from cnnspec.errors import CheckpointError
 from cnnspec.registry.types import Callback
 from cnnspec.train.rundir import LAST, atomic_write
@@ -79,7 +80,7 @@ class Resume:
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         return cls(
             position=position,
-            optimizer=objects.optimizer.state_dict(),
+            optimizer=optim.state_dict(objects.optimizer),
             rng={**rng, "ranks": ranks} if ranks else rng,
             callbacks=[cb.state_dict() for cb in objects.callbacks],
             scheduler=objects.scheduler.state_dict() if objects.scheduler is not None else None,
@@ -101,7 +102,7 @@ class Resume:
                 objects.ema.n_averaged.fill_(int(self.ema_steps))
             for cb, cb_state in zip(objects.callbacks, self.callbacks):
                 cb.load_state_dict(cb_state)
-            objects.optimizer.load_state_dict(self.optimizer)
+            optim.load_state_dict(objects.optimizer, self.optimizer)
             if objects.scheduler is not None and self.scheduler is not None:
                 objects.scheduler.load_state_dict(self.scheduler)
             if self.scaler:

@@ -62,17 +62,35 @@ def versions(plugin_sources: dict[str, str]) -> dict[str, Any]:
 
     from cnnspec.version import __version__
 
-    try:
-        import torchvision
-
-        vision = str(torchvision.__version__)
-    except ImportError:  # pragma: no cover - installed with the torch extra
-        vision = "not installed"
     return {
-        "python": platform.python_version(), "torch": str(torch.__version__), "torchvision": vision,
+        "python": platform.python_version(), "torch": str(torch.__version__), "torchvision": torchvision_version(),
         "cnnspec": __version__,
         "plugins": {name: src for name, src in plugin_sources.items() if src != "built-in"},
     }
+
+
+def torchvision_version() -> str:
+    """torchvision's ``__version__``, read from its ``version.py`` rather than by importing it:
+    importing torchvision imports torch._dynamo (its ops register fake kernels), a second here."""
+    import importlib
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    module: Any = sys.modules.get("torchvision")
+    if module is None:
+        spec = importlib.util.find_spec("torchvision")
+        if spec is None or not spec.submodule_search_locations:
+            return "not installed"
+        try:
+            text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+        except OSError:
+            text = ""
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+        if found:
+            return found.group(1)
+        module = importlib.import_module("torchvision")
+    return str(module.__version__)
 
 
 def available_memory(device: Any) -> int | None:

@@ -271,9 +271,10 @@ class Trainer:
     def summary(self, status: str, seconds: float, error: str | None = None) -> dict[str, Any]:
         """summary.json: how the run ended, its last and best epochs, and what ran where."""
         c = self.ctx
+        graph = getattr(getattr(self, "step", None), "graph", None)  # no step yet when the set-up failed
         return run_summary(self.parts, self.metrics, self.history.best, status=status, seconds=seconds,
                            error=error, device=c.device, seed=self.seed, optimizer=c.optimizer,
-                           sources=getattr(self.pm, "sources", {}))
+                           sources=getattr(self.pm, "sources", {}), cuda_graph=bool(graph and graph.replays))
 
 
 def _install_sigint(trainer: Trainer) -> Any:

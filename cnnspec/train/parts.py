@@ -56,6 +56,7 @@ class Parts:
     batch_size: int  # what a step really holds: data.batch_size, or the whole (shard of the) split if smaller
     warmup: Warmup
     scheduler: Any = None
+    capture: bool = False  # train.capture as run decided it before the hooks (the Step decides after them)
 
     @property
     def train_batch(self) -> int:

@@ -38,6 +38,7 @@ class Precision:
         """A batch in the layout the model runs fastest in."""
         return x.contiguous(memory_format=self.memory_format)
 
-    def autocast(self, device: torch.device) -> AbstractContextManager[Any]:
-        """The forward pass and loss under autocast on ``device`` (a no-op at fp32)."""
-        return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
+    def autocast(self, device: torch.device, cache: bool = True) -> AbstractContextManager[Any]:
+        """The forward pass and loss under autocast on ``device`` (a no-op at fp32). ``cache=False``
+        for a step captured as a CUDA graph: autocast's cache of cast weights must not outlive it."""
+        return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None, cache_enabled=cache)

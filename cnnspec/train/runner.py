@@ -171,8 +171,9 @@ def data_budget(spec: Spec, device: torch.device) -> int | None:
     return None if free is None else max(0, free - spec_estimate(spec).total)
 
 
-# what --resume may change: how long to train, where, and where files are (not what is trained)
-_RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("data", "root"), ("data", "download")}
+# what --resume may change: how long to train, where and how (capture), and where files are (not what is trained)
+_RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "capture"), ("data", "root"),
+                      ("data", "download")}
 
 
 def _resume_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -197,9 +198,10 @@ def _resumable(run_dir: str, spec: Spec, job: Job | None = None) -> Checkpoint:
     if changed and job is not None:
         raise CnnspecError(f"{run_dir} holds the run of torchrun job '{job.id}', and this spec would change "
                            f"{', '.join(changed)} (a resumed job may change only train.epochs, train.device, "
-                           "data.root and data.download); start a new job with another --rdzv-id or --output")
+                           "train.capture, data.root and data.download); "
+                           "start a new job with another --rdzv-id or --output")
     if changed:
-        raise CnnspecError("--resume can change only train.epochs, train.device, data.root and "
+        raise CnnspecError("--resume can change only train.epochs, train.device, train.capture, data.root and "
                            f"data.download; this would change {', '.join(changed)}")
     _schedule_fits(spec, int(saved.spec.get("train", {}).get("epochs", spec.train.epochs)))
     return saved
@@ -222,6 +224,7 @@ def _schedule_fits(spec: Spec, was: int) -> None:
 def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, device: torch.device) -> None:
     from cnnspec.data.splits import prepare_data
     from cnnspec.registry.manager import default_plugin_manager
+    from cnnspec.train.capture import decide
     from cnnspec.train.job import current_job, locate
     from cnnspec.train.loop import Trainer
     from cnnspec.train.parts import build_parts
@@ -234,6 +237,7 @@ def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, de
     # everything that can fail is built before the run folder exists
     batches = prepare_data(spec, device, data_budget(spec, device))
     parts = build_parts(spec, batches, device, world)
+    parts.capture = decide(parts, parts.optimizer, device, parts.scheduler)  # cuda_graph where it cannot be: an error
     on_setup: Callable[[], None] | None = None
     if saved is not None:
         assert resume_dir is not None
@@ -294,9 +298,11 @@ def _start_line(trainer: Trainer, run: RunDir) -> str:
         lr = spec.optimizer.params.model_dump().get("lr", "?")
         per = (f"batch {parts.batch_size} per process x {world.size} processes = "
                f"{parts.batch_size * world.size} per step (lr {lr}, not scaled)")
-    paths = fast_paths(parts.precision, parts.optimizer)
+    paths = fast_paths(parts.precision, parts.optimizer, parts.capture)
+    graph = ["CUDA graph" if parts.capture else f"no CUDA graph: {_no_capture(parts)}"]
     fast = ", ".join(["channels-last"] * paths["channels_last"] + [paths["precision"]]
-                     + [f"fused {spec.optimizer.name}"] * paths["fused_optimizer"])
+                     + [f"fused {spec.optimizer.name}"] * paths["fused_optimizer"]
+                     + graph * (parts.device.type == "cuda"))
     macs = spec.trace.total_macs
     cost = f"{human(macs)} MACs/sample" if macs is not None else "MACs unknown"
     memory = spec_estimate(spec, parts.batch_size)
@@ -308,6 +314,15 @@ def _start_line(trainer: Trainer, run: RunDir) -> str:
     return (f"training {spec.name}: {spec.trace.total_params:,} params, {cost}, ~{human_bytes(memory.total)} "
             f"estimated training memory, on {parts.device} ({fast}), "
             f"{len(data.train[0]):,} training samples{held}, {per} -> {run.path}")
+
+
+def _no_capture(parts: Parts) -> str:
+    """Why the step of a run on CUDA is not captured, for the start-up line."""
+    from cnnspec.train.capture import blockers
+
+    if parts.spec.train.capture == "off":
+        return "train.capture is off"
+    return (blockers(parts, parts.optimizer, parts.device, parts.scheduler) or ["?"])[0]
 
 
 def _fit(trainer: Trainer, run: RunDir, progress: Progress, options: RunOptions) -> None:

@@ -19,19 +19,22 @@ def train_flops_per_sample(spec: Spec) -> int | None:
     return None if macs is None else 6 * macs
 
 
-def fast_paths(precision: Precision, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """What makes this run fast, for the start-up line and summary.json."""
+def fast_paths(precision: Precision, optimizer: torch.optim.Optimizer, cuda_graph: bool = False) -> dict[str, Any]:
+    """What makes this run fast, for the start-up line and summary.json (``cuda_graph``: whether
+    the step is replayed from a CUDA graph, train.capture)."""
     return {"channels_last": precision.channels_last,
             "precision": precision.name,
             "fused_optimizer": bool(optimizer.defaults.get("fused")),
+            "cuda_graph": cuda_graph,
             "compiled": False}
 
 
 def run_summary(parts: Parts, rows: list[dict[str, Any]], best: dict[str, Any] | None, *, status: str,
                 seconds: float, error: str | None, device: torch.device, seed: int,
-                optimizer: torch.optim.Optimizer, sources: dict[str, str]) -> dict[str, Any]:
+                optimizer: torch.optim.Optimizer, sources: dict[str, str], cuda_graph: bool = False) -> dict[str, Any]:
     """The summary of a run whose finished epochs are ``rows``; ``device`` and ``optimizer``: those
-    the run used (a before_training hook may replace them), ``sources``: the plugins' origins."""
+    the run used (a before_training hook may replace them), ``sources``: the plugins' origins,
+    ``cuda_graph``: whether steps were replayed from a CUDA graph."""
     spec, world = parts.spec, parts.world
     flops = train_flops_per_sample(spec)
     trained = sum(r["seconds"] for r in rows)
@@ -54,7 +57,7 @@ def run_summary(parts: Parts, rows: list[dict[str, Any]], best: dict[str, Any] |
         "effective_batch_size": parts.batch_size * world.size,
         "seconds_this_session": seconds,
         "device_name": device_name(device),
-        "fast_paths": fast_paths(parts.precision, optimizer),
+        "fast_paths": fast_paths(parts.precision, optimizer, cuda_graph),
         "versions": versions(sources),
     }
     if error is not None:
