@@ -125,6 +125,7 @@ def _augmented(augment: str) -> str:
     ("[{type: random_crop, padding: 0}]", 0),  # the op hands the batch back as it is
     ("[mixup]", 4 * (3 * 64 + 5 * 3)),  # three images and five label rows of 3 classes
     ("[cutmix]", 4 * (2 * 64 + 5 * 3)),
+    ("[random_resized_crop]", 4 * (2 * 64 + 64)),  # the sampling grid (x, y per output pixel) and the output
     ("[horizontal_flip]", 0),  # an augmentation that declares nothing costs nothing
     ("[mixup, {type: random_crop, padding: 4}]", 4 * (16 * 16 + 8 * 16 + 8 * 8)),  # one at a time: the largest
 ])
