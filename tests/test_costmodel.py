@@ -261,8 +261,9 @@ def test_an_image_set_asked_to_be_held_that_cannot_fit_is_refused(tmp_path, monk
     spec = cnnspec.loads_spec(IMAGES.replace("IN_MEMORY", ", in_memory: true").replace(
         "batch_size: 50", f"batch_size: 2, root: {tmp_path}"), "s.yaml")
     cpu = torch.device("cpu")
-    with pytest.raises(ResourceError, match=r"s.yaml: data.dataset.in_memory is true: the images take 144.0 KiB "
-                       r"as float32 but only 1000 B is free beside the training estimate"):
+    with pytest.raises(ResourceError, match=r"s.yaml: training needs ~144.0 KiB more for the images held in memory "
+                       r"\(data.dataset.in_memory: true; float32\) but only 1000 B is free beside the training "
+                       r"estimate \(unset in_memory"):
         prepare_data(spec, cpu, budget=1000, refuse=True)
     held = prepare_data(spec, cpu, budget=10**9, refuse=True)
     assert not held.streamed and held.held(2).kind == "resident"

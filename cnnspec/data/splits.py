@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from cnnspec.data.stream import StreamedImages
-from cnnspec.errors import DataError, ResourceError, SpecError
+from cnnspec.errors import MEMORY_REFUSAL, DataError, ResourceError, SpecError
 from cnnspec.spec.cost import LABEL_BYTES, STREAM_AHEAD, DataHeld, human_bytes
+from cnnspec.spec.shapes import BYTES
 
 if TYPE_CHECKING:  # pragma: no cover
     from cnnspec.spec.sections import Spec
@@ -81,7 +82,7 @@ class Batches:
         """What the data holds while training at ``batch_size``, for the memory estimate: the batches
         read ahead of a stream, or every image and label of a resident set."""
         if self.streamed:
-            return DataHeld("streamed", STREAM_AHEAD * batch_size * 4 * int(np.prod(self.train[0].shape[1:])))
+            return DataHeld("streamed", STREAM_AHEAD * batch_size * BYTES * int(np.prod(self.train[0].shape[1:])))
         pairs = [self.train, self.test] + ([self.val] if self.val is not None else [])
         return DataHeld("resident", self.resident_bytes + LABEL_BYTES * sum(len(p[1]) for p in pairs))
 
@@ -174,7 +175,7 @@ def prepare_data(spec: Spec, device: torch.device, budget: int | None = None, re
         val = (_head(val[0], n), val[1][:n]) if val else None
     source = getattr(splits.train_x, "source", "")
     images = _resident_or_streamed([splits.train_x, splits.test_x] + ([val[0]] if val else []), budget,
-                                   f"{spec.file}: " if refuse else None)
+                                   spec.file if refuse else None)
     mean = std = None
     if spec.data.normalize:  # the same statistics, from the training split or the spec, for every split
         norm = spec.data.normalize
@@ -201,10 +202,11 @@ def _resident_or_streamed(images: list[Images], budget: int | None, refuse: str 
     size = sum(x.float_bytes for x in streams)
     if wish is False or (wish is None and budget is not None and size > RESIDENT_SHARE * budget):
         return images
-    if wish and refuse is not None and budget is not None and size > budget:
-        raise ResourceError(f"{refuse}data.dataset.in_memory is true: the images take {human_bytes(size)} as "
-                            f"float32 but only {human_bytes(budget)} is free beside the training estimate "
-                            "(unset in_memory to stream them from the image cache, or pass --force)")
+    if wish and refuse is not None and budget is not None and size > budget:  # worded as run's refusal
+        raise ResourceError(f"{refuse}{MEMORY_REFUSAL}{human_bytes(size)} more for the images held in memory "
+                            f"(data.dataset.in_memory: true; float32) but only {human_bytes(budget)} is free "
+                            "beside the training estimate (unset in_memory to stream them from the image cache, "
+                            "or pass --force)")
     return [x.resident() if isinstance(x, StreamedImages) else x for x in images]
 
 
