@@ -12,8 +12,9 @@ Reported per spec, in bytes:
 - ``measured_peak``: the most bytes alive at once during the step, every category;
 - ``measured_activations``: that peak less parameters, gradients and optimizer state: what the
   forward pass keeps for backward plus the input batch and temporaries, at the peak;
-- ``estimate_total`` / ``estimate_activations``: cost.spec_estimate's total and its
-  activations + input batch, which is what `validate` and `run` print.
+- ``estimate_total`` / ``estimate_activations``: cost.spec_estimate's step total (the dataset's
+  share left out: the step here trains on a few random batches) and its activations + input batch,
+  which is what `validate` and `run` print.
 
 Run: python bench/memory_check.py [specs...] [--batch-size N] [--device cpu|cuda] [--json FILE]
 Exit status 1 when an activation estimate is off by more than 20%.
@@ -90,9 +91,9 @@ def measure(spec_path: Path, batch_size: int, device: str) -> dict[str, object]:
     est_act = est.activations + est.input
     return {"spec": spec_path.name, "batch_size": batch_size, "device": str(dev),
             "measured_peak": totals[at], "measured_activations": measured_act, "at_peak": peak,
-            "estimate_total": est.total, "estimate_activations": est_act,
+            "estimate_total": est.step_total, "estimate_activations": est_act,
             "activation_ratio": round(est_act / measured_act, 3),
-            "total_ratio": round(est.total / totals[at], 3),
+            "total_ratio": round(est.step_total / totals[at], 3),
             **({"cuda_max_memory_allocated_in_step": cuda_peak} if cuda_peak is not None else {})}
 
 

@@ -14,6 +14,7 @@ from cnnspec.plugins.augment_ops import (
     RandomAffineOp,
     RandomCropOp,
     RandomErasingOp,
+    RandomResizedCropOp,
 )
 
 
@@ -44,6 +45,62 @@ def test_random_crop_draws_offsets_within_the_padding():
     assert int(params["top"].min()) == 0 and int(params["top"].max()) == 4  # all of [0, 2p] used
     out, _ = RandomCropOp(2, 0.0)(x, torch.zeros(200))
     assert out.shape == x.shape
+
+
+def test_random_resized_crop_equals_torchvision_resized_crop_per_sample():
+    x, y = batch(n=5, c=3, h=12, w=10), torch.arange(5)
+    op = RandomResizedCropOp((0.08, 1.0), (3 / 4, 4 / 3), (12, 10))
+    params = {"top": torch.tensor([0, 2, 5, 0, 11]), "left": torch.tensor([0, 3, 1, 9, 0]),
+              "h": torch.tensor([12, 5, 7, 3, 1]), "w": torch.tensor([10, 6, 4, 1, 1])}
+    out, y2 = op.apply(x, y, params)
+    assert out.shape == x.shape and torch.equal(y2, y)
+    for i in range(5):
+        want = TF.resized_crop(x[i], *(int(params[k][i]) for k in ("top", "left", "h", "w")), [12, 10],
+                               antialias=True)
+        torch.testing.assert_close(out[i], want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[0], x[0], atol=1e-6, rtol=0)  # the whole picture: unchanged
+    assert torch.allclose(out[4], x[4, :, 11:, :1].expand(3, 12, 10))  # one pixel: filled with it
+    # any batch size in, the input's size out (the op never depends on the batch being that size)
+    assert RandomResizedCropOp((0.5, 1.0), (1.0, 1.0), (6, 6))(batch(n=3, h=9, w=7), y[:3])[0].shape == (3, 2, 6, 6)
+
+
+def test_random_resized_crop_boxes_follow_scale_and_ratio():
+    x = torch.zeros(4000, 1, 64, 64)
+    p = RandomResizedCropOp((0.08, 1.0), (3 / 4, 4 / 3), (64, 64)).sample(x)
+    h, w, top, left = (p[k].double() for k in ("h", "w", "top", "left"))
+    area, ratio = h * w / 64**2, w / h
+    assert (h >= 1).all() and (top >= 0).all() and (top + h <= 64).all() and (left + w <= 64).all()
+    # rounding to whole pixels moves a box's area and ratio a little past the drawn ones
+    assert 0.07 < float(area.min()) < 0.1 and float(area.max()) <= 1.0
+    assert float(ratio.min()) > 0.7 and float(ratio.max()) < 1.42
+    # the same distribution as torchvision's draws (large areas of a ratio far from 1 do not fit and are
+    # drawn again, so the mean area is below the 0.54 of uniform in [0.08, 1])
+    from torchvision.transforms import RandomResizedCrop
+
+    torch.manual_seed(1)
+    boxes = torch.tensor([RandomResizedCrop.get_params(x[0], [0.08, 1.0], [3 / 4, 4 / 3])[2:] for _ in range(4000)],
+                         dtype=torch.float64)
+    tv_area, tv_ratio = boxes[:, 0] * boxes[:, 1] / 64**2, boxes[:, 1] / boxes[:, 0]
+    q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)
+    assert (torch.quantile(area, q) - torch.quantile(tv_area, q)).abs().max() < 0.03
+    assert (torch.quantile(ratio.log(), q) - torch.quantile(tv_ratio.log(), q)).abs().max() < 0.03
+    assert float(top.float().std()) > 5 and float(left.float().std()) > 5  # each sample its own place
+    narrow = RandomResizedCropOp((0.25, 0.25), (1.0, 1.0), (64, 64)).sample(x[:100])
+    assert set(narrow["h"].tolist()) == {32} and set(narrow["w"].tolist()) == {32}
+    # nothing fits a 1 x 40 picture with ratios near 1: torchvision's fallback, the centre cut to ratio 4/3
+    wide = RandomResizedCropOp((0.08, 1.0), (3 / 4, 4 / 3), (1, 40)).sample(torch.zeros(50, 1, 1, 40))
+    assert set(wide["h"].tolist()) == {1} and set(wide["w"].tolist()) <= {1} | set(range(1, 2))
+
+
+def test_random_resized_crop_is_deterministic_under_a_seed():
+    x, y = batch(n=16, c=3, h=16, w=16), torch.arange(16)
+    op = RandomResizedCropOp((0.08, 1.0), (3 / 4, 4 / 3), (16, 16))
+    torch.manual_seed(7)
+    a = op(x, y)[0]
+    torch.manual_seed(7)
+    b = op(x, y)[0]
+    c = op(x, y)[0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_a_flip_flips_and_equals_torchvision():
@@ -144,6 +201,15 @@ train: {{epochs: 1, device: cpu{loss}}}
      "unknown augmentation type 'horizontal_fip' (did you mean 'horizontal_flip'?)"),
     ("[1, 8, 8]", "flatten, {type: linear, out_features: 2}", "- {type: random_affine, degree: 10}", "",
      "unknown key 'degree' (did you mean 'degrees'?)"),
+    ("[16]", "{type: linear, out_features: 2}", "- random_resized_crop", "",
+     "6:7: error: data.augment[0] random_resized_crop: needs image samples (channels x height x width), "
+     "but the input is 16"),
+    ("[1, 8, 8]", "flatten, {type: linear, out_features: 2}", "- {type: random_resized_crop, scale: [0.9, 0.2]}", "",
+     "6:35: error: data.augment[0] random_resized_crop: scale is [low, high] with low <= high, not [0.9, 0.2]"),
+    ("[1, 8, 8]", "flatten, {type: linear, out_features: 2}", "- {type: random_resized_crop, ratio: [2, 0.5]}", "",
+     "6:35: error: data.augment[0] random_resized_crop: ratio is [low, high] with low <= high, not [2, 0.5]"),
+    ("[1, 8, 8]", "flatten, {type: linear, out_features: 2}", "- {type: random_resized_crop, scale: [0.5, 1.5]}", "",
+     "6:48: error: data.augment[0] random_resized_crop: scale[1]: must be <= 1.0, got 1.5"),
 ])
 def test_augmentations_that_cannot_apply_are_located_errors(cli, write, input, layers, augment, loss, message):
     res = cli("validate", write(SPEC.format(input=input, layers=layers, augment=augment, loss=loss)))
@@ -151,8 +217,27 @@ def test_augmentations_that_cannot_apply_are_located_errors(cli, write, input, l
     assert message in res.out, res.out
 
 
+def test_only_training_batches_are_augmented(cli, write, tmp_path, monkeypatch):
+    """A validation and a test split beside 24 training samples at batch 6: the crop runs on the 4
+    training batches of the epoch and never on what is evaluated."""
+    seen: list[int] = []
+    real = RandomResizedCropOp.apply
+
+    def counted(self, x, y, params):  # type: ignore[no-untyped-def]
+        seen.append(len(x))
+        return real(self, x, y, params)
+
+    monkeypatch.setattr(RandomResizedCropOp, "apply", counted)
+    spec = write(SPEC.format(input="[1, 8, 8]", layers="flatten, {type: linear, out_features: 2}",
+                             augment="- random_resized_crop", loss="").replace(
+        "  augment:", "  batch_size: 6\n  val_split: 0.25\n  augment:"))
+    assert cli("run", spec, "--quiet", "--output", str(tmp_path / "r")).code == 0
+    assert seen == [6] * 4  # 24 training samples after the validation split, 4 batches of 6, 1 epoch
+
+
 def test_a_spec_with_every_augmentation_trains(cli, write, tmp_path):
-    augment = ("- {type: random_crop, padding: 1}\n    - horizontal_flip\n    - {type: random_affine, degrees: 10, "
+    augment = ("- {type: random_crop, padding: 1}\n    - random_resized_crop\n    - horizontal_flip\n"
+               "    - {type: random_affine, degrees: 10, "
                "translate: [0.1, 0.1], scale: [0.9, 1.1]}\n    - random_erasing\n    - mixup\n    - cutmix")
     spec = write(SPEC.format(input="[1, 8, 8]", layers="{type: conv2d, out_channels: 4, kernel_size: 3}, flatten, "
                              "{type: linear, out_features: 2}", augment=augment, loss=""))

@@ -108,7 +108,10 @@ def test_memory_estimate_counts_weights_grads_state_and_activations(optimizer, s
     acts = 3 * 256 * 4
     assert (m.params, m.grads, m.optimizer_state) == (4 * params, 4 * params, 4 * params * states)
     assert m.activations == 16 * acts and m.input == 16 * 64 * 4 and m.batch_size == 16
-    assert m.total == 4 * params * (2 + states) + 16 * acts + 16 * 256
+    assert m.step_total == 4 * params * (2 + states) + 16 * acts + 16 * 256
+    # the synthetic set is held in memory whole: 64 + 16 samples of 1 x 8 x 8 float32 and an int64 label
+    assert m.data is not None and m.data.kind == "resident" and m.data.bytes == 80 * (256 + 8)
+    assert m.total == m.step_total + 80 * (256 + 8)
     assert spec_estimate(spec, 1000).activations == 1000 * acts
 
 
@@ -122,6 +125,7 @@ def _augmented(augment: str) -> str:
     ("[{type: random_crop, padding: 0}]", 0),  # the op hands the batch back as it is
     ("[mixup]", 4 * (3 * 64 + 5 * 3)),  # three images and five label rows of 3 classes
     ("[cutmix]", 4 * (2 * 64 + 5 * 3)),
+    ("[random_resized_crop]", 4 * (2 * 64 + 64)),  # the sampling grid (x, y per output pixel) and the output
     ("[horizontal_flip]", 0),  # an augmentation that declares nothing costs nothing
     ("[mixup, {type: random_crop, padding: 4}]", 4 * (16 * 16 + 8 * 16 + 8 * 8)),  # one at a time: the largest
 ])
@@ -154,12 +158,12 @@ def test_random_crop_padding_alone_can_make_a_run_too_big(cli, write, tmp_path, 
 def test_validate_shows_memory_and_batch_size_overrides(cli, write) -> None:
     path = write(MEM_SPEC)
     r = cli("validate", path)
-    assert r.code == 0 and "training memory at batch 16:" in r.out and "most: #" in r.out
+    assert r.code == 0 and "training memory at batch 16:" in r.out and "most: " in r.out and ", #1 relu" in r.out
     doc = json.loads(cli("validate", "--format", "json", "--batch-size", "1000", path).out)["specs"][0]
     assert doc["memory"]["batch_size"] == 1000
     assert doc["memory"]["activation_bytes"] == 1000 * 256 * 3 * 4
     assert doc["memory"]["total_bytes"] == sum(doc["memory"][k] for k in (
-        "param_bytes", "grad_bytes", "optimizer_state_bytes", "activation_bytes", "input_bytes"))
+        "param_bytes", "grad_bytes", "optimizer_state_bytes", "activation_bytes", "input_bytes", "data_bytes"))
     assert cli("validate", "--batch-size", "0", path).code == 2
 
 
@@ -169,6 +173,106 @@ def test_run_start_up_line_gives_macs_and_memory(cli, write, tmp_path) -> None:
     assert r.code == 0, r.text
     text = " ".join(r.text.split())  # the progress display may wrap it
     assert "params, 3.1K MACs/sample, ~" in text and "estimated training memory, on cpu" in text
+    assert "64 training samples (20.0 KiB in memory)" in text  # with the 16 test samples, 1 x 8 x 8 float32
+
+
+# -- the dataset's share: the whole set when held in memory, a few batches when streamed -----------
+
+IMAGES = """input: [3, 32, 32]
+layers: [flatten, {type: linear, out_features: 2}]
+data: {dataset: {type: image_folder, size: [32, 32]IN_MEMORY}, batch_size: 50}
+"""
+
+
+@pytest.mark.parametrize("dataset, held, data_bytes", [
+    # MNIST is read whole and moved to the training device: 70,000 images of 1 x 28 x 28 float32 + labels
+    ("mnist", "resident", 70_000 * (28 * 28 * 4 + 8)),
+    ("cifar10", "resident", 60_000 * (3 * 32 * 32 * 4 + 8)),
+    ("digits", "resident", 1_797 * (8 * 8 * 4 + 8)),
+])
+def test_a_dataset_held_in_memory_counts_whole(cli, write, dataset, held, data_bytes) -> None:
+    from cnnspec.spec.cost import spec_estimate
+
+    shape = {"mnist": "[1, 28, 28]", "cifar10": "[3, 32, 32]", "digits": "[1, 8, 8]"}[dataset]
+    text = f"input: {shape}\nlayers: [flatten, {{type: linear, out_features: 10}}]\ndata: {{dataset: {dataset}}}\n"
+    m = spec_estimate(cnnspec.loads_spec(text, "m.yaml"))
+    assert m.data is not None and (m.data.kind, m.data.bytes) == (held, data_bytes)
+    assert m.total == m.step_total + data_bytes
+    limited = spec_estimate(cnnspec.loads_spec(text.replace("}\n", ", limit: 100}\n"), "m.yaml"))
+    assert limited.data is not None and limited.data.bytes == 200 * data_bytes // (70_000 if dataset == "mnist"
+                                                                                  else 60_000 if dataset == "cifar10"
+                                                                                  else 1_797)
+    r = cli("validate", write(text))
+    assert r.code == 0 and ", data in memory " in r.out, r.out
+    doc = json.loads(cli("validate", "--format", "json", write(text)).out)["specs"][0]["memory"]
+    assert doc["data_held"] == "resident" and doc["data_bytes"] == data_bytes
+
+
+def test_a_streamed_image_folder_counts_a_few_batches(cli, write) -> None:
+    from cnnspec.spec.cost import STREAM_AHEAD, spec_estimate
+
+    streamed = spec_estimate(cnnspec.loads_spec(IMAGES.replace("IN_MEMORY", ""), "m.yaml"))
+    assert streamed.data is not None and streamed.data.kind == "streamed"
+    assert streamed.data.bytes == STREAM_AHEAD * 50 * 3 * 32 * 32 * 4  # the batches read ahead, whatever the set
+    off = spec_estimate(cnnspec.loads_spec(IMAGES.replace("IN_MEMORY", ", in_memory: false"), "m.yaml"))
+    assert off.data == streamed.data
+    r = cli("validate", write(IMAGES.replace("IN_MEMORY", "")))
+    assert r.code == 0 and ", streamed data 1.2 MiB)" in r.out, r.out
+    held = spec_estimate(cnnspec.loads_spec(IMAGES.replace("IN_MEMORY", ", in_memory: true"), "m.yaml"))
+    assert held.data is not None and held.data.kind == "resident" and held.data.bytes is None  # known once read
+    r = cli("validate", write(IMAGES.replace("IN_MEMORY", ", in_memory: true")))
+    assert r.code == 0 and ", data in memory (size known once read))" in r.out, r.out
+
+
+def test_the_refusal_counts_a_resident_set_and_not_a_streamed_one(cli, write, tmp_path, monkeypatch) -> None:
+    """MNIST's 219 MB held in memory makes a run refused that the same model streaming would start."""
+    import cnnspec.train.host
+    from cnnspec.spec.cost import spec_estimate
+
+    text = "input: [1, 28, 28]\nlayers: [flatten, {type: linear, out_features: 10}]\ndata: {dataset: mnist}\n"
+    m = spec_estimate(cnnspec.loads_spec(text, "m.yaml"))
+    monkeypatch.setattr(cnnspec.train.host, "available_memory", lambda device: m.step_total + 10**6)
+    r = cli("run", write(text), "--output", str(tmp_path / "a"))
+    assert r.code == 2 and "training needs ~210.2 MiB" in r.err and "most: data in memory 209.9 MiB" in r.err
+    assert "held in memory whole: train on a subset (data.limit)" in r.err and not (tmp_path / "a").exists()
+    import torch
+
+    from cnnspec.train.runner import check_fits
+
+    streamed = cnnspec.loads_spec(IMAGES.replace("[3, 32, 32]", "[1, 28, 28]").replace("size: [32, 32]",
+                                  "size: [28, 28], channels: 1").replace("IN_MEMORY", ""), "s.yaml")
+    assert spec_estimate(streamed).data_bytes == 2 * 50 * 28 * 28 * 4  # however many pictures the folder has
+    check_fits(streamed, torch.device("cpu"))  # the same model, the set streamed: it starts
+
+
+def test_an_image_set_asked_to_be_held_that_cannot_fit_is_refused(tmp_path, monkeypatch) -> None:
+    import torch
+    from PIL import Image
+
+    from cnnspec.data.splits import prepare_data
+    from cnnspec.errors import ResourceError
+    from cnnspec.spec.cost import spec_estimate
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 40), (i * 40, 0, 0)).save(tmp_path / split / c / f"{i}.png")
+    spec = cnnspec.loads_spec(IMAGES.replace("IN_MEMORY", ", in_memory: true").replace(
+        "batch_size: 50", f"batch_size: 2, root: {tmp_path}"), "s.yaml")
+    cpu = torch.device("cpu")
+    with pytest.raises(ResourceError, match=r"s.yaml: training needs ~144.0 KiB more for the images held in memory "
+                       r"\(data.dataset.in_memory: true; float32\) but only 1000 B is free beside the training "
+                       r"estimate \(unset in_memory"):
+        prepare_data(spec, cpu, budget=1000, refuse=True)
+    held = prepare_data(spec, cpu, budget=10**9, refuse=True)
+    assert not held.streamed and held.held(2).kind == "resident"
+    assert held.held(2).bytes == 12 * (3 * 32 * 32 * 4 + 8)
+    stream_spec = cnnspec.loads_spec(IMAGES.replace("IN_MEMORY", "").replace(
+        "batch_size: 50", f"batch_size: 2, root: {tmp_path}"), "s.yaml")
+    streamed = prepare_data(stream_spec, cpu, budget=0, refuse=True)
+    # at run time as validate said: the batches read ahead
+    assert streamed.streamed and streamed.held(2) == spec_estimate(stream_spec).data
 
 
 # -- limits ---------------------------------------------------------------------------------------
@@ -266,7 +370,7 @@ def test_resource_bomb_is_refused_over_the_device(cli, write, tmp_path, no_train
     assert r.code == 2, r.text
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cnnspec: error: ") and "training needs ~" in lines[0], r.err
-    assert "available RAM" in lines[0] and "most: #" in lines[0] and "--force" in lines[0]
+    assert "available RAM" in lines[0] and "most: " in lines[0] and ", #" in lines[0] and "--force" in lines[0]
     assert not (tmp_path / "run").exists()
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cnnspec.data import cache as cache_mod
+from cnnspec.data import cache_build
 from cnnspec.data.cache import Listing, cache_root, find_cache, open_cache
 from cnnspec.data.stream import StreamedImages, batches
 from cnnspec.errors import DataError
@@ -47,7 +48,7 @@ def test_built_once_then_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     def no_decoding(*a: object) -> None:
         raise AssertionError("a cached folder was decoded again")
 
-    monkeypatch.setattr(cache_mod, "_build", no_decoding)
+    monkeypatch.setattr(cache_build, "build", no_decoding)
     again = open_cache(folder_listing(tmp_path), (8, 8), 3, quiet=True)
     assert not again.built and again.folder == first.folder
     assert np.array_equal(np.asarray(again.splits["train"].pixels), np.asarray(first.splits["train"].pixels))
@@ -92,35 +93,146 @@ def test_half_written_cache_is_never_used(tmp_path: Path, monkeypatch: pytest.Mo
             raise KeyboardInterrupt
         return real(task)  # type: ignore[arg-type]
 
-    real = cache_mod.decode_chunk
-    monkeypatch.setattr(cache_mod, "decode_chunk", interrupted)
+    real = cache_build.decode_chunk
+    monkeypatch.setattr(cache_build, "decode_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         open_cache(found, (8, 8), 3, quiet=True)
-    assert find_cache(found, (8, 8), 3) is None and list(cache_root().iterdir()) == []  # nothing left behind
-    monkeypatch.setattr(cache_mod, "decode_chunk", real)
-
-    key = cache_root() / cache_mod.cache_key(found, (8, 8), 3)  # a folder without its manifest
-    key.mkdir(parents=True)
-    (key / "train.u8").write_bytes(b"\0" * 10)
+    key = cache_mod.cache_key(found, (8, 8), 3)
+    # only the partial build (kept to be resumed) and its lock: nothing under the key's own name
     assert find_cache(found, (8, 8), 3) is None
-    import shutil
+    assert sorted(p.name for p in cache_root().iterdir()) == [f"{key}.lock", f"{key}.partial"]
+    monkeypatch.setattr(cache_build, "decode_chunk", real)
 
-    shutil.rmtree(key)
-    built = open_cache(found, (8, 8), 3, quiet=True)
+    folder = cache_root() / key  # a folder without its manifest
+    folder.mkdir(parents=True)
+    (folder / "train.u8").write_bytes(b"\0" * 10)
+    assert find_cache(found, (8, 8), 3) is None
+    built = open_cache(found, (8, 8), 3, quiet=True)  # finished from the partial build, put in its place
+    assert built.built and built.folder == folder and sorted(p.name for p in cache_root().iterdir()) == [key]
     (built.folder / "train.u8").write_bytes(b"\0" * 10)  # cut short on disk: sizes disagree
     assert find_cache(found, (8, 8), 3) is None
-    stale = cache_root() / "feed.tmp-999999999"  # a build whose process is gone
+    stale = cache_root() / "feed.tmp-999999999"  # an older version's build whose process is gone
     stale.mkdir()
-    shutil.rmtree(built.folder)
     assert open_cache(found, (8, 8), 3, quiet=True).built and not stale.exists()
+    assert find_cache(found, (8, 8), 3) is not None
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, stop_after: int | None = None) -> list[int]:
+    """Count the pictures decode_chunk is given; raise KeyboardInterrupt after ``stop_after`` chunks."""
+    from cnnspec.data.decode import decode_chunk as real
+
+    decoded: list[int] = []
+
+    def counted(task: tuple) -> object:  # type: ignore[type-arg]
+        if stop_after is not None and len(decoded) >= stop_after:
+            raise KeyboardInterrupt
+        decoded.append(len(task[2]))
+        return real(task)
+
+    monkeypatch.setattr(cache_build, "decode_chunk", counted)
+    return decoded
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_an_interrupted_build_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_folder(tmp_path / "imgs", {"train": {"a": 60, "b": 50}, "test": {"a": 20, "b": 21}}, size=(9, 7))
+    (tmp_path / "imgs" / "train" / "a" / "broken.png").write_bytes(b"not a png")  # compacted away at the end
+    found = folder_listing(tmp_path / "imgs")
+    monkeypatch.setattr(cache_build, "CHUNK", 16)
+    whole = open_cache(found, (8, 8), 3, root=tmp_path / "whole", quiet=True)  # built in one go
+
+    decoded = _counting(monkeypatch, stop_after=4)  # Ctrl-C as the fifth chunk starts
+    with pytest.raises(KeyboardInterrupt):
+        open_cache(found, (8, 8), 3, quiet=True)
+    assert sum(decoded) == 64 and find_cache(found, (8, 8), 3) is None  # the partial build is never opened
+    decoded = _counting(monkeypatch)
+    resumed = open_cache(found, (8, 8), 3, quiet=True)
+    assert resumed.built and sum(decoded) == 152 - 64  # only the pictures not decoded before
+    assert _files(resumed.folder) == _files(whole.folder)  # byte for byte, manifest included
+    assert [p for p, _ in resumed.unreadable] == [str(tmp_path / "imgs" / "train" / "a" / "broken.png")]
+
+
+def test_a_partial_build_of_a_changed_folder_is_discarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_folder(tmp_path / "imgs", {"train": {"a": 40, "b": 30}, "test": {"a": 5, "b": 5}})
+    monkeypatch.setattr(cache_build, "CHUNK", 16)
+    _counting(monkeypatch, stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        open_cache(folder_listing(tmp_path / "imgs"), (8, 8), 3, quiet=True)
+    old = cache_mod.cache_key(folder_listing(tmp_path / "imgs"), (8, 8), 3)
+    assert (cache_root() / f"{old}.partial").is_dir()
+    make_folder(tmp_path / "imgs", {"train": {"c": 2}, "test": {"c": 1}})  # the folder changed
+    decoded = _counting(monkeypatch)
+    built = open_cache(folder_listing(tmp_path / "imgs"), (8, 8), 3, quiet=True)
+    assert sum(decoded) == 83 and built.folder.name != old  # all of it, under the new key
+    assert sorted(p.name for p in cache_root().iterdir()) == [built.folder.name]  # the old partial removed
+
+
+INTERRUPTED_BUILD = """
+import sys, time
+from cnnspec.data import cache_build, decode
+from cnnspec.data.cache import open_cache
+from cnnspec.plugins.image_folder import ImageFolderParams, listing
+
+real = decode.decode
+def slow(*a):
+    time.sleep(0.01)
+    return real(*a)
+
+decode.decode = slow  # the forked workers inherit it
+cache_build.CHUNK, cache_build.IN_PROCESS_BELOW, cache_build.SAVE_EVERY = 8, 0, 0.0
+open_cache(listing(ImageFolderParams(size=(8, 8)), sys.argv[1]), (8, 8), 3, root=sys.argv[2], workers=2)
+"""
+
+
+def test_ctrl_c_during_a_pooled_build_keeps_what_was_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """SIGINT to a process building with two workers: the chunks it received are on disk and recorded;
+    the next build decodes only the rest, and its cache equals one built in one go."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    make_folder(tmp_path / "imgs", {"train": {"a": 150, "b": 150}, "test": {"a": 10, "b": 10}})
+    found = folder_listing(tmp_path / "imgs")
+    partial = tmp_path / "c" / f"{cache_mod.cache_key(found, (8, 8), 3)}.partial"
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_BUILD, str(tmp_path / "imgs"), str(tmp_path / "c")],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until a few chunks are recorded
+            try:
+                if len(json.loads((partial / "progress.json").read_text())["done"]) >= 3:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=30)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert "the next run continues from there" in err
+    done = json.loads((partial / "progress.json").read_text())["done"]
+    kept = sum(min(8, (150 * 2 if cid.startswith("train") else 20) - int(cid.split(":")[1])) for cid in done)
+    assert 0 < kept < 320
+    monkeypatch.setattr(cache_build, "CHUNK", 8)
+    decoded = _counting(monkeypatch)
+    resumed = open_cache(found, (8, 8), 3, root=tmp_path / "c", workers=1, quiet=True)
+    assert sum(decoded) == 320 - kept
+    whole = open_cache(found, (8, 8), 3, root=tmp_path / "whole", workers=1, quiet=True)
+    assert _files(resumed.folder) == _files(whole.folder)
 
 
 def test_worker_processes_decode_the_same_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_folder(tmp_path, {"train": {"a": 70, "b": 70}, "test": {"a": 1, "b": 1}})
     (tmp_path / "train" / "b" / "zz.png").write_bytes(b"broken")
     alone = open_cache(folder_listing(tmp_path), (8, 8), 3, root=tmp_path / "c1", workers=1, quiet=True)
-    monkeypatch.setattr(cache_mod, "IN_PROCESS_BELOW", 0)
-    monkeypatch.setattr(cache_mod, "CHUNK", 16)
+    monkeypatch.setattr(cache_build, "IN_PROCESS_BELOW", 0)
+    monkeypatch.setattr(cache_build, "CHUNK", 16)
     pooled = open_cache(folder_listing(tmp_path), (8, 8), 3, root=tmp_path / "c2", workers=2, quiet=True)
     for split in ("train", "test"):
         assert np.array_equal(np.asarray(alone.splits[split].pixels), np.asarray(pooled.splits[split].pixels))

@@ -3,9 +3,10 @@ N x C x H x W file per split that later runs map instead of decoding again.
 
 A cache folder is ``<root>/<key>/`` where the key hashes the listing (every path, label, size and
 mtime) and the decode settings, so a changed folder or setting is another key: it is rebuilt,
-never patched. A cache is written under a temporary name, its files fsynced, its manifest written
-last, then renamed into place: a folder with the key's name is complete, and a build cut short
-(Ctrl-C, a full disk, a killed process) leaves only a temporary folder, removed by the next build.
+never patched. A cache is built in ``<key>.partial/`` (``cache_build``: resumable, chunk by chunk),
+its manifest written last, then renamed into place: a folder with the key's name is complete, and
+only such a folder, its files of the promised sizes, is ever opened. One process builds a key at a
+time (``<key>.lock``); another waits, then uses what it built.
 """
 
 from __future__ import annotations
@@ -16,23 +17,23 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 import numpy as np
 
-from cnnspec.data.decode import decode_chunk
+from cnnspec.data import cache_build
+from cnnspec.data.cache_build import FORMAT, MANIFEST, PROGRESS, fsync_dir
 from cnnspec.errors import DataError
 
 __all__ = ["CACHE_ENV", "Cached", "CachedSplit", "Listing", "cache_root", "find_cache", "open_cache"]
 
 CACHE_ENV = "CNNSPEC_CACHE_DIR"
-FORMAT = 1  # bump when the decoding or the layout changes: older caches are then other keys
-CHUNK = 64  # pictures per task handed to a worker
-IN_PROCESS_BELOW = 256  # fewer pictures than this are decoded without starting workers
-MANIFEST = "manifest.json"
+PARTIAL = ".partial"  # the suffix of a build in progress (or cut short, to be resumed)
+LOCK = ".lock"
 
 
 @dataclass
@@ -99,7 +100,8 @@ def find_cache(listing: Listing, size: tuple[int, int], channels: int,
 def open_cache(listing: Listing, size: tuple[int, int], channels: int, *,
                root: str | os.PathLike[str] | None = None, workers: int | None = None,
                quiet: bool = False) -> Cached:
-    """The cache of ``listing``, built first (in ``workers`` processes, default: every core) if missing."""
+    """The cache of ``listing``, built first (in ``workers`` processes, default: every core) if missing,
+    or finished if a build of the same key was cut short."""
     base = cache_root(root)
     folder = base / cache_key(listing, size, channels)
     found = _open(folder)
@@ -112,26 +114,86 @@ def open_cache(listing: Listing, size: tuple[int, int], channels: int, *,
                         "folder") from e
     _remove_stale(base)
     started = time.perf_counter()
-    tmp = base / f"{folder.name}.tmp-{os.getpid()}"
+    partial = folder.with_name(folder.name + PARTIAL)
     try:
-        _build(tmp, listing, size, channels, workers, quiet)
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process finished the same cache first: use theirs
-            if _open(folder) is None:
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-        _fsync_dir(base)
-    except BaseException as e:  # Ctrl-C, a full disk: nothing half-written is left under the key
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise DataError(f"cannot write the image cache in {base} ({e}): free some space or set "
-                            f"{CACHE_ENV} to another folder") from e
-        raise
+        with _locked(folder, quiet):
+            found = _open(folder)  # another process built it while this one waited
+            if found is not None:
+                return found
+            _discard_others(base, folder.name, cache_build.source_of(listing.splits))
+            cache_build.build(partial, listing.splits, listing.classes, size, channels, workers, quiet)
+            if folder.exists():  # there but not a cache that opens (files cut short on disk): replaced
+                shutil.rmtree(folder)
+            os.rename(partial, folder)
+            fsync_dir(base)
+            _unlink(folder.with_name(folder.name + LOCK))  # renamed first: a waiter finds the cache
+    except OSError as e:  # a full disk: what was decoded is kept for the next run
+        raise DataError(f"cannot write the image cache in {base} ({e}): free some space or set "
+                        f"{CACHE_ENV} to another folder; the images decoded so far are kept") from e
     cached = _open(folder)
     assert cached is not None, "a cache just renamed into place opens"
     cached.built, cached.seconds = True, time.perf_counter() - started
     return cached
+
+
+@contextmanager
+def _locked(folder: Path, quiet: bool) -> Iterator[None]:
+    """Hold ``<key>.lock`` (waiting, with a word, while another process builds the same cache)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): builds of one key in two processes are not kept apart
+        yield
+        return
+    with open(folder.with_name(folder.name + LOCK), "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not quiet:
+                print(f"waiting for another process to finish the image cache {folder}", file=sys.stderr)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _try_lock(f: IO[str]) -> bool:
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _discard_others(base: Path, key: str, source: str) -> None:
+    """Remove partial builds of the same picture folder under other keys (the folder or the settings
+    changed since), unless a live process is building one: at most one partial build per folder."""
+    for other in base.glob(f"*{PARTIAL}"):
+        name = other.name[:-len(PARTIAL)]
+        if name == key:
+            continue
+        try:
+            plan = json.loads((other / PROGRESS).read_text())["plan"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not source or plan.get("source") != source:
+            continue
+        lock = base / (name + LOCK)
+        with open(lock, "a") as f:
+            if _try_lock(f):  # removed first, then its lock: a process that waited on it starts afresh
+                shutil.rmtree(other, ignore_errors=True)
+                _unlink(lock)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def _open(folder: Path) -> Cached | None:
@@ -160,99 +222,8 @@ def _open(folder: Path) -> Cached | None:
         return None
 
 
-def _build(tmp: Path, listing: Listing, size: tuple[int, int], channels: int, workers: int | None,
-           quiet: bool) -> None:
-    """Decode every picture into ``tmp``: the pixel files, labels, and the manifest last."""
-    tmp.mkdir()
-    shape = (channels, *size)
-    total = sum(len(e) for e in listing.splits.values())
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = 1 if total < IN_PROCESS_BELOW else max(1, min(workers, -(-total // CHUNK)))
-    progress = _Progress(total, workers, quiet)
-    sizes: Counter[str] = Counter()
-    modes: Counter[str] = Counter()
-    manifest: dict[str, Any] = {"format": FORMAT, "shape": list(shape), "classes": listing.classes, "splits": {}}
-    for name, entries in listing.splits.items():
-        file = tmp / f"{name}.u8"
-        with open(file, "wb") as f:
-            f.truncate(len(entries) * int(np.prod(shape)))
-        tasks = [(str(file), (len(entries), *shape), [(i, p) for i, (p, _) in enumerate(entries[k:k + CHUNK], k)],
-                  size, channels) for k in range(0, len(entries), CHUNK)]
-        bad: dict[int, str] = {}
-        for results in _run(tasks, workers):
-            for row, why, found, mode in results:
-                if why is not None:
-                    bad[row] = why
-                else:
-                    sizes[f"{found[0]} x {found[1]}"] += 1
-                    modes[mode] += 1
-            progress.advance(len(results))
-        keep = [i for i in range(len(entries)) if i not in bad]
-        if bad:
-            _compact(file, (len(entries), *shape), keep)
-        _fsync(file)
-        labels = np.asarray([entries[i][1] for i in keep], dtype=np.int64)
-        with open(tmp / f"{name}.labels.npy", "wb") as f:
-            np.save(f, labels)
-            f.flush()
-            os.fsync(f.fileno())
-        manifest["splits"][name] = {"count": len(keep), "unreadable": [[entries[i][0], bad[i]] for i in sorted(bad)]}
-    manifest["sizes"] = dict(sizes.most_common(20))
-    manifest["modes"] = dict(modes.most_common())
-    with open(tmp / MANIFEST, "w") as f:  # last: its presence says the rest is complete
-        json.dump(manifest, f)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(tmp)
-    progress.done(tmp.parent / tmp.name.split(".tmp-")[0])
-
-
-def _run(tasks: list[Any], workers: int) -> Any:
-    """Each task's results, decoded here (one worker) or in ``workers`` spawned processes."""
-    if workers <= 1:
-        yield from map(decode_chunk, tasks)
-        return
-    import multiprocessing
-
-    # fork where there is one, as torch's DataLoader does: the workers use only PIL and numpy, never
-    # torch's threads, and a script without an `if __name__ == "__main__"` guard is not run again
-    methods = multiprocessing.get_all_start_methods()
-    with multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(workers) as pool:
-        yield from pool.imap_unordered(decode_chunk, tasks)
-
-
-def _compact(file: Path, shape: tuple[int, ...], keep: list[int]) -> None:
-    """Move the rows ``keep`` (ascending) to the front of ``file`` and cut it to their length."""
-    pixels = np.memmap(file, dtype=np.uint8, mode="r+", shape=shape)
-    for dst, src in enumerate(keep):
-        if dst != src:
-            pixels[dst] = pixels[src]
-    pixels.flush()
-    del pixels
-    os.truncate(file, len(keep) * int(np.prod(shape[1:])))
-
-
-def _fsync(file: Path) -> None:
-    with open(file, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _remove_stale(base: Path) -> None:
-    """Remove temporary folders of builds whose process is gone (cut short by Ctrl-C or a kill)."""
+    """Remove the temporary folders of builds by earlier versions (``<key>.tmp-PID``) whose process is gone."""
     for tmp in base.glob("*.tmp-*"):
         try:
             pid = int(tmp.name.rsplit("-", 1)[1])
@@ -261,31 +232,3 @@ def _remove_stale(base: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         except (ValueError, PermissionError, OSError):
             continue
-
-
-class _Progress:
-    """A one-line progress count on a terminal's stderr; a summary line when done."""
-
-    def __init__(self, total: int, workers: int, quiet: bool) -> None:
-        self.total, self.workers, self.quiet = total, workers, quiet
-        self.done_count, self.started, self.shown = 0, time.perf_counter(), 0.0
-        self.live = not quiet and sys.stderr.isatty()
-
-    def advance(self, n: int) -> None:
-        self.done_count += n
-        now = time.perf_counter()
-        if self.live and (now - self.shown > 0.2 or self.done_count == self.total):
-            self.shown = now
-            rate = self.done_count / max(now - self.started, 1e-9)
-            sys.stderr.write(f"\rdecoding images into the cache ({self.workers} processes): "
-                             f"{self.done_count:,}/{self.total:,}, {rate:,.0f}/s ")
-            sys.stderr.flush()
-
-    def done(self, folder: Path) -> None:
-        if self.quiet:
-            return
-        if self.live:
-            sys.stderr.write("\n")
-        seconds = time.perf_counter() - self.started
-        print(f"cached {self.total:,} images in {seconds:.1f} s ({self.workers} processes): {folder}",
-              file=sys.stderr)

@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 from cnnspec.data.stream import StreamedImages
-from cnnspec.errors import DataError, SpecError
+from cnnspec.errors import MEMORY_REFUSAL, DataError, ResourceError, SpecError
+from cnnspec.spec.cost import LABEL_BYTES, STREAM_AHEAD, DataHeld, human_bytes
+from cnnspec.spec.shapes import BYTES
 
 if TYPE_CHECKING:  # pragma: no cover
     from cnnspec.spec.sections import Spec
@@ -76,6 +78,14 @@ class Batches:
         pairs = [self.train, self.test] + ([self.val] if self.val is not None else [])
         return sum(p[0].numel() * p[0].element_size() for p in pairs if isinstance(p[0], Tensor))
 
+    def held(self, batch_size: int) -> DataHeld:
+        """What the data holds while training at ``batch_size``, for the memory estimate: the batches
+        read ahead of a stream, or every image and label of a resident set."""
+        if self.streamed:
+            return DataHeld("streamed", STREAM_AHEAD * batch_size * BYTES * int(np.prod(self.train[0].shape[1:])))
+        pairs = [self.train, self.test] + ([self.val] if self.val is not None else [])
+        return DataHeld("resident", self.resident_bytes + LABEL_BYTES * sum(len(p[1]) for p in pairs))
+
     def to(self, device: torch.device) -> Batches:
         """The same splits on another device."""
         def move(pair: tuple[Images, Tensor]) -> tuple[Images, Tensor]:
@@ -130,12 +140,13 @@ def labels_from_ints(a: np.ndarray | list[int]) -> Tensor:
     return torch.from_numpy(np.asarray(a).astype(np.int64))
 
 
-def prepare_data(spec: Spec, device: torch.device, budget: int | None = None) -> Batches:
+def prepare_data(spec: Spec, device: torch.device, budget: int | None = None, refuse: bool = False) -> Batches:
     """Load the spec's dataset, check it fits the model (located errors), split, scale, move.
 
     Streamed images (a dataset's StreamedImages) become resident float32 tensors when they take at
     most RESIDENT_SHARE of ``budget`` bytes (what the device has free beside the model; None: no
-    limit is known), or when the dataset asks; otherwise they stay streamed."""
+    limit is known), or when the dataset asks; otherwise they stay streamed. With ``refuse``, a set
+    the dataset asks to hold (``in_memory: true``) that is larger than ``budget`` is a ResourceError."""
     from cnnspec.registry.manager import call_plugin
     from cnnspec.spec.check import fit_problems
 
@@ -163,7 +174,8 @@ def prepare_data(spec: Spec, device: torch.device, budget: int | None = None) ->
                         splits.classes)
         val = (_head(val[0], n), val[1][:n]) if val else None
     source = getattr(splits.train_x, "source", "")
-    images = _resident_or_streamed([splits.train_x, splits.test_x] + ([val[0]] if val else []), budget)
+    images = _resident_or_streamed([splits.train_x, splits.test_x] + ([val[0]] if val else []), budget,
+                                   spec.file if refuse else None)
     mean = std = None
     if spec.data.normalize:  # the same statistics, from the training split or the spec, for every split
         norm = spec.data.normalize
@@ -180,8 +192,9 @@ def prepare_data(spec: Spec, device: torch.device, budget: int | None = None) ->
     )
 
 
-def _resident_or_streamed(images: list[Images], budget: int | None) -> list[Images]:
-    """Streamed splits made resident float32 tensors when they fit (see prepare_data), else as they are."""
+def _resident_or_streamed(images: list[Images], budget: int | None, refuse: str | None) -> list[Images]:
+    """Streamed splits made resident float32 tensors when they fit (see prepare_data), else as they are;
+    ``refuse``: the file name that starts the refusal of a set asked to be resident that cannot fit."""
     streams = [x for x in images if isinstance(x, StreamedImages)]
     if not streams:
         return images
@@ -189,6 +202,11 @@ def _resident_or_streamed(images: list[Images], budget: int | None) -> list[Imag
     size = sum(x.float_bytes for x in streams)
     if wish is False or (wish is None and budget is not None and size > RESIDENT_SHARE * budget):
         return images
+    if wish and refuse is not None and budget is not None and size > budget:  # worded as run's refusal
+        raise ResourceError(f"{refuse}{MEMORY_REFUSAL}{human_bytes(size)} more for the images held in memory "
+                            f"(data.dataset.in_memory: true; float32) but only {human_bytes(budget)} is free "
+                            "beside the training estimate (unset in_memory to stream them from the image cache, "
+                            "or pass --force)")
     return [x.resident() if isinstance(x, StreamedImages) else x for x in images]
 
 

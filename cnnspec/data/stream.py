@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cnnspec.spec.cost import STREAM_AHEAD
+
 __all__ = ["PREFETCH", "StreamedImages", "batches", "to_float"]
 
-PREFETCH = 2  # batches read ahead of the one being trained on
+PREFETCH = STREAM_AHEAD  # batches read ahead of the one being trained on (the memory estimate counts them)
 
 
 def to_float(u8: Tensor) -> Tensor:

@@ -1,10 +1,10 @@
-"""Augmentations of training batches (``data.augment``): random crop, horizontal flip, random
-affine, random erasing, mixup and cutmix. Static rules here; the batch-wise tensor work is in
+"""Augmentations of training batches (``data.augment``): random crop, random resized crop, horizontal
+flip, random affine, random erasing, mixup and cutmix. Static rules here; the batch-wise tensor work is in
 ``augment_ops`` (imported by ``build``, so validate stays free of torch)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -57,6 +57,39 @@ class RandomCrop(AugmentationType[RandomCropParams]):
         hp, wp = h + 2 * p.padding, w + 2 * p.padding
         # held at once: the padded copy C x (H+2p) x (W+2p), the rows kept C x H x (W+2p), the crop C x H x W
         return BYTES * c * (hp * wp + h * wp + h * w)
+
+
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class ResizedCropParams(Params):
+    scale: tuple[Fraction, Fraction] = Field((0.08, 1.0), description="area of the crop as a fraction of the "
+                                             "picture's, drawn uniformly from [low, high]")
+    ratio: tuple[PosFloat, PosFloat] = Field((3 / 4, 4 / 3), description="aspect ratio (width / height) of the "
+                                             "crop, drawn log-uniformly from [low, high]")
+
+
+class RandomResizedCrop(AugmentationType[ResizedCropParams]):
+    name = "random_resized_crop"
+    Params = ResizedCropParams
+    description = "crop a random area and aspect ratio, resized back to the input's size (each sample its own)"
+
+    def check(self, p: ResizedCropParams, shape: Shape) -> None:
+        _image(self.name, shape)
+        for key in ("scale", "ratio"):
+            low, high = getattr(p, key)
+            if low > high:
+                raise ShapeError(f"{key} is [low, high] with low <= high, not [{low:g}, {high:g}]", key)
+
+    def build(self, p: ResizedCropParams, shape: Shape, num_classes: int) -> Any:
+        from cnnspec.plugins.augment_ops import RandomResizedCropOp
+
+        _, h, w = _image(self.name, shape)
+        return RandomResizedCropOp(p.scale, p.ratio, (h, w))
+
+    def sample_bytes(self, p: ResizedCropParams, shape: Shape, num_classes: int) -> int:
+        c, h, w = _image(self.name, shape)
+        return BYTES * (2 * h * w + c * h * w)  # the sampling grid (x, y per output pixel) and the output
 
 
 class FlipParams(Params):
@@ -183,7 +216,7 @@ class CutMix(AugmentationType[CutMixParams]):
 
 
 AUGMENTATIONS: tuple[AugmentationType[Any], ...] = (
-    RandomCrop(), HorizontalFlip(), RandomAffine(), RandomErasing(), Mixup(), CutMix(),
+    RandomCrop(), RandomResizedCrop(), HorizontalFlip(), RandomAffine(), RandomErasing(), Mixup(), CutMix(),
 )
 
 

@@ -53,6 +53,67 @@ class RandomCropOp(Op):
         return out.gather(3, cols[:, None, None, :].expand(n, c, h, w)), y
 
 
+class RandomResizedCropOp(Op):
+    """torchvision's RandomResizedCrop, batch-wise: each sample's crop box is drawn as
+    ``RandomResizedCrop.get_params`` draws it (up to 10 tries of an area in ``scale`` and a log-uniform
+    aspect ``ratio``, else the centre crop clamped to ``ratio``), then resized to ``size`` bilinearly.
+
+    The resize is one ``grid_sample`` over the batch with the sampling points of
+    ``F.interpolate(crop, size, mode="bilinear", align_corners=False)`` clamped to each crop box, so
+    every sample equals torchvision's ``resized_crop`` of it (a crop is never larger than the output,
+    and antialiasing changes only shrinking). Chosen by bench/resized_crop.py: for 64 x 3 x 64 x 64 on
+    the 2-core CPU host (shared) 0.7-0.9 ms, a loop of crop + interpolate 3.4-3.8 ms, batched resize
+    matrices 1.3-4.4 ms."""
+
+    TRIES = 10
+
+    def __init__(self, scale: tuple[float, float], ratio: tuple[float, float], size: tuple[int, int]) -> None:
+        self.scale, self.ratio, self.size = scale, ratio, size
+
+    def sample(self, x: Tensor) -> Params:
+        n, dev = len(x), x.device
+        h, w = x.shape[2:]
+        area = (torch.rand(n, self.TRIES, device=dev) * (self.scale[1] - self.scale[0]) + self.scale[0]) * (h * w)
+        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        aspect = torch.exp(torch.rand(n, self.TRIES, device=dev) * (log_hi - log_lo) + log_lo)
+        cw, ch = torch.sqrt(area * aspect).round().long(), torch.sqrt(area / aspect).round().long()
+        fits = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
+        first = fits.to(torch.uint8).argmax(1, keepdim=True)  # the first try that fits, as torchvision takes
+        found = fits.any(1)
+        fh, fw = self._fallback(h, w)
+        ch = torch.where(found, ch.gather(1, first)[:, 0], fh)
+        cw = torch.where(found, cw.gather(1, first)[:, 0], fw)
+        top = torch.where(found, (torch.rand(n, device=dev) * (h - ch + 1)).long(), (h - fh) // 2)
+        left = torch.where(found, (torch.rand(n, device=dev) * (w - cw + 1)).long(), (w - fw) // 2)
+        return {"top": top, "left": left, "h": ch, "w": cw}
+
+    def _fallback(self, h: int, w: int) -> tuple[int, int]:
+        """torchvision's crop when no try fits: the whole picture, cut to the nearest allowed ratio."""
+        if w / h < self.ratio[0]:
+            return int(round(w / self.ratio[0])), w
+        if w / h > self.ratio[1]:
+            return h, int(round(h * self.ratio[1]))
+        return h, w
+
+    def apply(self, x: Tensor, y: Tensor, params: Params) -> tuple[Tensor, Tensor]:
+        n, _, h, w = x.shape
+        oh, ow = self.size
+        ys = _source(params["top"], params["h"], oh, x.dtype)  # N x oh source rows, in pixels
+        xs = _source(params["left"], params["w"], ow, x.dtype)  # N x ow source columns
+        # grid_sample (align_corners=False) takes pixel p of a side of length L at (2p + 1) / L - 1
+        gy, gx = (2 * ys + 1) / h - 1, (2 * xs + 1) / w - 1
+        grid = torch.stack([gx[:, None, :].expand(n, oh, ow), gy[:, :, None].expand(n, oh, ow)], dim=-1)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False), y
+
+
+def _source(start: Tensor, length: Tensor, out: int, dtype: torch.dtype) -> Tensor:
+    """Where each of ``out`` output pixels samples a box of ``length`` pixels from ``start`` (N each):
+    bilinear interpolation's pixel centres, clamped to the box as interpolating the crop alone clamps."""
+    centres = torch.arange(out, device=start.device, dtype=dtype)[None, :] + 0.5
+    inside = (centres * (length[:, None].to(dtype) / out) - 0.5).clamp(min=0)
+    return torch.minimum(start[:, None].to(dtype) + inside, (start + length - 1)[:, None].to(dtype))
+
+
 class HorizontalFlipOp(Op):
     def __init__(self, p: float) -> None:
         self.p = p

@@ -81,6 +81,9 @@ class Cifar10(DatasetType[NoParams]):
     def num_classes(self, p: NoParams) -> int:
         return 10
 
+    def num_samples(self, p: NoParams) -> tuple[int, int]:
+        return (50_000, 10_000)
+
     @staticmethod
     def how_to_fix(base: Path) -> str:
         return (f"put {', '.join(CIFAR_FILES)} (and batches.meta) in {base / CIFAR_DIR}/ "

@@ -81,6 +81,9 @@ class Digits(DatasetType[NoParams]):
     def num_classes(self, p: NoParams) -> int:
         return 10
 
+    def num_samples(self, p: NoParams) -> tuple[int, int]:
+        return (1_437, 360)
+
     def load(self, p: NoParams, root: str | None, download: bool) -> Any:
         return load_digits()
 
@@ -104,6 +107,9 @@ class Synthetic(DatasetType[SyntheticParams]):
 
     def num_classes(self, p: SyntheticParams) -> int:
         return p.classes
+
+    def num_samples(self, p: SyntheticParams) -> tuple[int, int]:
+        return (p.train_size, p.test_size)
 
     def load(self, p: SyntheticParams, root: str | None, download: bool) -> Any:
         return make_synthetic(p.shape, p.classes, p.train_size, p.test_size, p.noise, p.seed)

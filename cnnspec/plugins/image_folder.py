@@ -110,6 +110,11 @@ class ImageFolder(DatasetType[ImageFolderParams]):
     def sample_shape(self, p: ImageFolderParams) -> Shape:
         return (p.channels, *p.size)
 
+    def streamed(self, p: ImageFolderParams) -> bool:
+        """Streamed from the cache unless ``in_memory: true`` (unset: held only when it takes at most a
+        quarter of the memory free beside the training estimate, so counting the stream is safe)."""
+        return p.in_memory is not True
+
     def describe(self, p: ImageFolderParams, root: str | None) -> dict[str, Any]:
         """The cache and the pictures found, for ``cnnspec data``."""
         return describe_cache(p, root)

@@ -83,6 +83,9 @@ class IdxDataset(DatasetType[NoParams]):
     def num_classes(self, p: NoParams) -> int:
         return len(self.classes)
 
+    def num_samples(self, p: NoParams) -> tuple[int, int]:
+        return (60_000, 10_000)
+
     def how_to_fix(self, base: Path) -> str:
         return (f"put {', '.join(IDX_FILES)} (or the same names with .gz) in {base / self.folder / 'raw'}/ "
                 f"(torchvision's layout) or directly in {base}/; or allow download on a connected machine")

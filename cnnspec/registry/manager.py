@@ -49,7 +49,8 @@ DEFAULT_PLUGINS: dict[str, dict[Kind, tuple[str, ...]]] = {
     "cnnspec.plugins.image_folder": {"dataset": ("image_folder",)},
     "cnnspec.plugins.datasets": {"dataset": ("digits", "synthetic")},
     "cnnspec.plugins.augment": {"augmentation": (
-        "random_crop", "horizontal_flip", "random_affine", "random_erasing", "mixup", "cutmix")},
+        "random_crop", "random_resized_crop", "horizontal_flip", "random_affine", "random_erasing", "mixup",
+        "cutmix")},
     "cnnspec.plugins.callbacks": {"scheduler": ("reduce_on_plateau",), "callback": ("early_stopping", "unfreeze")},
 }
 

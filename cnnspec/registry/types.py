@@ -313,6 +313,16 @@ class DatasetType(Generic[P]):
     def num_classes(self, p: P) -> int | None:
         return None
 
+    def num_samples(self, p: P) -> tuple[int, int] | None:
+        """The (train, test) sample counts when known without reading files, or None: the training
+        memory estimate counts a set held in memory whole."""
+        return None
+
+    def streamed(self, p: P) -> bool:
+        """True when training reads the set batch by batch (from the image cache) instead of holding
+        it in memory: the training memory estimate then counts only the batches read ahead."""
+        return False
+
     def load(self, p: P, root: str | None, download: bool) -> Any:
         """Return a ``cnnspec.data.splits.Splits``; may import torch and read files."""
         raise NotImplementedError

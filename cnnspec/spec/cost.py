@@ -18,6 +18,26 @@ from cnnspec.registry.types import Saved
 from cnnspec.spec.shapes import BYTES, Row, ShapeTrace, is_relu, pooled_relus
 
 DEFAULT_BATCH_SIZE = 64  # DataSection's default, for specs without a data: section
+STREAM_AHEAD = 2  # batches a streamed set reads ahead of the one trained on (cnnspec.data.stream)
+LABEL_BYTES = 8  # an int64 class index
+
+
+@dataclass(frozen=True)
+class DataHeld:
+    """What the dataset holds during training: the whole set (``resident``, float32 on the training
+    device) or only the batches read ahead (``streamed`` from the image cache); ``bytes`` is None
+    when a resident set's size is known only once it is read."""
+
+    kind: str  # "resident" or "streamed"
+    bytes: int | None
+
+    @property
+    def label(self) -> str:
+        return "streamed data" if self.kind == "streamed" else "data in memory"
+
+    def text(self) -> str:
+        """``data in memory 209.9 MiB`` (the whole set), ``streamed data 1.2 MiB`` (STREAM_AHEAD batches)."""
+        return f"{self.label} " + (human_bytes(self.bytes) if self.bytes is not None else "(size known once read)")
 
 
 @dataclass(frozen=True)
@@ -37,15 +57,29 @@ class MemoryEstimate:
     input: int
     dominant: tuple[tuple[str, int], ...] = ()  # (layer, bytes) with the most memory, largest first
     augment: int = 0  # the largest augmentation's buffers for the batch (they run one at a time)
+    data: DataHeld | None = None  # what the dataset holds beside the step (None: no dataset)
+
+    @property
+    def step_total(self) -> int:
+        """One training step: weights, gradients, optimizer state, activations, the batch, augmentation."""
+        return self.params + self.grads + self.optimizer_state + self.activations + self.input + self.augment
 
     @property
     def total(self) -> int:
-        return self.params + self.grads + self.optimizer_state + self.activations + self.input + self.augment
+        """The step and the dataset's share: the whole set when it is held in memory, a few batches when
+        it is streamed."""
+        return self.step_total + self.data_bytes
+
+    @property
+    def data_bytes(self) -> int:
+        return (self.data.bytes or 0) if self.data is not None else 0
 
     def to_json(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "total_bytes": self.total, "param_bytes": self.params,
                 "grad_bytes": self.grads, "optimizer_state_bytes": self.optimizer_state,
                 "activation_bytes": self.activations, "input_bytes": self.input, "augment_bytes": self.augment,
+                "data_bytes": self.data.bytes if self.data is not None else 0,
+                "data_held": self.data.kind if self.data is not None else None,
                 "dominant": [{"layer": n, "bytes": b} for n, b in self.dominant]}
 
     def line(self) -> str:
@@ -54,7 +88,8 @@ class MemoryEstimate:
                 f"(params {human_bytes(self.params)}, grads {human_bytes(self.grads)}, "
                 f"optimizer {human_bytes(self.optimizer_state)}, activations "
                 f"{human_bytes(self.activations + self.input)}"
-                + (f", augmentation {human_bytes(self.augment)}" if self.augment else "") + ")")
+                + (f", augmentation {human_bytes(self.augment)}" if self.augment else "")
+                + (f", {self.data.text()}" if self.data is not None else "") + ")")
 
     def dominant_text(self) -> str:
         return ", ".join(f"{n} {human_bytes(b)}" for n, b in self.dominant)
@@ -224,10 +259,11 @@ def _leaf_costs(rows: list[Row], prof: ActivationProfile, batch: int, prefix: st
 
 
 def estimate(trace: ShapeTrace, optimizer: Any | None, batch_size: int, frozen: int = 0,
-             augmentations: Sequence[Any] = ()) -> MemoryEstimate:
+             augmentations: Sequence[Any] = (), data: DataHeld | None = None) -> MemoryEstimate:
     """The training memory estimate; ``optimizer`` is the spec's optimizer Component (or None);
     ``frozen`` parameters (train.freeze) get no gradients and no optimizer state; ``augmentations``
-    (the spec's Components) add the largest one's buffers (``AugmentationType.sample_bytes``)."""
+    (the spec's Components) add the largest one's buffers (``AugmentationType.sample_bytes``);
+    ``data`` is what the dataset holds beside the step."""
     per_param = per_param_state(optimizer)
     params = trace.param_bytes
     trained = params - frozen * BYTES
@@ -239,21 +275,42 @@ def estimate(trace: ShapeTrace, optimizer: Any | None, batch_size: int, frozen: 
     classes = math.prod(trace.output_shape)
     augment = [(f"{path_str(c.path)} {c.name}", c.type.sample_bytes(c.params, trace.input_shape, classes) * batch_size)
                for c in augmentations]
-    costs = sorted(_leaf_costs(trace.rows, prof, batch_size) + [a for a in augment if a[1]], key=lambda c: -c[1])
+    held = [(data.label, data.bytes)] if data is not None and data.bytes else []
+    costs = sorted(_leaf_costs(trace.rows, prof, batch_size) + [a for a in augment if a[1]] + held,
+                   key=lambda c: -c[1])
     return MemoryEstimate(batch_size=batch_size, params=params, grads=trained,
                           optimizer_state=trained * per_param,
                           activations=prof.peak * batch_size,
                           input=inp * BYTES * batch_size, dominant=tuple(costs[:3]),
-                          augment=max((b for _, b in augment), default=0))
+                          augment=max((b for _, b in augment), default=0), data=data)
 
 
-def spec_estimate(spec: Any, batch_size: int | None = None) -> MemoryEstimate:
-    """The estimate for a checked Spec at its data.batch_size (or ``batch_size``)."""
+def spec_estimate(spec: Any, batch_size: int | None = None, data: DataHeld | None = None) -> MemoryEstimate:
+    """The estimate for a checked Spec at its data.batch_size (or ``batch_size``), with ``data`` as
+    what the dataset holds (default: what its type declares, ``data_held``)."""
     if batch_size is None:
         batch_size = spec.data.batch_size if spec.data is not None else DEFAULT_BATCH_SIZE
     thawed = any(getattr(cb.type, "thaws", False) for cb in spec.callbacks)  # frozen now, trained later
     return estimate(spec.trace, spec.optimizer, batch_size, 0 if thawed else spec.finetune.frozen_params,
-                    spec.augmentations)
+                    spec.augmentations, data if data is not None else data_held(spec, batch_size))
+
+
+def data_held(spec: Any, batch_size: int) -> DataHeld | None:
+    """What the spec's dataset will hold while training, from its type alone (no files read): a
+    streamed set the batches read ahead; a resident one every sample of both splits (``data.limit``
+    applied) as float32 with its label, when its type declares the counts."""
+    ds = getattr(spec, "dataset", None)
+    if ds is None or spec.data is None:
+        return None
+    sample = BYTES * math.prod(spec.trace.input_shape)
+    if ds.type.streamed(ds.params):
+        return DataHeld("streamed", STREAM_AHEAD * batch_size * sample)
+    counts = ds.type.num_samples(ds.params)
+    if counts is None:
+        return DataHeld("resident", None)
+    limit = spec.data.limit
+    n = sum(min(c, limit) if limit is not None else c for c in counts)
+    return DataHeld("resident", n * (sample + LABEL_BYTES))
 
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,

@@ -156,10 +156,12 @@ def check_fits(spec: Spec, device: torch.device) -> None:
     if free is None or memory.total <= free:
         return
     where = "free on " + str(device) if device.type == "cuda" else "available RAM"
+    whole = memory.data is not None and memory.data.kind == "resident" and memory.data_bytes > memory.step_total
+    hint = ("the dataset is held in memory whole: train on a subset (data.limit)" if whole
+            else "lower data.batch_size or the layer sizes")
     raise ResourceError(
         f"{spec.file}{MEMORY_REFUSAL}{human_bytes(memory.total)} at batch {memory.batch_size:,} "
-        f"but only {human_bytes(free)} is {where}; most: {memory.dominant_text()} "
-        "(lower data.batch_size or the layer sizes, or pass --force)")
+        f"but only {human_bytes(free)} is {where}; most: {memory.dominant_text()} ({hint}, or pass --force)")
 
 
 def data_budget(spec: Spec, device: torch.device) -> int | None:
@@ -235,7 +237,7 @@ def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, de
     resume_dir = options.resume or (str(owned) if resume else None)
     saved = _resumable(resume_dir, spec, None if options.resume else job) if resume_dir else None
     # everything that can fail is built before the run folder exists
-    batches = prepare_data(spec, device, data_budget(spec, device))
+    batches = prepare_data(spec, device, data_budget(spec, device), refuse=not options.force)
     parts = build_parts(spec, batches, device, world)
     parts.capture = decide(parts, parts.optimizer, device, parts.scheduler)  # cuda_graph where it cannot be: an error
     on_setup: Callable[[], None] | None = None
@@ -305,12 +307,11 @@ def _start_line(trainer: Trainer, run: RunDir) -> str:
                      + graph * (parts.device.type == "cuda"))
     macs = spec.trace.total_macs
     cost = f"{human(macs)} MACs/sample" if macs is not None else "MACs unknown"
-    memory = spec_estimate(spec, parts.batch_size)
     data = parts.data
-    held = ""  # where decoded images are: streamed from the cache, or held as float32
-    if data.source:
-        held = (f" (streamed from the image cache {data.source})" if data.streamed
-                else f" ({human_bytes(data.resident_bytes)} in memory, from the image cache {data.source})")
+    memory = spec_estimate(spec, parts.batch_size, data.held(parts.batch_size))
+    cache = f" from the image cache {data.source}" if data.source else ""
+    held = (f" (streamed{cache})" if data.streamed  # where the images are: read batch by batch, or held whole
+            else f" ({human_bytes(data.resident_bytes)} in memory{',' if cache else ''}{cache})")
     return (f"training {spec.name}: {spec.trace.total_params:,} params, {cost}, ~{human_bytes(memory.total)} "
             f"estimated training memory, on {parts.device} ({fast}), "
             f"{len(data.train[0]):,} training samples{held}, {per} -> {run.path}")

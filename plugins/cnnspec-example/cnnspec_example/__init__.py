@@ -114,6 +114,9 @@ class Stripes(DatasetType[StripesParams]):
     def num_classes(self, p: StripesParams) -> int:
         return 2
 
+    def num_samples(self, p: StripesParams) -> tuple[int, int]:
+        return (p.samples, max(1, p.samples // 4))  # held in memory whole: the memory estimate counts them
+
     def load(self, p: StripesParams, root: str | None, download: bool) -> Any:
         import torch
 
