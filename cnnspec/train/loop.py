@@ -264,6 +264,7 @@ class Trainer:
             spec=self.spec.to_dict(), classes=self.data.classes, mean=self.data.mean, std=self.data.std,
             metrics=self.metrics, best=self.history.best, seed=self.seed,
             resume=None if pos is None else Resume.capture(pos, self._stateful()),
+            pixels=self.data.pixels,
         ).save(self.run_dir.path / name)
 
     def summary(self, status: str, seconds: float, error: str | None = None) -> dict[str, Any]:
