@@ -66,6 +66,10 @@ def _spec_commands(sub: _Commands) -> None:
     r.add_argument("--fast-dev-run", action="store_true",
                    help="check the spec end to end in seconds: one epoch on two batches of each split; "
                         "the run folder is kept only with --output")
+    r.add_argument("--limit-batches", type=_positive, metavar="N",
+                   help="a quick trial that keeps its run folder: at most N batches per epoch of training "
+                        "(each epoch's first N shuffled batches), validation and test (their first N); "
+                        "the same as --set train.limit_batches=N")
     r.add_argument("--no-report", action="store_true", help="do not write report.html into the run folder")
     _plugin_option(r)
     r.set_defaults(func=cmd_run)
@@ -373,7 +377,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         after = after_run(args.trust, args.device)
     run_command(RunOptions(spec=args.spec, resume=args.resume, overrides=tuple(args.overrides), device=args.device,
                            output=args.output, plugins=tuple(args.plugins), trust=args.trust, quiet=args.quiet,
-                           force=args.force, fast_dev_run=args.fast_dev_run, after=after))
+                           force=args.force, fast_dev_run=args.fast_dev_run, limit_batches=args.limit_batches,
+                           after=after))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

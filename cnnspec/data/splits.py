@@ -165,6 +165,10 @@ def prepare_data(spec: Spec, device: torch.device, budget: int | None = None) ->
         splits = Splits(_head(splits.train_x, n), splits.train_y[:n], _head(splits.test_x, n), splits.test_y[:n],
                         splits.classes)
         val = (_head(val[0], n), val[1][:n]) if val else None
+    if spec.train.limit_batches is not None:  # evaluation on the first N batches of val and test
+        n = spec.train.limit_batches * spec.data.eval_batch_size
+        splits = Splits(splits.train_x, splits.train_y, _head(splits.test_x, n), splits.test_y[:n], splits.classes)
+        val = (_head(val[0], n), val[1][:n]) if val else None
     source = getattr(splits.train_x, "source", "")
     images = _resident_or_streamed([splits.train_x, splits.test_x] + ([val[0]] if val else []), budget)
     pixels = pixel_stats(images[0])  # before normalisation: what predict's pictures are compared with

@@ -169,7 +169,8 @@ class Trainer:
     def epoch_indices(self, epoch_gen: Tensor) -> tuple[Tensor, int]:
         """This rank's sample indices for an epoch (from the shuffling state at its start) and steps."""
         gen = torch.Generator().set_state(epoch_gen)
-        return shard(torch.randperm(len(self.data.train[0]), generator=gen), self.world, self.parts.train_batch)
+        return shard(torch.randperm(len(self.data.train[0]), generator=gen), self.world, self.parts.train_batch,
+                     self.spec.train.limit_batches)
 
     def _epoch(self, pos: Position) -> dict[str, Any] | None:
         """Train one epoch from ``pos``; the metrics row, or None when stopped by Ctrl-C."""
@@ -177,7 +178,7 @@ class Trainer:
         x, y = self.data.train
         bs = self.parts.train_batch
         self.gen.set_state(pos.gen)  # every rank draws the same permutation, then takes its shard
-        mine, steps = shard(torch.randperm(len(x), generator=self.gen), world, bs)
+        mine, steps = shard(torch.randperm(len(x), generator=self.gen), world, bs, self.spec.train.limit_batches)
         mine = mine.to(c.device)
         sums = pos.sums or {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         if world.rank:  # resumed partial sums are global; they live on rank 0 only

@@ -74,6 +74,7 @@ class RunOptions:
     quiet: bool = False  # no progress display; print only the run folder
     force: bool = False  # run even when the training memory estimate exceeds what the device has
     fast_dev_run: bool = False  # one epoch on two batches of each split; the run folder kept only with --output
+    limit_batches: int | None = None  # --limit-batches N: train.limit_batches=N (N batches per epoch of each split)
     # called with the run folder when training ends (rank 0; cli: write report.html unless --no-report);
     # a callable rather than an import, since train sits below tools
     after: Callable[[Path], None] | None = None
@@ -101,10 +102,12 @@ def run_command(options: RunOptions) -> None:
 
 
 def _fast(options: RunOptions, path: str) -> tuple[str, ...]:
-    """The overrides a fast dev run adds: one epoch, two batches (data.limit) of each split."""
+    """The overrides quick trials add: --limit-batches N (train.limit_batches), and a fast dev run's
+    one epoch on two batches (data.limit) of each split."""
+    limited = (f"train.limit_batches={options.limit_batches}",) if options.limit_batches is not None else ()
     if not options.fast_dev_run:
-        return options.overrides
-    overrides = (*options.overrides, "train.epochs=1")
+        return (*options.overrides, *limited)
+    overrides = (*options.overrides, *limited, "train.epochs=1")
     spec = load_for_run(path, overrides, options.device, options.plugins, options.trust)
     assert spec.data is not None
     return (*overrides, f"data.limit={2 * spec.data.batch_size}")
