@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from cnnspec.errors import CnnspecError, ExitCode, PluginError, UsageError
+from cnnspec.errors import CnnspecError, ExitCode, PluginError, UsageError, out_of_memory
 from cnnspec.version import __version__
 
 CHECKPOINT_HELP = ("best: the epoch with the best validation accuracy (runs with data.val_split > 0), "
@@ -262,6 +262,11 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     except OSError as e:  # an output path in a missing folder, a full disk, ...
         print(f"cnnspec: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return int(ExitCode.USAGE)
+    except (MemoryError, RuntimeError) as e:  # an allocation failed where no command said more: one line
+        oom = out_of_memory(e)
+        if oom is None or os.environ.get("CNNSPEC_DEBUG"):
+            raise
+        return _report(oom)
 
 
 def _freeze_for_exit() -> None:

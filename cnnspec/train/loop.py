@@ -13,7 +13,7 @@ from torch import Tensor
 
 from cnnspec.data.splits import Images
 from cnnspec.data.stream import batches
-from cnnspec.errors import NonFiniteLoss, RunFolderError
+from cnnspec.errors import NonFiniteLoss, RunFolderError, without_cpp_stack
 from cnnspec.train.checkpoint import Checkpoint, Position, Resume, Stateful, cpu_weights
 from cnnspec.train.context import Context
 from cnnspec.train.distributed import all_sum, any_rank, shard
@@ -81,7 +81,7 @@ class Trainer:
             status = "interrupted"
             raise
         except Exception as e:
-            status, error = "failed", f"{type(e).__name__}: {e}"
+            status, error = "failed", f"{type(e).__name__}: {without_cpp_stack(str(e))}"
             raise
         except SystemExit as e:  # a plugin may not end the process, nor decide its status
             status, error = "failed", f"SystemExit({e.code!r})"

@@ -19,10 +19,13 @@ from cnnspec.errors import (
     CnnspecError,
     Interrupted,
     NonFiniteLoss,
+    OutOfMemory,
     ResourceError,
     RunFolderError,
     SpecError,
     TrainingFailed,
+    out_of_memory,
+    without_cpp_stack,
 )
 from cnnspec.spec.cost import human, human_bytes, spec_estimate
 from cnnspec.spec.metrics import metric
@@ -139,6 +142,11 @@ def _run(options: RunOptions) -> None:
     except Interrupted:
         clean = True
         raise
+    except (OutOfMemory, MemoryError, RuntimeError) as e:  # building the model or the data (training says its own)
+        oom = out_of_memory(e)
+        if oom is None or os.environ.get("CNNSPEC_DEBUG"):
+            raise
+        raise _out_of_memory(spec, device, oom, options.force) from None
     finally:
         distributed.close(world, wait=clean)
 
@@ -161,6 +169,20 @@ def check_fits(spec: Spec, device: torch.device) -> None:
         f"{spec.file}{MEMORY_REFUSAL}{human_bytes(memory.total)} at batch {memory.batch_size:,} "
         f"but only {human_bytes(free)} is {where}; most: {memory.dominant_text()} "
         "(lower data.batch_size or the layer sizes, or pass --force)")
+
+
+def _out_of_memory(spec: Spec, device: torch.device, oom: OutOfMemory, force: bool, then: str = "") -> ResourceError:
+    """One line for an allocation that failed, in the words of the memory check's refusal: what the
+    estimate said, what torch asked for, and what to change."""
+    memory = spec_estimate(spec)
+    asked = (f"{human_bytes(oom.requested)} ({oom.requested:,} bytes)" if oom.requested is not None
+             else oom.amount or "the memory it asked for")
+    during = f" for {oom.during}" if oom.during else " while training" if then else ""
+    hint = "--force skips only the check that refuses this" if force else "the estimate fell short here"
+    return ResourceError(
+        f"{spec.file}{MEMORY_REFUSAL}{human_bytes(memory.total)} at batch {memory.batch_size:,} but torch "
+        f"could not allocate {asked} on {device}{during}; most: {memory.dominant_text()} (lower data.batch_size or the "
+        f"layer sizes; {hint}){then}")
 
 
 def data_budget(spec: Spec, device: torch.device) -> int | None:
@@ -316,8 +338,11 @@ def _fit(trainer: Trainer, run: RunDir, progress: Progress, options: RunOptions)
             raise
         finish()
         who = f"rank {world.rank}: " if world.distributed else ""  # every rank says why it stopped
-        raise TrainingFailed(f"{who}training failed: {type(e).__name__}: {e} (set CNNSPEC_DEBUG=1 for the "
-                             f"traceback); {_checkpoint_note(run)}") from e
+        oom = out_of_memory(e)
+        if oom is not None:
+            raise _out_of_memory(spec, trainer.parts.device, oom, options.force, f"; {_checkpoint_note(run)}") from None
+        raise TrainingFailed(f"{who}training failed: {type(e).__name__}: {without_cpp_stack(str(e))} (set "
+                             f"CNNSPEC_DEBUG=1 for the traceback); {_checkpoint_note(run)}") from e
     finish()
     if summary["status"] == "interrupted":
         raise Interrupted(f"interrupted; a resumable checkpoint is saved. Continue with: cnnspec run "
