@@ -229,6 +229,9 @@ def entry() -> NoReturn:
     # cnnspec's own. This holds for every command and the processes it starts (sweep trials,
     # torchrun workers); set PYDANTIC_DISABLE_PLUGINS yourself (even empty) to decide otherwise.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    from cnnspec.train.host import fit_address_space  # no torch: validate stays lean
+
+    fit_address_space()  # under `ulimit -v`: before numpy and torch are imported
     sys.exit(main(exiting=True))
 
 
@@ -259,14 +262,26 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     except BrokenPipeError:  # `cnnspec ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return int(ExitCode.OK)
-    except OSError as e:  # an output path in a missing folder, a full disk, ...
+    except (ImportError, MemoryError, RuntimeError, OSError) as e:
+        return _out_of_resources(e)
+
+
+def _out_of_resources(e: ImportError | MemoryError | RuntimeError | OSError) -> int:
+    """One line for what the address-space cap (`ulimit -v`) kept from loading or allocating, or for
+    an allocation that failed where no command said more; an OSError's own line; else re-raised."""
+    from cnnspec.errors import ResourceError
+    from cnnspec.train.host import capped_failure
+
+    capped = capped_failure(e)
+    if capped is not None:
+        return _report(ResourceError(capped))
+    oom = out_of_memory(e)
+    if oom is not None and not os.environ.get("CNNSPEC_DEBUG"):
+        return _report(oom)
+    if isinstance(e, OSError):  # an output path in a missing folder, a full disk, ...
         print(f"cnnspec: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    except (MemoryError, RuntimeError) as e:  # an allocation failed where no command said more: one line
-        oom = out_of_memory(e)
-        if oom is None or os.environ.get("CNNSPEC_DEBUG"):
-            raise
-        return _report(oom)
+    raise e
 
 
 def _freeze_for_exit() -> None:

@@ -1030,6 +1030,50 @@ def test_an_allocation_that_fails_mid_training_is_one_line_without_cpp_frames(tm
     assert summary["status"] == "failed" and "\n" not in summary["error"] and "c10::" not in summary["error"]
 
 
+def _capped(kib: int | None, *argv: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess[str]:
+    """``python ARGV`` in a shell that set ``ulimit -v KIB`` first (None: no cap), as a batch scheduler would."""
+    command = (f"ulimit -v {kib}; " if kib else "") + f"exec {sys.executable} " + " ".join(argv)
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_the_quick_start_runs_under_a_4_gib_address_space_cap(tmp_path):
+    """Issue 21: `ulimit -v 4194304` once ended the quick start with "OpenBLAS error: Memory allocation
+    still failed after 10 retries" (exit 1). It runs, or says in one line what to set."""
+    quick = Path(__file__).resolve().parents[1] / "specs" / "quickstart.yaml"
+    res = _capped(4194304, "-m", "cnnspec", "run", str(quick), "--set", "train.epochs=2", "--output",
+                  str(tmp_path / "r"), "--quiet")  # two epochs: the whole run, curves and report included
+    assert "OpenBLAS" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    if res.returncode == 2:  # a torch build that leaves less than a run needs: one line saying what to set
+        (line,) = res.stderr.splitlines()
+        assert "the address-space limit (ulimit -v 4194304) leaves" in line
+        assert "raise it to at least ulimit -v " in line
+    else:
+        assert res.returncode == 0 and res.stderr == "", res.stderr  # not even a warning (curves, report)
+        assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "completed"
+        assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "curves.png").is_file()
+
+
+def test_under_an_address_space_cap_cnnspec_reserves_less_of_it(tmp_path):
+    """Under a cap the entry point sets OPENBLAS_NUM_THREADS=1 and MALLOC_ARENA_MAX=1 before numpy loads
+    (numpy's OpenBLAS starts one thread per core otherwise), and leaves what the user set alone."""
+    code = ("-c 'import os; from cnnspec.train.host import fit_address_space; fit_address_space(); import numpy; "
+            "print(len(os.listdir(\"/proc/self/task\")), os.environ.get(\"OPENBLAS_NUM_THREADS\"), "
+            "os.environ.get(\"MALLOC_ARENA_MAX\"))'")
+    unset = {k: v for k, v in ENV.items() if k not in ("OPENBLAS_NUM_THREADS", "MALLOC_ARENA_MAX")}
+    assert _capped(4194304, code, env=unset).stdout.split() == ["1", "1", "1"]
+    assert _capped(4194304, code, env=dict(unset, OPENBLAS_NUM_THREADS="2")).stdout.split()[1:] == ["2", "1"]
+    assert _capped(None, code, env=unset).stdout.split()[1:] == ["None", "None"]  # no cap: nothing is set
+
+
+def test_a_cap_too_small_for_torch_is_one_line_saying_what_to_raise(tmp_path):
+    quick = Path(__file__).resolve().parents[1] / "specs" / "quickstart.yaml"
+    res = _capped(100000, "-m", "cnnspec", "run", str(quick), "--fast-dev-run")
+    assert res.returncode == 2, res.stderr
+    (line,) = res.stderr.splitlines()
+    assert line.startswith("cnnspec: error: the address-space limit (ulimit -v 100000) is too small to load what "
+                           "this command needs (") and "failed to map segment" in line and "raise it" in line
+
+
 def test_allocation_failures_are_told_from_other_errors_and_lose_their_cpp_stack():
     from cnnspec.errors import out_of_memory, without_cpp_stack
 

@@ -133,6 +133,7 @@ def _run(options: RunOptions) -> None:
     device = distributed.device_for(world, resolve_device(spec.train.device))
     if not options.force:
         check_fits(spec, device)  # before anything is allocated
+        check_address_space(spec, device)
     distributed.init(world, device)
     progress: Progress = RichProgress() if world.main and not options.quiet else QuietProgress()
     clean = False  # ranks wait for each other before leaving unless one failed
@@ -171,18 +172,42 @@ def check_fits(spec: Spec, device: torch.device) -> None:
         "(lower data.batch_size or the layer sizes, or pass --force)")
 
 
+def check_address_space(spec: Spec, device: torch.device) -> None:
+    """Under an address-space cap (`ulimit -v`), raise ResourceError when what is left of it, with
+    torch loaded, cannot hold the training estimate (on the CPU) and what a run maps besides."""
+    from cnnspec.train.host import ADDRESS_RESERVE, address_space_limit, address_space_used, limit_text
+
+    cap, used = address_space_limit(), address_space_used()
+    if cap is None or used is None:
+        return
+    memory = spec_estimate(spec)
+    model = memory.total if device.type in ("cpu", "mps") else 0
+    if used + model + ADDRESS_RESERVE <= cap:
+        return
+    raise ResourceError(
+        f"{spec.file}{MEMORY_REFUSAL}{human_bytes(model)} at batch {memory.batch_size:,} and a run about "
+        f"{human_bytes(ADDRESS_RESERVE)} more, but the address-space limit ({limit_text(cap)}) leaves "
+        f"{human_bytes(max(0, cap - used))} with torch loaded; raise it to at least "
+        f"ulimit -v {-(-(used + model + ADDRESS_RESERVE) // 1024)} (or pass --force to try)")
+
+
 def _out_of_memory(spec: Spec, device: torch.device, oom: OutOfMemory, force: bool, then: str = "") -> ResourceError:
     """One line for an allocation that failed, in the words of the memory check's refusal: what the
     estimate said, what torch asked for, and what to change."""
+    from cnnspec.train.host import address_space_limit, limit_text
+
     memory = spec_estimate(spec)
     asked = (f"{human_bytes(oom.requested)} ({oom.requested:,} bytes)" if oom.requested is not None
              else oom.amount or "the memory it asked for")
     during = f" for {oom.during}" if oom.during else " while training" if then else ""
-    hint = "--force skips only the check that refuses this" if force else "the estimate fell short here"
+    cap = address_space_limit()
+    change = "lower data.batch_size or the layer sizes; " + (
+        "--force skips only the check that refuses this" if force else "the estimate fell short here")
+    if cap is not None:  # the cap, not the machine, may be what ran out
+        change = f"raise the address-space limit ({limit_text(cap)}), or lower data.batch_size or the layer sizes"
     return ResourceError(
         f"{spec.file}{MEMORY_REFUSAL}{human_bytes(memory.total)} at batch {memory.batch_size:,} but torch "
-        f"could not allocate {asked} on {device}{during}; most: {memory.dominant_text()} (lower data.batch_size or the "
-        f"layer sizes; {hint}){then}")
+        f"could not allocate {asked} on {device}{during}; most: {memory.dominant_text()} ({change}){then}")
 
 
 def data_budget(spec: Spec, device: torch.device) -> int | None:
