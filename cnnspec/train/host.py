@@ -15,7 +15,7 @@ from typing import Any
 CAPPED_ENV = {"OPENBLAS_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1"}
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 # what a run maps beyond its training estimate once torch is loaded (numpy, matplotlib, Pillow,
-# threads, the allocator, the report): the quick start's peak was 450 MiB (500 MiB with the
+# threads, the allocator, the report): the quick start's peak was 400 MiB (500 MiB with the
 # report) above the address space held when `run` checks it (torch 2.14.1 CUDA build, 2-core Xeon)
 ADDRESS_RESERVE = 512 << 20
 
