@@ -201,10 +201,10 @@ def _out_of_memory(spec: Spec, device: torch.device, oom: OutOfMemory, force: bo
              else oom.amount or "the memory it asked for")
     during = f" for {oom.during}" if oom.during else " while training" if then else ""
     cap = address_space_limit()
-    change = "lower data.batch_size or the layer sizes; " + (
-        "--force skips only the check that refuses this" if force else "the estimate fell short here")
-    if cap is not None:  # the cap, not the machine, may be what ran out
-        change = f"raise the address-space limit ({limit_text(cap)}), or lower data.batch_size or the layer sizes"
+    change = "lower data.batch_size or the layer sizes"
+    if cap is not None and (oom.requested is None or oom.requested < cap):  # the cap may be what ran out
+        change = f"raise the address-space limit ({limit_text(cap)}), or {change}"
+    change += "; --force skips only the check that refuses this" if force else "; the estimate fell short here"
     return ResourceError(
         f"{spec.file}{MEMORY_REFUSAL}{human_bytes(memory.total)} at batch {memory.batch_size:,} but torch "
         f"could not allocate {asked} on {device}{during}; most: {memory.dominant_text()} ({change}){then}")
