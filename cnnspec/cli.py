@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from cnnspec.errors import CnnspecError, ExitCode, PluginError, UsageError
+from cnnspec.errors import CnnspecError, ExitCode, PluginError, UsageError, out_of_memory
 from cnnspec.version import __version__
 
 CHECKPOINT_HELP = ("best: the epoch with the best validation accuracy (runs with data.val_split > 0), "
@@ -66,6 +66,10 @@ def _spec_commands(sub: _Commands) -> None:
     r.add_argument("--fast-dev-run", action="store_true",
                    help="check the spec end to end in seconds: one epoch on two batches of each split; "
                         "the run folder is kept only with --output")
+    r.add_argument("--limit-batches", type=_positive, metavar="N",
+                   help="a quick trial that keeps its run folder: at most N batches per epoch of training "
+                        "(each epoch's first N shuffled batches), validation and test (their first N); "
+                        "the same as --set train.limit_batches=N")
     r.add_argument("--no-report", action="store_true", help="do not write report.html into the run folder")
     _plugin_option(r)
     r.set_defaults(func=cmd_run)
@@ -225,6 +229,9 @@ def entry() -> NoReturn:
     # cnnspec's own. This holds for every command and the processes it starts (sweep trials,
     # torchrun workers); set PYDANTIC_DISABLE_PLUGINS yourself (even empty) to decide otherwise.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    from cnnspec.train.host import fit_address_space  # no torch: validate stays lean
+
+    fit_address_space()  # under `ulimit -v`: before numpy and torch are imported
     sys.exit(main(exiting=True))
 
 
@@ -255,9 +262,26 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     except BrokenPipeError:  # `cnnspec ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return int(ExitCode.OK)
-    except OSError as e:  # an output path in a missing folder, a full disk, ...
+    except (ImportError, MemoryError, RuntimeError, OSError) as e:
+        return _out_of_resources(e)
+
+
+def _out_of_resources(e: ImportError | MemoryError | RuntimeError | OSError) -> int:
+    """One line for what the address-space cap (`ulimit -v`) kept from loading or allocating, or for
+    an allocation that failed where no command said more; an OSError's own line; else re-raised."""
+    from cnnspec.errors import ResourceError
+    from cnnspec.train.host import capped_failure
+
+    capped = capped_failure(e)
+    if capped is not None:
+        return _report(ResourceError(capped))
+    oom = out_of_memory(e)
+    if oom is not None and not os.environ.get("CNNSPEC_DEBUG"):
+        return _report(oom)
+    if isinstance(e, OSError):  # an output path in a missing folder, a full disk, ...
         print(f"cnnspec: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return int(ExitCode.USAGE)
+    raise e
 
 
 def _freeze_for_exit() -> None:
@@ -373,7 +397,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         after = after_run(args.trust, args.device)
     run_command(RunOptions(spec=args.spec, resume=args.resume, overrides=tuple(args.overrides), device=args.device,
                            output=args.output, plugins=tuple(args.plugins), trust=args.trust, quiet=args.quiet,
-                           force=args.force, fast_dev_run=args.fast_dev_run, after=after))
+                           force=args.force, fast_dev_run=args.fast_dev_run, limit_batches=args.limit_batches,
+                           after=after))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -89,6 +90,50 @@ class ResourceError(CnnspecError):
     """The run would need more memory than the device has (checked before anything is allocated)."""
 
     exit_code = ExitCode.USAGE
+
+
+class OutOfMemory(ResourceError):
+    """torch (or Python) could not allocate memory: past the memory check (``--force``), or where the
+    estimate fell short. ``requested``: the bytes asked for, when the allocator said."""
+
+    def __init__(self, message: str | None = "", requested: int | None = None, amount: str = "",
+                 during: str = "") -> None:
+        super().__init__(message)
+        self.requested = requested
+        self.amount = amount  # what was asked for, as the allocator said it ("" when it did not)
+        self.during = during  # what was being built, e.g. "layer type 'linear'" ("" when not known)
+
+
+# where torch appends its C++ stack to a message (always for some errors, for every one with
+# TORCH_SHOW_CPP_STACKTRACES=1): the user's line ends before it
+_CPP_STACK = re.compile(r"\n(?:C\+\+ CapturedTraceback:|Exception raised from |frame #0: )")
+_CPU_BYTES = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
+_ASKED = re.compile(r"[Tt]ried to allocate ([\d.]+ ?[KMGTPE]?i?B)")
+_ALLOCATORS = ("DefaultCPUAllocator: can't allocate memory", "[enforce fail at alloc_cpu",
+               "CUDA out of memory", "MPS backend out of memory", "CUDNN_STATUS_NOT_ENOUGH_MEMORY")
+
+
+def without_cpp_stack(text: str) -> str:
+    """An exception's message without the C++ stack frames torch may append to it."""
+    found = _CPP_STACK.search(text)
+    return (text[:found.start()] if found else text).strip()
+
+
+def out_of_memory(e: BaseException) -> OutOfMemory | None:
+    """``e`` as an OutOfMemory when it is an allocation failure (MemoryError, torch's
+    OutOfMemoryError, an allocator's RuntimeError), with the bytes asked for; else None."""
+    if isinstance(e, OutOfMemory):
+        return e
+    text = without_cpp_stack(str(e))
+    if not (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+            or (isinstance(e, RuntimeError) and any(a in text for a in _ALLOCATORS))):
+        return None
+    cpu, asked = _CPU_BYTES.search(text), _ASKED.search(text)
+    requested = int(cpu.group(1)) if cpu else None
+    amount = f"{requested:,} bytes" if requested is not None else asked.group(1) if asked else ""
+    where = "the CPU allocator" if cpu else "torch" if isinstance(e, RuntimeError) else "Python"
+    what = f"could not allocate {amount}" if amount else f"could not allocate what it asked for ({type(e).__name__})"
+    return OutOfMemory(f"out of memory: {where} {what}", requested, amount)
 
 
 class SpecError(CnnspecError):

@@ -15,6 +15,7 @@ from cnnspec.train.checkpoint import CHECKPOINT_FORMAT, Checkpoint, resumable_pr
 # the keys every run folder so far holds, in the order they were written: old folders must keep working
 WEIGHTS_KEYS = ["format", "model", "spec", "classes", "normalization", "metrics", "best", "seed"]
 RESUME_KEYS = ["callbacks", "optimizer", "scaler", "scheduler", "rng", "position"]
+ADDED_KEYS = ["pixels"]  # written since issue 22; a checkpoint without them still loads (Checkpoint.load)
 
 
 def same(a: Any, b: Any) -> bool:
@@ -46,8 +47,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_files_keep_the_format_every_run_folder_has(run: Path) -> None:
     last = torch.load(run / "last.pt", weights_only=True)
     best = torch.load(run / "best.pt", weights_only=True)
-    assert list(last) == WEIGHTS_KEYS + RESUME_KEYS
-    assert list(best) == WEIGHTS_KEYS
+    assert list(last) == WEIGHTS_KEYS + ADDED_KEYS + RESUME_KEYS
+    assert list(best) == WEIGHTS_KEYS + ADDED_KEYS
+    assert set(best["pixels"]) == {"mean", "border"}
     assert last["format"] == best["format"] == CHECKPOINT_FORMAT == "cnnspec-checkpoint-1"
     assert set(last["position"]) == {"epoch", "step", "gen", "sums"} and last["position"]["epoch"] == 2
     assert set(last["normalization"]) == {"mean", "std"} and last["scaler"] is None  # fp32: no scaler state

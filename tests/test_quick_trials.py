@@ -49,6 +49,37 @@ def test_data_limit_takes_the_first_samples_of_each_split(cli, tmp_path):
         assert abs(row[f"{split}_accuracy"] * 40 - round(row[f"{split}_accuracy"] * 40)) < 1e-6
 
 
+def test_limit_batches_trains_and_evaluates_n_batches_per_epoch_and_keeps_the_folder(cli, tmp_path):
+    run = tmp_path / "r"
+    res = cli("run", QUICK, "--quiet", "--output", str(run), "--limit-batches", "3", "--set", "train.epochs=2",
+              "--set", "data.eval_batch_size=50")
+    assert res.code == 0, res.err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps_per_epoch"] == 3 and summary["epochs_completed"] == 2
+    assert "limit_batches: 3" in (run / "spec.yaml").read_text()
+    rows = _rows(run)
+    for row in rows:
+        assert abs(row["samples_per_second"] * row["seconds"] - 3 * 32) < 0.5  # 3 batches of 32 each epoch
+        # test: the first 3 batches of 50 (the digits' test split holds 360); validation: its 144, fewer than 150
+        assert abs(row["test_accuracy"] * 150 - round(row["test_accuracy"] * 150)) < 1e-6
+        assert abs(row["val_accuracy"] * 144 - round(row["val_accuracy"] * 144)) < 1e-6
+    # the run's test metric is over those 150 samples: eval of best.pt measures the same ones again
+    doc = json.loads(cli("eval", str(run), "--format", "json").out)
+    assert doc["samples"] == 150
+    assert doc["accuracy"] == rows[summary["best"]["epoch"] - 1]["test_accuracy"]
+
+
+def test_limit_batches_takes_the_first_batches_of_each_epochs_order():
+    import torch
+
+    from cnnspec.train.distributed import SINGLE, shard
+
+    perm = torch.randperm(100)
+    mine, steps = shard(perm, SINGLE, 8, limit=3)
+    assert steps == 3 and torch.equal(mine, perm[:24])
+    assert shard(perm, SINGLE, 8, limit=50)[1] == 12  # a limit past the split changes nothing
+
+
 def test_runs_latest_points_at_the_newest_run(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for _ in range(2):

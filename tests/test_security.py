@@ -279,6 +279,11 @@ def limited(limits: str) -> str:
     return SPEC.replace("layers:\n", f"limits: {limits}\nlayers:\n", 1)
 
 
+# 4.5 PiB of weights: past any machine's memory and any 47-bit address space, so the allocation fails at once
+IMPOSSIBLE = SPEC.replace("  - {type: linear, out_features: 3}\n",
+                          "  - {type: linear, out_features: 5000000000000}\n  - {type: linear, out_features: 3}\n")
+
+
 def augmented(item: str) -> str:
     return SPEC.replace("  batch_size: 16\n", f"  batch_size: 16\n  augment: [{item}]\n")
 
@@ -377,6 +382,11 @@ CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
     # checkpoints
     **{f"foreign-checkpoint-{cmd}": ((lambda c, cmd=cmd: _foreign_checkpoint(c, cmd)), 2, "does not fit")
        for cmd in ("eval", "predict", "export", "resume")},
+    # --force past the memory check: torch's allocation failure is one line, never its C++ stack (issue 21)
+    "run-force-impossible-model": (lambda c: ["run", c.write(IMPOSSIBLE), "--force", "--quiet", "--output",
+                                              str(c.tmp / "out")], 2,
+                                   "but torch could not allocate 4.5 PiB (5,120,000,000,000,000 bytes) on cpu for "
+                                   "layer type 'linear'"),
     "checkpoint-without-spec": (lambda c: _broken_resumable(c, lambda s: s.pop("spec")), 2,
                                 "not a resumable checkpoint: 'spec' is missing"),
     "checkpoint-bad-position": (lambda c: _broken_resumable(c, lambda s: s.update(position={"epoch": "x"})), 2,
@@ -992,6 +1002,94 @@ def test_spec_limits_never_lift_the_device_memory_refusal(tmp_path, monkeypatch)
     assert not (tmp_path / "a").exists()
     code, text = cli("run", str(path), "--quiet", "--force", "--output", str(tmp_path / "b"))
     assert code == 0, text
+
+
+def test_an_allocation_that_fails_mid_training_is_one_line_without_cpp_frames(tmp_path):
+    """--force past the check; the first step asks for ~0.9 PiB (more than any 47-bit address space holds) and
+    fails at once. TORCH_SHOW_CPP_STACKTRACES=1 makes torch append its C++ stack to the message (issue 21);
+    the address space is capped at 8 GiB, so no machine can swap here whatever its overcommit setting."""
+    import resource
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC.replace("  - {type: conv2d, out_channels: 4, kernel_size: 3, padding: 1}\n  - relu\n",
+                                 "  - {type: conv2d, out_channels: 1, kernel_size: 1, padding: 2000000}\n"
+                                 "  - {type: adaptiveavgpool2d, output_size: 2}\n"))
+    env = dict(ENV, TORCH_SHOW_CPP_STACKTRACES="1", TORCH_DISABLE_ADDR2LINE="1")
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    res = subprocess.run([sys.executable, "-m", "cnnspec", "run", str(spec), "--force", "--quiet", "--output",
+                          str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=300, preexec_fn=cap)
+    assert res.returncode == 2, res.stderr
+    (line,) = res.stderr.splitlines()
+    assert line.startswith(f"cnnspec: error: {spec}: training needs ~") and "but torch could not allocate " in line
+    assert " bytes) on cpu while training; " in line and "--force skips only the check that refuses this" in line
+    assert line.endswith(f"no checkpoint was saved yet (the run folder is {tmp_path / 'r'})")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "\n" not in summary["error"] and "c10::" not in summary["error"]
+
+
+def _capped(kib: int | None, *argv: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess[str]:
+    """``python ARGV`` in a shell that set ``ulimit -v KIB`` first (None: no cap), as a batch scheduler would."""
+    command = (f"ulimit -v {kib}; " if kib else "") + f"exec {sys.executable} " + " ".join(argv)
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_the_quick_start_runs_under_a_4_gib_address_space_cap(tmp_path):
+    """Issue 21: `ulimit -v 4194304` once ended the quick start with "OpenBLAS error: Memory allocation
+    still failed after 10 retries" (exit 1). It runs, or says in one line what to set."""
+    quick = Path(__file__).resolve().parents[1] / "specs" / "quickstart.yaml"
+    res = _capped(4194304, "-m", "cnnspec", "run", str(quick), "--set", "train.epochs=2", "--output",
+                  str(tmp_path / "r"), "--quiet")  # two epochs: the whole run, curves and report included
+    assert "OpenBLAS" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    if res.returncode == 2:  # a torch build that leaves less than a run needs: one line saying what to set
+        (line,) = res.stderr.splitlines()
+        assert "the address-space limit (ulimit -v 4194304) leaves" in line
+        assert "raise it to at least ulimit -v " in line
+    else:
+        assert res.returncode == 0 and res.stderr == "", res.stderr  # not even a warning (curves, report)
+        assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "completed"
+        assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "curves.png").is_file()
+
+
+def test_under_an_address_space_cap_cnnspec_reserves_less_of_it(tmp_path):
+    """Under a cap the entry point sets OPENBLAS_NUM_THREADS=1 and MALLOC_ARENA_MAX=1 before numpy loads
+    (numpy's OpenBLAS starts one thread per core otherwise), and leaves what the user set alone."""
+    code = ("-c 'import os; from cnnspec.train.host import fit_address_space; fit_address_space(); import numpy; "
+            "print(len(os.listdir(\"/proc/self/task\")), os.environ.get(\"OPENBLAS_NUM_THREADS\"), "
+            "os.environ.get(\"MALLOC_ARENA_MAX\"))'")
+    unset = {k: v for k, v in ENV.items() if k not in ("OPENBLAS_NUM_THREADS", "MALLOC_ARENA_MAX")}
+    assert _capped(4194304, code, env=unset).stdout.split() == ["1", "1", "1"]
+    assert _capped(4194304, code, env=dict(unset, OPENBLAS_NUM_THREADS="2")).stdout.split()[1:] == ["2", "1"]
+    assert _capped(None, code, env=unset).stdout.split()[1:] == ["None", "None"]  # no cap: nothing is set
+
+
+def test_a_cap_too_small_for_torch_is_one_line_saying_what_to_raise(tmp_path):
+    quick = Path(__file__).resolve().parents[1] / "specs" / "quickstart.yaml"
+    res = _capped(100000, "-m", "cnnspec", "run", str(quick), "--fast-dev-run")
+    assert res.returncode == 2, res.stderr
+    (line,) = res.stderr.splitlines()
+    assert line.startswith("cnnspec: error: the address-space limit (ulimit -v 100000) is too small to load what "
+                           "this command needs (") and "failed to map segment" in line and "raise it" in line
+
+
+def test_allocation_failures_are_told_from_other_errors_and_lose_their_cpp_stack():
+    from cnnspec.errors import out_of_memory, without_cpp_stack
+
+    cuda = out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.1 GiB "
+                                                "total capacity)\nException raised from malloc at x.cpp:1"))
+    assert cuda is not None and cuda.amount == "20.00 GiB" and cuda.requested is None
+    cpu = out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                                     "allocate memory: you tried to allocate 4096 bytes.\nC++ CapturedTraceback:\n#4"))
+    assert cpu is not None and cpu.requested == 4096
+    assert str(cpu) == "out of memory: the CPU allocator could not allocate 4,096 bytes"
+    python = "out of memory: Python could not allocate what it asked for (MemoryError)"
+    assert str(out_of_memory(MemoryError())) == python
+    assert str(cuda) == "out of memory: torch could not allocate 20.00 GiB"
+    assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+    assert without_cpp_stack("bad shape\nException raised from check at a.cpp:3 (most recent call first):\nframe #0: f"
+                             ) == "bad shape"
 
 
 def test_a_broken_trust_store_is_never_rewritten_and_a_symlinked_one_is_written_through(tmp_path, monkeypatch):

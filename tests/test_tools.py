@@ -66,6 +66,63 @@ def test_predict_an_image(cli, run_dir, tmp_path):
     assert res.code == 2 and "not a readable image" in res.err
 
 
+def test_the_checkpoint_records_what_the_training_pictures_look_like(run_dir):
+    from sklearn.datasets import load_digits
+
+    pixels = torch.load(run_dir / "best.pt", weights_only=True)["pixels"]
+    digits = torch.from_numpy(load_digits().images / 16)  # light ink on black, before normalisation
+    assert pixels["mean"][0] == pytest.approx(float(digits.mean()), abs=0.02)
+    ring = torch.ones(8, 8, dtype=torch.bool)
+    ring[1:7, 1:7] = False
+    assert pixels["border"][0] == pytest.approx(float(digits[:, ring].mean()), abs=0.02) and pixels["border"][0] < 0.3
+
+
+def _digit_pictures(folder):
+    """The quick start's first digit as an 8 x 8 PNG, light ink on black (as trained), and dark on white."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    img = (load_digits().images[0] / 16 * 255).astype("uint8")
+    Image.fromarray(img).save(folder / "light.png")
+    Image.fromarray(255 - img).save(folder / "paper.png")
+    Image.fromarray(np.full((8, 8), 128, dtype="uint8")).save(folder / "grey.png")
+    return str(folder / "light.png"), str(folder / "paper.png"), str(folder / "grey.png")
+
+
+def test_predict_warns_when_the_polarity_is_the_opposite_of_the_training_pictures(cli, run_dir, tmp_path):
+    light, paper, grey = _digit_pictures(tmp_path)
+    res = cli("predict", str(run_dir), light, paper, grey, "--format", "json")
+    assert res.code == 0, res.err
+    found = {r["image"]: r for r in json.loads(res.out)}
+    assert found[light]["warnings"] == [] and found[grey]["warnings"] == []  # agrees; neither dark nor light
+    (note,) = found[paper]["warnings"]
+    assert note.startswith(f"{paper}: a light background (border mean 0.87) but the training pictures have "
+                           "dark ones (0.17)")
+    assert note.endswith("; --invert flips the picture (1 - pixel) to match them")
+    assert res.err.count("cnnspec: warning: ") == 1 and f"cnnspec: warning: {note}" in res.err
+    assert found[light]["top"][0]["class"] == "0"
+    # --invert fixes the picture on paper, and is named as the mistake for the one that matched already
+    res = cli("predict", str(run_dir), light, paper, "--invert", "--format", "json")
+    found = {r["image"]: r for r in json.loads(res.out)}
+    assert found[paper]["warnings"] == [] and found[paper]["top"][0]["class"] == "0"
+    (note,) = found[light]["warnings"]
+    assert note.startswith(f"{light}: with --invert, a light background") and "matches them without --invert" in note
+
+
+def test_predict_on_a_run_without_pixel_statistics_says_nothing_of_polarity(cli, run_dir, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    for name in ("best.pt", "last.pt"):  # a checkpoint as runs made before the statistics were recorded
+        state = torch.load(old / name, weights_only=True)
+        del state["pixels"]
+        torch.save(state, old / name)
+    _, paper, _ = _digit_pictures(tmp_path)
+    res = cli("predict", str(old), paper, "--format", "json")
+    assert res.code == 0 and json.loads(res.out)[0]["warnings"] == [] and "warning" not in res.err, res.err
+
+
 def test_torchscript_export_round_trip(cli, run_dir, tmp_path):
     res = cli("export", str(run_dir), "--format", "torchscript", "--output", str(tmp_path / "m.pt"))
     assert res.code == 0

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cnnspec.data.pixels import PixelStats, pixel_stats
 from cnnspec.data.stream import StreamedImages
 from cnnspec.errors import MEMORY_REFUSAL, DataError, ResourceError, SpecError
 from cnnspec.spec.cost import LABEL_BYTES, STREAM_AHEAD, DataHeld, human_bytes
@@ -67,6 +68,7 @@ class Batches:
     mean: list[float] | None = None
     std: list[float] | None = None
     source: str = ""  # the image cache the images came from, if any
+    pixels: PixelStats | None = None  # the training pictures' statistics before scaling (for predict)
 
     @property
     def streamed(self) -> bool:
@@ -92,7 +94,8 @@ class Batches:
             return pair[0].to(device), pair[1].to(device)
 
         val = move(self.val) if self.val is not None else None
-        return Batches(move(self.train), move(self.test), val, self.classes, self.mean, self.std, self.source)
+        return Batches(move(self.train), move(self.test), val, self.classes, self.mean, self.std, self.source,
+                       self.pixels)
 
 
 def validation_split(x: Images, y: Tensor, fraction: float, seed: int
@@ -173,9 +176,14 @@ def prepare_data(spec: Spec, device: torch.device, budget: int | None = None, re
         splits = Splits(_head(splits.train_x, n), splits.train_y[:n], _head(splits.test_x, n), splits.test_y[:n],
                         splits.classes)
         val = (_head(val[0], n), val[1][:n]) if val else None
+    if spec.train.limit_batches is not None:  # evaluation on the first N batches of val and test
+        n = spec.train.limit_batches * spec.data.eval_batch_size
+        splits = Splits(splits.train_x, splits.train_y, _head(splits.test_x, n), splits.test_y[:n], splits.classes)
+        val = (_head(val[0], n), val[1][:n]) if val else None
     source = getattr(splits.train_x, "source", "")
     images = _resident_or_streamed([splits.train_x, splits.test_x] + ([val[0]] if val else []), budget,
                                    spec.file if refuse else None)
+    pixels = pixel_stats(images[0])  # before normalisation: what predict's pictures are compared with
     mean = std = None
     if spec.data.normalize:  # the same statistics, from the training split or the spec, for every split
         norm = spec.data.normalize
@@ -188,7 +196,7 @@ def prepare_data(spec: Spec, device: torch.device, budget: int | None = None, re
         train=(moved[0], splits.train_y.to(device)),
         test=(moved[1], splits.test_y.to(device)),
         val=(moved[2], val[1].to(device)) if val else None,
-        classes=splits.classes, mean=mean, std=std, source=source,
+        classes=splits.classes, mean=mean, std=std, source=source, pixels=pixels,
     )
 
 

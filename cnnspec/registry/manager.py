@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from cnnspec.errors import PluginError, did_you_mean
+from cnnspec.errors import OutOfMemory, PluginError, did_you_mean, out_of_memory, without_cpp_stack
 from cnnspec.registry import hookspecs
 from cnnspec.registry.hookspecs import Register, hookimpl
 from cnnspec.registry.types import DuplicateName, Kind, Lazy, Registry
@@ -202,7 +202,8 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
 
 def call_plugin(registry: Registry | None, kind: str, name: str, fn: Any, *args: Any,
                 passthrough: tuple[type[BaseException], ...] = ()) -> Any:
-    """Call a registered type's method; an unexpected exception becomes a PluginError naming it.
+    """Call a registered type's method; an unexpected exception becomes a PluginError naming it
+    (an allocation failure an OutOfMemory, which the runner says more of), without torch's C++ stack.
 
     Set CNNSPEC_DEBUG=1 to see the plugin's own traceback instead.
     """
@@ -214,8 +215,12 @@ def call_plugin(registry: Registry | None, kind: str, name: str, fn: Any, *args:
         if os.environ.get("CNNSPEC_DEBUG"):
             raise
         owner = registry.owner(kind, name) if registry else "?"
+        oom = out_of_memory(e)
+        if oom is not None:
+            raise OutOfMemory(f"{kind} type '{name}' (from plugin '{owner}'): {oom}", oom.requested, oom.amount,
+                              f"{kind} type '{name}'") from e
         raise PluginError(
-            f"{kind} type '{name}' (from plugin '{owner}') failed: {type(e).__name__}: {e} "
+            f"{kind} type '{name}' (from plugin '{owner}') failed: {type(e).__name__}: {without_cpp_stack(str(e))} "
             "(set CNNSPEC_DEBUG=1 for the traceback)"
         ) from e
 

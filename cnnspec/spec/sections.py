@@ -129,6 +129,9 @@ class TrainSection(Section):
         default=[], description="layers whose parameters do not train (their BatchNorm statistics stay fixed too)")
     lr_multipliers: dict[str, PosFloat] = Field(
         default={}, description="learning-rate multipliers by layer: {SELECTOR: FACTOR}, e.g. {'-1': 10}")
+    limit_batches: PosInt | None = Field(
+        None, description="a quick trial: at most N batches per epoch: training takes the first N of each epoch's "
+        "shuffled batches, validation and test their first N of data.eval_batch_size (--limit-batches N)")
 
     @field_validator("capture", mode="before")
     @classmethod

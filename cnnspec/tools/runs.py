@@ -16,6 +16,7 @@ from cnnspec.registry.manager import call_plugin
 from cnnspec.train.trained import Trained, load_run
 
 if TYPE_CHECKING:  # pragma: no cover
+    from cnnspec.data.pixels import PixelStats
     from cnnspec.data.stream import StreamedImages
 
 
@@ -152,13 +153,41 @@ def predict(trained: Trained, images: Sequence[str], top: int, invert: bool = Fa
         for path in images:
             notes: list[str] = []
             x = load_image(path, shape, notes)
-            x = trained.preprocess(1.0 - x if invert else x)
+            x = 1.0 - x if invert else x
+            note = polarity_note(path, x, trained.pixels, invert)
+            notes += [note] if note else []
+            x = trained.preprocess(x)
             probs = torch.softmax(trained.model(x), dim=1)[0]
             p, idx = probs.topk(min(top, len(probs)))
             names = trained.classes or [str(i) for i in range(len(probs))]
             out.append({"image": path, "top": [{"class": names[i], "index": i, "probability": q}
                                                for q, i in zip(p.tolist(), idx.tolist())], "warnings": notes})
     return out
+
+
+DARK, LIGHT = 1 / 3, 2 / 3  # a background below DARK is dark, above LIGHT light; between: no opinion
+
+
+def polarity_note(path: str, x: torch.Tensor, pixels: PixelStats | None, inverted: bool) -> str | None:
+    """A warning when the picture ``x`` (1 x C x H x W in [0, 1], as the model will see it) has a
+    dark background where the training pictures have light ones, or the reverse; None when they
+    agree, when either is neither dark nor light, or when the run did not record ``pixels``."""
+    from cnnspec.data.pixels import border_mean
+
+    if pixels is None:
+        return None
+    mine, theirs = float(border_mean(x).mean()), sum(pixels.border) / len(pixels.border)
+
+    def tone(v: float) -> str | None:
+        return "dark" if v < DARK else "light" if v > LIGHT else None
+
+    if tone(mine) is None or tone(theirs) is None or tone(mine) == tone(theirs):
+        return None
+    what = (f"{tone(mine)} background (border mean {mine:.2f}) but the training pictures have "
+            f"{tone(theirs)} ones ({theirs:.2f})")
+    if inverted:
+        return f"{path}: with --invert, a {what}; this picture matches them without --invert"
+    return f"{path}: a {what}; --invert flips the picture (1 - pixel) to match them"
 
 
 def export(trained: Trained, fmt: str, output: str | None) -> Path:

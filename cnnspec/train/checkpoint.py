@@ -1,7 +1,8 @@
 """The checkpoint: the one dict that ``last.pt`` and ``best.pt`` hold, its keys written and read here only.
 
 Every checkpoint holds the weights that eval, predict and export load, what is needed to feed
-them (the resolved spec, the class names, the input scaling) and the run's history (metrics,
+them (the resolved spec, the class names, the input scaling, what the training pictures looked
+like: ``pixels``, absent from runs made before it was recorded) and the run's history (metrics,
 best epoch, seed). ``last.pt`` adds the training state (``Resume``): optimizer, scheduler,
 gradient scaler, callbacks, random-number streams and the position within the epoch, so that
 ``--resume`` continues exactly. Files are read with ``weights_only=True``: one that would need
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from cnnspec.build import optim
+from cnnspec.data.pixels import PixelStats
 from cnnspec.errors import CheckpointError
 from cnnspec.registry.types import Callback
 from cnnspec.train.rundir import LAST, atomic_write
@@ -153,6 +155,7 @@ class Checkpoint:
     best: dict[str, Any] | None  # {"epoch", "metric", "value"} of the best epoch so far
     seed: int
     resume: Resume | None = None
+    pixels: PixelStats | None = None  # the training pictures' mean and background (None: an older run)
 
     def to_dict(self) -> dict[str, Any]:
         """The dict on disk (the format of every run folder so far: keep it)."""
@@ -166,6 +169,8 @@ class Checkpoint:
             "best": self.best,
             "seed": self.seed,
         }
+        if self.pixels is not None:
+            state["pixels"] = self.pixels.to_dict()
         if self.resume is not None:
             state.update(self.resume.to_dict())
         return state
@@ -186,7 +191,8 @@ class Checkpoint:
         spec: Any = state.get("spec")
         seed: Any = state.get("seed")
         return cls(model, spec, list(state.get("classes") or []), norm.get("mean"), norm.get("std"),
-                   list(state.get("metrics") or []), state.get("best"), seed)
+                   list(state.get("metrics") or []), state.get("best"), seed,
+                   pixels=PixelStats.from_dict(state.get("pixels")))
 
     @classmethod
     def load_resumable(cls, run_dir: str | Path, map_location: Any = "cpu") -> Checkpoint:
@@ -197,7 +203,8 @@ class Checkpoint:
             raise CheckpointError(f"{run_dir}: {LAST} is not a resumable checkpoint: {why}")
         norm = state.get("normalization") or {}
         return cls(state["model"], state["spec"], list(state.get("classes") or []), norm.get("mean"),
-                   norm.get("std"), state["metrics"], state.get("best"), state["seed"], Resume.from_dict(state))
+                   norm.get("std"), state["metrics"], state.get("best"), state["seed"], Resume.from_dict(state),
+                   PixelStats.from_dict(state.get("pixels")))
 
     def weights_mismatch(self, model: nn.Module) -> str | None:
         """Why these weights do not fit ``model`` (missing, extra or reshaped tensors), or None."""

@@ -125,8 +125,9 @@ def device_for(world: World, device: torch.device) -> torch.device:
     return device
 
 
-def shard(perm: torch.Tensor, world: World, batch_size: int) -> tuple[torch.Tensor, int]:
-    """This rank's samples of an epoch and its number of full batches.
+def shard(perm: torch.Tensor, world: World, batch_size: int, limit: int | None = None) -> tuple[torch.Tensor, int]:
+    """This rank's samples of an epoch and its number of full batches (at most ``limit``:
+    train.limit_batches, the first batches of the epoch's order).
 
     Every rank takes the same number of whole batches (DDP needs equal step counts); the
     shards are disjoint and together cover the epoch except the remainder of
@@ -134,6 +135,7 @@ def shard(perm: torch.Tensor, world: World, batch_size: int) -> tuple[torch.Tens
     """
     per_rank = len(perm) // world.size
     steps = max(1, per_rank // batch_size)  # a split smaller than a batch is one short step
+    steps = min(steps, limit) if limit is not None else steps
     take = steps * batch_size if per_rank >= batch_size else per_rank
     mine = perm[world.rank * take:(world.rank + 1) * take] if world.distributed else perm[:take]
     return mine, steps

@@ -1,9 +1,90 @@
-"""Process-wide tuning done once at start-up, before training allocates anything."""
+"""Process-wide tuning done once at start-up, before training allocates anything, and what the
+host can give a run (memory, address space)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
+
+# Under an address-space cap (`ulimit -v`), what the process reserves without using matters:
+# each glibc malloc arena reserves 64 MiB (one per thread that allocates, up to 8 per core), and
+# numpy's OpenBLAS starts a thread per core and maps a buffer of about 32 MiB for each thread a
+# call uses; when that mapping fails it prints "OpenBLAS error: Memory allocation still failed
+# after 10 retries" and exits the process. cnnspec's training does not use numpy's BLAS.
+CAPPED_ENV = {"OPENBLAS_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1"}
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+# what a run maps beyond its training estimate once torch is loaded (numpy, matplotlib, Pillow,
+# threads, the allocator, the report): the quick start's peak was 400 MiB (500 MiB with the
+# report) above the address space held when `run` checks it (torch 2.14.1 CUDA build, 2-core Xeon)
+ADDRESS_RESERVE = 512 << 20
+
+
+def address_space_limit() -> int | None:
+    """The process's address-space cap in bytes (RLIMIT_AS: `ulimit -v`), or None when it has none."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY or soft < 0 else int(soft)
+
+
+def fit_address_space() -> bool:
+    """Under an address-space cap, reserve less of it: one OpenBLAS thread, one malloc arena
+    (in the environment, for the processes this one starts, and through mallopt for this one, whose
+    glibc read its environment before Python ran). Whatever the user set stays. Call it before numpy
+    or torch is imported (OpenBLAS reads its variable when it loads); True when a cap was found."""
+    if address_space_limit() is None:
+        return False
+    for name, value in CAPPED_ENV.items():
+        os.environ.setdefault(name, value)
+    arenas = os.environ["MALLOC_ARENA_MAX"]
+    if sys.platform.startswith("linux") and arenas.isdigit() and int(arenas) > 0:
+        _mallopt(_M_ARENA_MAX, int(arenas))
+    return True
+
+
+def _mallopt(param: int, value: int) -> bool:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(param, value))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def limit_text(cap: int) -> str:
+    """The cap as the user set it: ``ulimit -v 4194304`` (KiB)."""
+    return f"ulimit -v {cap // 1024}"
+
+
+def capped_failure(e: BaseException) -> str | None:
+    """One line for ``e`` when the address-space cap is its cause (a library that could not be
+    mapped, memory that could not be had while importing), else None (also without a cap)."""
+    cap = address_space_limit()
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    mapped = isinstance(e, (ImportError, OSError)) and any(
+        s in text.lower() for s in ("failed to map segment", "cannot allocate memory"))
+    if cap is None or not (mapped or isinstance(e, MemoryError)):
+        return None
+    return (f"the address-space limit ({limit_text(cap)}) is too small to load what this command needs "
+            f"({text[:200]}); raise it: torch's CUDA build maps about 3.1 GiB of libraries when it is "
+            "imported (its CPU-only build far less), and a run needs about 512 MiB more")
+
+
+def address_space_used() -> int | None:
+    """Bytes of address space this process holds now (VmSize), or None where it cannot be told."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def keep_freed_memory() -> bool:
@@ -14,17 +95,10 @@ def keep_freed_memory() -> bool:
     again. Raising the mmap and trim thresholds made the reference CPU step about 20% faster
     (the effect jemalloc or tcmalloc give). A no-op where glibc is not the allocator.
     """
-    import ctypes
-    import ctypes.util
-
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 28) and libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):
-        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return _mallopt(m_mmap_threshold, 1 << 28) and _mallopt(m_trim_threshold, 1 << 30)
 
 
 def cpu_model() -> str:

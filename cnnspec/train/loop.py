@@ -13,7 +13,7 @@ from torch import Tensor
 
 from cnnspec.data.splits import Images
 from cnnspec.data.stream import batches
-from cnnspec.errors import NonFiniteLoss, RunFolderError
+from cnnspec.errors import NonFiniteLoss, RunFolderError, without_cpp_stack
 from cnnspec.train.checkpoint import Checkpoint, Position, Resume, Stateful, cpu_weights, rank_rng
 from cnnspec.train.context import Context
 from cnnspec.train.distributed import all_sum, any_rank, gather, shard
@@ -81,7 +81,7 @@ class Trainer:
             status = "interrupted"
             raise
         except Exception as e:
-            status, error = "failed", f"{type(e).__name__}: {e}"
+            status, error = "failed", f"{type(e).__name__}: {without_cpp_stack(str(e))}"
             raise
         except SystemExit as e:  # a plugin may not end the process, nor decide its status
             status, error = "failed", f"SystemExit({e.code!r})"
@@ -169,7 +169,8 @@ class Trainer:
     def epoch_indices(self, epoch_gen: Tensor) -> tuple[Tensor, int]:
         """This rank's sample indices for an epoch (from the shuffling state at its start) and steps."""
         gen = torch.Generator().set_state(epoch_gen)
-        return shard(torch.randperm(len(self.data.train[0]), generator=gen), self.world, self.parts.train_batch)
+        return shard(torch.randperm(len(self.data.train[0]), generator=gen), self.world, self.parts.train_batch,
+                     self.spec.train.limit_batches)
 
     def _epoch(self, pos: Position) -> dict[str, Any] | None:
         """Train one epoch from ``pos``; the metrics row, or None when stopped by Ctrl-C."""
@@ -177,7 +178,7 @@ class Trainer:
         x, y = self.data.train
         bs = self.parts.train_batch
         self.gen.set_state(pos.gen)  # every rank draws the same permutation, then takes its shard
-        mine, steps = shard(torch.randperm(len(x), generator=self.gen), world, bs)
+        mine, steps = shard(torch.randperm(len(x), generator=self.gen), world, bs, self.spec.train.limit_batches)
         mine = mine.to(c.device)
         sums = pos.sums or {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         if world.rank:  # resumed partial sums are global; they live on rank 0 only
@@ -266,6 +267,7 @@ class Trainer:
             spec=self.spec.to_dict(), classes=self.data.classes, mean=self.data.mean, std=self.data.std,
             metrics=self.metrics, best=self.history.best, seed=self.seed,
             resume=None if pos is None else Resume.capture(pos, self._stateful(), ranks),
+            pixels=self.data.pixels,
         ).save(self.run_dir.path / name)
 
     def summary(self, status: str, seconds: float, error: str | None = None) -> dict[str, Any]:

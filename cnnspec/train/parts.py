@@ -97,7 +97,7 @@ def build_parts(spec: Spec, data: Batches, device: torch.device, world: World = 
         scale_lrs(opt)
     if world.rank:  # other dropout draws on every rank; weights were made identical above
         torch.manual_seed(seed + 1_000_003 * world.rank)
-    mine, steps = shard(torch.arange(len(data.train[0])), world, spec.data.batch_size)
+    mine, steps = shard(torch.arange(len(data.train[0])), world, spec.data.batch_size, spec.train.limit_batches)
     batch_size = min(spec.data.batch_size, len(mine))
     if batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise SetupError([spec.problem(("data", "batch_size"), "data.batch_size: batch normalisation needs "

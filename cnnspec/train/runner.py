@@ -19,10 +19,13 @@ from cnnspec.errors import (
     CnnspecError,
     Interrupted,
     NonFiniteLoss,
+    OutOfMemory,
     ResourceError,
     RunFolderError,
     SpecError,
     TrainingFailed,
+    out_of_memory,
+    without_cpp_stack,
 )
 from cnnspec.spec.cost import human, human_bytes, spec_estimate
 from cnnspec.spec.metrics import metric
@@ -76,6 +79,7 @@ class RunOptions:
     quiet: bool = False  # no progress display; print only the run folder
     force: bool = False  # run even when the training memory estimate exceeds what the device has
     fast_dev_run: bool = False  # one epoch on two batches of each split; the run folder kept only with --output
+    limit_batches: int | None = None  # --limit-batches N: train.limit_batches=N (N batches per epoch of each split)
     # called with the run folder when training ends (rank 0; cli: write report.html unless --no-report);
     # a callable rather than an import, since train sits below tools
     after: Callable[[Path], None] | None = None
@@ -103,10 +107,12 @@ def run_command(options: RunOptions) -> None:
 
 
 def _fast(options: RunOptions, path: str) -> tuple[str, ...]:
-    """The overrides a fast dev run adds: one epoch, two batches (data.limit) of each split."""
+    """The overrides quick trials add: --limit-batches N (train.limit_batches), and a fast dev run's
+    one epoch on two batches (data.limit) of each split."""
+    limited = (f"train.limit_batches={options.limit_batches}",) if options.limit_batches is not None else ()
     if not options.fast_dev_run:
-        return options.overrides
-    overrides = (*options.overrides, "train.epochs=1")
+        return (*options.overrides, *limited)
+    overrides = (*options.overrides, *limited, "train.epochs=1")
     spec = load_for_run(path, overrides, options.device, options.plugins, options.trust)
     assert spec.data is not None
     return (*overrides, f"data.limit={2 * spec.data.batch_size}")
@@ -129,6 +135,7 @@ def _run(options: RunOptions) -> None:
     device = distributed.device_for(world, resolve_device(spec.train.device))
     if not options.force:
         check_fits(spec, device)  # before anything is allocated
+        check_address_space(spec, device)
     distributed.init(world, device)
     progress: Progress = RichProgress() if world.main and not options.quiet else QuietProgress()
     clean = False  # ranks wait for each other before leaving unless one failed
@@ -138,6 +145,11 @@ def _run(options: RunOptions) -> None:
     except Interrupted:
         clean = True
         raise
+    except (OutOfMemory, MemoryError, RuntimeError) as e:  # building the model or the data (training says its own)
+        oom = out_of_memory(e)
+        if oom is None or os.environ.get("CNNSPEC_DEBUG"):
+            raise
+        raise _out_of_memory(spec, device, oom, options.force) from None
     finally:
         distributed.close(world, wait=clean)
 
@@ -162,6 +174,44 @@ def check_fits(spec: Spec, device: torch.device) -> None:
     raise ResourceError(
         f"{spec.file}{MEMORY_REFUSAL}{human_bytes(memory.total)} at batch {memory.batch_size:,} "
         f"but only {human_bytes(free)} is {where}; most: {memory.dominant_text()} ({hint}, or pass --force)")
+
+
+def check_address_space(spec: Spec, device: torch.device) -> None:
+    """Under an address-space cap (`ulimit -v`), raise ResourceError when what is left of it, with
+    torch loaded, cannot hold the training estimate (on the CPU) and what a run maps besides."""
+    from cnnspec.train.host import ADDRESS_RESERVE, address_space_limit, address_space_used, limit_text
+
+    cap, used = address_space_limit(), address_space_used()
+    if cap is None or used is None:
+        return
+    memory = spec_estimate(spec)
+    model = memory.total if device.type in ("cpu", "mps") else 0
+    if used + model + ADDRESS_RESERVE <= cap:
+        return
+    raise ResourceError(
+        f"{spec.file}{MEMORY_REFUSAL}{human_bytes(model)} at batch {memory.batch_size:,} and a run about "
+        f"{human_bytes(ADDRESS_RESERVE)} more, but the address-space limit ({limit_text(cap)}) leaves "
+        f"{human_bytes(max(0, cap - used))} with torch loaded; raise it to at least "
+        f"ulimit -v {-(-(used + model + ADDRESS_RESERVE) // 1024)} (or pass --force to try)")
+
+
+def _out_of_memory(spec: Spec, device: torch.device, oom: OutOfMemory, force: bool, then: str = "") -> ResourceError:
+    """One line for an allocation that failed, in the words of the memory check's refusal: what the
+    estimate said, what torch asked for, and what to change."""
+    from cnnspec.train.host import address_space_limit, limit_text
+
+    memory = spec_estimate(spec)
+    asked = (f"{human_bytes(oom.requested)} ({oom.requested:,} bytes)" if oom.requested is not None
+             else oom.amount or "the memory it asked for")
+    during = f" for {oom.during}" if oom.during else " while training" if then else ""
+    cap = address_space_limit()
+    change = "lower data.batch_size or the layer sizes"
+    if cap is not None and (oom.requested is None or oom.requested < cap):  # the cap may be what ran out
+        change = f"raise the address-space limit ({limit_text(cap)}), or {change}"
+    change += "; --force skips only the check that refuses this" if force else "; the estimate fell short here"
+    return ResourceError(
+        f"{spec.file}{MEMORY_REFUSAL}{human_bytes(memory.total)} at batch {memory.batch_size:,} but torch "
+        f"could not allocate {asked} on {device}{during}; most: {memory.dominant_text()} ({change}){then}")
 
 
 def data_budget(spec: Spec, device: torch.device) -> int | None:
@@ -354,8 +404,11 @@ def _fit(trainer: Trainer, run: RunDir, progress: Progress, options: RunOptions)
             raise
         finish()
         who = f"rank {world.rank}: " if world.distributed else ""  # every rank says why it stopped
-        raise TrainingFailed(f"{who}training failed: {type(e).__name__}: {e} (set CNNSPEC_DEBUG=1 for the "
-                             f"traceback); {_checkpoint_note(run)}") from e
+        oom = out_of_memory(e)
+        if oom is not None:
+            raise _out_of_memory(spec, trainer.parts.device, oom, options.force, f"; {_checkpoint_note(run)}") from None
+        raise TrainingFailed(f"{who}training failed: {type(e).__name__}: {without_cpp_stack(str(e))} (set "
+                             f"CNNSPEC_DEBUG=1 for the traceback); {_checkpoint_note(run)}") from e
     finish()
     if summary["status"] == "interrupted":
         raise Interrupted(f"interrupted; a resumable checkpoint is saved. Continue with: cnnspec run "

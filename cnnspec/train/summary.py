@@ -53,6 +53,7 @@ def run_summary(parts: Parts, rows: list[dict[str, Any]], best: dict[str, Any] |
         "train_flops_per_sample": flops,
         "train_gflops_per_second": flops * samples / trained / 1e9 if flops is not None and trained else None,
         "batch_size": parts.batch_size,
+        "steps_per_epoch": parts.steps_per_epoch,
         "processes": world.size,
         "effective_batch_size": parts.batch_size * world.size,
         "seconds_this_session": seconds,

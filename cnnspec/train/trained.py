@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cnnspec.data.pixels import PixelStats
 from cnnspec.spec.sections import Spec
 from cnnspec.train.rundir import BEST, LAST, SPEC_FILE, RunDir
 
@@ -22,6 +23,7 @@ class Trained:
     mean: list[float] | None
     std: list[float] | None
     checkpoint: Path
+    pixels: PixelStats | None = None  # the training pictures' mean and background (None: an older run)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Scale as training did: the same per-channel standardisation, if any."""
@@ -81,4 +83,4 @@ def load_run(path: str | Path, which: str = "best", trust: bool = False) -> Trai
         raise CheckpointError(f"{run.path / name} does not fit the run's spec.yaml: {why}")
     model.load_state_dict(saved.model)
     model.eval()
-    return Trained(spec, model, saved.classes, saved.mean, saved.std, run.path / name)
+    return Trained(spec, model, saved.classes, saved.mean, saved.std, run.path / name, saved.pixels)
