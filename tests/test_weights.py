@@ -120,7 +120,7 @@ def test_a_pickle_that_is_not_a_state_dict_runs_nothing(cli, write, tmp_path):
     assert "os.system" in err and not marker.exists()
     _save(tmp_path, {"epoch": 3})
     (err,) = _errors(cli, path)
-    assert "weights.file: w.pth:" in err and "not a state dict" in err or "not a tensor" in err
+    assert "weights.file: w.pth:" in err and ("not a state dict" in err or "not a tensor" in err)
 
 
 def test_order_mappings_align_by_position_and_tolerate_a_missing_counter(cli, write, tmp_path):

@@ -7,6 +7,7 @@ model trained on MNIST's light ink on black).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,8 @@ from cnnspec.data.stream import StreamedImages, to_float
 
 __all__ = ["SAMPLE", "PixelStats", "border_mean", "pixel_stats"]
 
-SAMPLE = 10_000  # pictures the statistics are taken over, evenly spaced through the training split
+SAMPLE = 10_000  # pictures the statistics are taken over, evenly spaced through the training split ...
+SAMPLE_BYTES = 64 * 2**20  # ... and at most this many bytes of uint8 pixels (341 pictures of 3 x 256 x 256)
 _CHUNK = 256  # pictures made float at once
 
 
@@ -58,9 +60,10 @@ def border_mean(x: Tensor) -> Tensor:
 
 
 def pixel_stats(x: Tensor | StreamedImages, most: int = SAMPLE) -> PixelStats:
-    """The statistics of pictures in [0, 1] (not normalised), over at most ``most`` of them,
-    evenly spaced, read ``_CHUNK`` at a time (a streamed set reads only those)."""
+    """The statistics of pictures in [0, 1] (not normalised), over at most ``most`` of them (and
+    SAMPLE_BYTES of pixels), evenly spaced, read ``_CHUNK`` at a time (a streamed set reads only those)."""
     n = len(x)
+    most = max(1, min(most, SAMPLE_BYTES // max(1, math.prod(x.shape[1:]))))
     idx = torch.linspace(0, n - 1, min(n, most)).round().long().unique() if n > most else torch.arange(n)
     c = int(x.shape[1])
     total, ring_total = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)

@@ -177,7 +177,7 @@ def prepare_data(spec: Spec, device: torch.device, budget: int | None = None, re
                         splits.classes)
         val = (_head(val[0], n), val[1][:n]) if val else None
     if spec.train.limit_batches is not None:  # evaluation on the first N batches of val and test
-        n = spec.train.limit_batches * spec.data.eval_batch_size
+        n = spec.train.limit_batches * spec.eval_batch_size
         splits = Splits(splits.train_x, splits.train_y, _head(splits.test_x, n), splits.test_y[:n], splits.classes)
         val = (_head(val[0], n), val[1][:n]) if val else None
     source = getattr(splits.train_x, "source", "")

@@ -97,9 +97,9 @@ class StreamedImages:
             u8 = u8.pin_memory().to(self.device, non_blocking=True)
         else:
             u8 = u8.to(self.device)
-        x = to_float(u8)
+        x = to_float(u8)  # a new tensor: normalised in place, without two more batches of float32
         if self.mean is not None and self.std is not None:
-            x = (x - self.mean.to(self.device)) / self.std.to(self.device)
+            x.sub_(self.mean.to(self.device)).div_(self.std.to(self.device))
         return x
 
     def resident(self) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from cnnspec.spec.yamlpos import Located
 
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+EVAL_BATCH = 1000  # the evaluation batch where inputs are small (MNIST, CIFAR)
+EVAL_INPUT_BYTES = 32 * 2**20  # the most float32 input an automatic evaluation batch holds
 
 # A component reference: a bare name, or {type: NAME, ...params}. Resolved against the registry.
 Ref = Annotated[Any, Field(description="a registered name, or {type: NAME, ...parameters}")]
@@ -45,7 +48,9 @@ class DataSection(Section):
     )
     download: bool = Field(True, description="download missing files (needs a network)")
     batch_size: PosInt = Field(64, description="training batch size (per process)")
-    eval_batch_size: PosInt = Field(1000, description="batch size for evaluation")
+    eval_batch_size: PosInt | None = Field(
+        None, description="batch size for evaluation; default 1000, or fewer where 1000 inputs would take more "
+        "than 32 MiB as float32 (never fewer than batch_size)")
     val_split: float = Field(
         0.0, ge=0.0, lt=1.0, description="fraction of the training split held out for validation"
     )
@@ -298,6 +303,19 @@ class Spec:
         return self.source.data
 
     @property
+    def eval_batch_size(self) -> int:
+        """``data.eval_batch_size``, or by default 1000 samples where their float32 inputs take at most
+        EVAL_INPUT_BYTES, else as many as do but at least ``data.batch_size``: evaluating 1000 pictures
+        of 256 x 256 at once would hold 786 MB of input, more than the training step it follows."""
+        data = self.data
+        if data is None:
+            return EVAL_BATCH
+        if data.eval_batch_size is not None:
+            return data.eval_batch_size
+        per_sample = 4 * math.prod(self.input_shape)
+        return min(EVAL_BATCH, max(data.batch_size, EVAL_INPUT_BYTES // per_sample))
+
+    @property
     def train(self) -> TrainSection:
         return self.source.train
 
@@ -311,6 +329,7 @@ class Spec:
         out["train"]["scheduler"] = self.scheduler.to_dict() if self.scheduler else None
         out["train"]["callbacks"] = [c.to_dict() for c in self.callbacks]
         if out.get("data") is not None and self.dataset is not None:
+            out["data"]["eval_batch_size"] = self.eval_batch_size
             out["data"]["dataset"] = self.dataset.to_dict()
             out["data"]["augment"] = [c.to_dict() for c in self.augmentations]
         if out.get("weights"):  # the file it started from, absolute and pinned to the bytes checked

@@ -33,12 +33,13 @@ class Outcomes:
     std: list[float] | None
 
 
-def evaluate(trained: Trained, device: torch.device, batch: int = 1000) -> dict[str, Any]:
-    """Test-split loss, accuracy, per-class accuracy and the confusion matrix (rows: true class)."""
+def evaluate(trained: Trained, device: torch.device, batch: int | None = None) -> dict[str, Any]:
+    """Test-split loss, accuracy, per-class accuracy and the confusion matrix (rows: true class);
+    ``batch``: pictures per forward pass (default: the spec's evaluation batch)."""
     return evaluate_outcomes(trained, device, batch)[0]
 
 
-def evaluate_outcomes(trained: Trained, device: torch.device, batch: int = 1000,
+def evaluate_outcomes(trained: Trained, device: torch.device, batch: int | None = None,
                       loss: bool = True) -> tuple[dict[str, Any], Outcomes]:
     """``evaluate``'s result, and each test sample's outcome (one pass over the test split).
 
@@ -47,6 +48,7 @@ def evaluate_outcomes(trained: Trained, device: torch.device, batch: int = 1000,
     from cnnspec.train.runner import data_budget
 
     spec = trained.spec
+    batch = batch or spec.eval_batch_size
     data = prepare_data(spec, device, data_budget(spec, device))
     model = trained.model.to(device)
     loss_fn = call_plugin(spec.registry, "loss", spec.loss.name, spec.loss.type.build, spec.loss.params) \

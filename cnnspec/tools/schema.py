@@ -12,7 +12,7 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 _LAYERS = {"type": "array", "items": {"$ref": "#/$defs/layer"}}
-# what a composite's child-list fields stand for (see default_plugins/composites.py)
+# what a composite's child-list fields stand for (see plugins/composites.py)
 _MARKERS: dict[str, dict[str, Any]] = {
     "layers": _LAYERS,
     "branch": {"anyOf": [_LAYERS, {"$ref": "#/$defs/layer"}]},

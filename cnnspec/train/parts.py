@@ -66,8 +66,7 @@ class Parts:
 
     @property
     def eval_batch(self) -> int:
-        assert self.spec.data is not None
-        return self.spec.data.eval_batch_size
+        return self.spec.eval_batch_size
 
     def scheduler_for(self, optimizer: torch.optim.Optimizer) -> Any:
         """The spec's scheduler driving ``optimizer`` (None without one)."""
