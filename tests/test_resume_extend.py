@@ -28,3 +28,22 @@ def test_a_step_schedule_extends_and_a_finished_run_says_how(cli, tmp_path):
     assert cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet").code == 0
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[2]["lr"] < rows[1]["lr"]
+
+
+def test_a_run_made_before_a_key_existed_resumes_and_a_set_of_that_key_is_a_change(cli, tmp_path):
+    import torch
+    import yaml
+
+    run = tmp_path / "r"
+    args = ["--set", "train.scheduler={type: step, step_size: 1, gamma: 0.5}"]
+    assert cli("run", QUICK, "--quiet", "--output", str(run), "--set", "train.epochs=2", *args).code == 0
+    # as an older cnnspec wrote the folder: no train.freeze, train.lr_multipliers, data.eval_batch_size
+    state = torch.load(run / "last.pt", weights_only=True)
+    for spec in (state["spec"], saved := yaml.safe_load((run / "spec.yaml").read_text())):
+        del spec["train"]["freeze"], spec["train"]["lr_multipliers"], spec["data"]["eval_batch_size"]
+    torch.save(state, run / "last.pt")
+    (run / "spec.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    res = cli("run", "--resume", str(run), "--set", "train.freeze=[0]", "--quiet")
+    assert res.code == 2 and "this would change train.freeze" in res.err  # a --set of a new key is a change
+    assert cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet").code == 0
+    assert [json.loads(r)["epoch"] for r in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

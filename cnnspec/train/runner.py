@@ -9,6 +9,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -228,13 +229,20 @@ _RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "captu
                       ("data", "download")}
 
 
-def _resume_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """Dotted keys where the re-resolved spec differs from the checkpoint's, beyond the allowed."""
+def _resume_changes(saved: dict[str, Any], now: dict[str, Any], overridden: AbstractSet[str] = frozenset(),
+                    at: str = "") -> list[str]:
+    """Dotted keys where the re-resolved spec differs from the checkpoint's, beyond the allowed.
+
+    A key the checkpoint's spec lacks was added to cnnspec after the run was made; its default is
+    what the run trained with, so only a ``--set`` of it (``overridden``: dotted keys) is a change."""
     out = []
     for key in sorted((set(saved) | set(now)) - {"plugins"}):  # plugin paths are made absolute
-        a, b = saved.get(key), now.get(key)
+        a, b, dotted = saved.get(key), now.get(key), f"{at}{key}"
+        if key not in saved and not any(o == dotted or o.startswith(f"{dotted}.") for o in overridden):
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{key}.{k}" for k in _resume_changes(a, b) if (key, k.split(".")[0]) not in _RESUMABLE_CHANGES]
+            out += [f"{key}.{k}" for k in _resume_changes(a, b, overridden, f"{dotted}.")
+                    if (key, k.split(".")[0]) not in _RESUMABLE_CHANGES]
         elif a != b:
             out.append(key)
     return out
@@ -246,7 +254,8 @@ def _resumable(run_dir: str, spec: Spec, job: Job | None = None) -> Checkpoint:
     from cnnspec.train.checkpoint import Checkpoint
 
     saved = Checkpoint.load_resumable(run_dir)
-    changed = _resume_changes(saved.spec, spec.to_dict())
+    overridden = {".".join(str(k) for k in path) for path in spec.located.overridden}
+    changed = _resume_changes(saved.spec, spec.to_dict(), overridden)
     if changed and job is not None:
         raise CnnspecError(f"{run_dir} holds the run of torchrun job '{job.id}', and this spec would change "
                            f"{', '.join(changed)} (a resumed job may change only train.epochs, train.device, "
