@@ -330,3 +330,22 @@ def test_real_mnist() -> None:
     assert len(s.train_y) == 60000 and len(s.test_y) == 10000
     assert torch.bincount(s.train_y).tolist()[:2] == [5923, 6742]
     assert float(s.train_x.max()) == 1.0 and float(s.train_x.min()) == 0.0
+
+
+@pytest.mark.parametrize(("overrides", "want"), [
+    ([], 1000),  # MNIST: 1000 inputs are 3 MiB
+    (["input=[3, 64, 64]", "data.dataset={type: image_folder, size: [64, 64]}"], 682),  # 32 MiB // 48 KiB
+    (["input=[3, 256, 256]", "data.dataset={type: image_folder, size: [256, 256]}", "data.batch_size=128"],
+     128),  # 42 would fit in 32 MiB: never below batch_size
+    (["input=[3, 256, 256]", "data.dataset={type: image_folder, size: [256, 256]}", "data.eval_batch_size=7"],
+     7),  # said in the spec: as said
+])
+def test_the_evaluation_batch_is_sized_by_the_input(overrides, want):
+    from conftest import ROOT
+
+    from cnnspec.spec.load import check_file
+
+    result = check_file(str(ROOT / "specs" / "mnist_cnn.yaml"), overrides=overrides)
+    assert result.spec is not None, result.problems
+    assert result.spec.eval_batch_size == want
+    assert result.spec.to_dict()["data"]["eval_batch_size"] == want  # the run folder records what ran
