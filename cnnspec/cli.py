@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from cnnspec.errors import CnnspecError, ExitCode, PluginError, UsageError, out_of_memory
+from cnnspec.sweep.options import MAX_JOBS, jobs_problem  # no optuna, no torch
 from cnnspec.version import __version__
 
 CHECKPOINT_HELP = ("best: the epoch with the best validation accuracy (runs with data.val_split > 0), "
@@ -101,7 +102,8 @@ def _sweep_command(sub: _Commands) -> None:
     sw = sub.add_parser("sweep", help="search the spec's sweep: space with Optuna, one run per trial")
     sw.add_argument("spec", metavar="SPEC", help="spec file with a sweep: section")
     _set_option(sw, "override a value of the spec or its sweep section (repeatable)")
-    sw.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="trials at once on this machine (1)")
+    sw.add_argument("-j", "--jobs", type=_jobs, default=1, metavar="N",
+                    help=f"trials at once on this machine (1; at most {MAX_JOBS})")
     sw.add_argument("--storage", metavar="URL",
                     help="Optuna storage shared by every worker, e.g. postgresql://USER@HOST/DB (default: "
                          "a SQLite file in the sweep folder)")
@@ -206,6 +208,21 @@ def _positive(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value[:40]!r} is more than {MAX_CLI_NUMBER:.0e}")
     if n < 1:
         raise argparse.ArgumentTypeError(f"{value[:40]!r} is not a positive whole number")
+    return n
+
+
+def _jobs(value: str) -> int:
+    """``sweep -j``: a whole number from 1 to ``sweep.options.MAX_JOBS`` (a huge one is refused, not worked on)."""
+    shown = repr(value[:40])
+    try:
+        n = int(value)
+    except ValueError:  # also a number of more than 4,300 digits
+        if not value.strip().lstrip("+-").isdecimal():
+            raise argparse.ArgumentTypeError(f"{shown} is not a whole number") from None
+        n = -1 if value.strip().startswith("-") else MAX_JOBS + 1
+    problem = jobs_problem(n, shown)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return n
 
 

@@ -2,7 +2,9 @@
 
 The corpus test runs every hostile input through the command line and checks, for each: the
 exit status, one located or one-line message, no traceback, no file of a finished run changed,
-and that the marker a hostile plugin or pickle would write does not exist.
+and that the marker a hostile plugin or pickle would write does not exist. The cases whose command never
+imports torch run again as real processes, held to issue 21's bounds: 2 s, 200 MB, nothing created, torch
+not imported.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,6 +332,15 @@ CASES: dict[str, tuple[Callable[[Case], list[str]], int, str]] = {
         "data.batch_size: {int: [1, 1000000000000]}"))], 1, "the grid has 1,000,000,000,000 points"),
     "sweep-grid-int-1e12-sweep": (lambda c: ["sweep", c.write(grid_sweep("data.batch_size: {int: [1, 1000000000000]}")),
                                              "--output", str(c.tmp / "out")], 1, "(at most 100,000)"),
+    # sweep -j: bounded on the command line, never a range as long as it (issue 21)
+    **{f"sweep-jobs-{name}": ((lambda c, jobs=jobs: ["sweep", c.write(grid_sweep("data.batch_size: [8, 16]")), "-j",
+                                                     jobs, "--output", str(c.tmp / "out")]), 2, message)
+       for name, jobs, message in (
+           ("0", "0", "argument -j/--jobs: '0' is less than 1: at least one trial runs at a time"),
+           ("negative", "-1", "argument -j/--jobs: '-1' is less than 1"),
+           ("1e12", "1000000000000", "argument -j/--jobs: '1000000000000' is more than 256 trials at once: each "
+                                     "trial is a process of its own that loads torch"),
+           ("not-a-number", "2.5", "argument -j/--jobs: '2.5' is not a whole number"))},
     "sweep-grid-tiny-float-step": (lambda c: ["validate", c.write(grid_sweep(
         "train.optimizer.lr: {uniform: [0.001, 1.0], step: 1.0e-15}"))], 1, "the grid has 999,000,000,000,000 points"),
     "sweep-grid-past-float-range": (lambda c: ["validate", c.write(grid_sweep(
@@ -439,6 +453,117 @@ def test_corpus(name, finished, tmp_path):
         assert snapshot(folder) == before, f"{folder} changed"
     if code == 2 and argv[0] == "run" and "--output" in argv:
         assert not (tmp_path / "out").exists(), "a run folder was made for a run that could not start"
+    if argv[0] in LEAN_COMMANDS:
+        assert name in LEAN_CASES, f"{name}: a {argv[0]} case; add it to LEAN_CASES, which measure it as a process"
+
+
+# -- the corpus as real processes: time, memory, one located line, nothing made, nothing imported ------------
+
+LEAN_COMMANDS = {"validate", "graph", "trust", "schema", "sweep"}  # commands that never import torch themselves
+LEAN_CASES = [
+    "random-crop-huge-padding", "random-crop-fill-nan", "block-default-not-an-int", "limits-past-float-range",
+    "limits-float-inf", "limits-huge-int", "limits-memory-true", "limits-memory-nan", "batch-size-past-float-range",
+    "batch-size-5000-digits", "trust-store-fifo-validate", "trust-store-fifo-trust", "trust-store-dev-zero",
+    "trust-store-bad-json-validate", "trust-store-bad-json-trust", "sweep-grid-int-1e12-validate",
+    "sweep-grid-int-1e12-sweep", "sweep-jobs-0", "sweep-jobs-negative", "sweep-jobs-1e12", "sweep-jobs-not-a-number",
+    "sweep-grid-tiny-float-step", "sweep-grid-past-float-range", "blocks-doubling", "block-chain-2000-validate",
+    "block-chain-2000-graph", "file-huge-int", "file-deep-nesting", "dev-zero", "fifo", "layers-empty-with-data",
+    "plugin-not-py", "untrusted-validate", "untrusted-dotdot", "untrusted-absolute", "plugin-exit-0-at-import",
+    "plugin-exit-0-registering",
+]
+
+# `python -m cnnspec ARGS`, and at its very end (the first atexit handler runs last) one more stderr line: the
+# process's peak resident memory (VmHWM; ru_maxrss would count the forking pytest's pages) and whether torch was
+# imported. runpy runs cnnspec/__main__.py as -m does, so the current folder leaves sys.path the same way.
+PROBE = ("import atexit, re, runpy, sys\n"
+         "def probe():\n"
+         "    kib = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)\n"
+         "    print('PROBE', kib, 'torch' in sys.modules, file=sys.stderr, flush=True)\n"
+         "atexit.register(probe)\n"
+         "runpy.run_module('cnnspec', run_name='__main__', alter_sys=True)\n")
+# Issue 21's bounds on every hostile input. Timing is otherwise left to bench/; this is a resource bound the
+# issue asks to hold: these cases take about 0.3-0.6 s each (interpreter start-up included) against 2 s, so
+# only a hang or work that grows with the input (a range as long as -j, a grid built to be counted) fails it.
+MAX_SECONDS = 2.0
+MAX_PEAK_BYTES = 200_000_000
+LOCATED = re.compile(r"(?P<file>[^:\s][^:]*):\d+(:\d+)?: error: ")  # FILE:LINE:COL: error: (or FILE:LINE:)
+UNLOCATED = re.compile(r"cnnspec( [a-z]+)?: error: ")  # an error of the command line, not of a place in a file
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Every entry under ``folder`` (symlinks and FIFOs not followed or opened): its kind, a file's SHA-256."""
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = Path(root) / name
+            mode = p.lstat().st_mode
+            found[str(p.relative_to(folder))] = (hashlib.sha256(p.read_bytes()).hexdigest() if stat.S_ISREG(mode)
+                                                 else os.readlink(p) if stat.S_ISLNK(mode) else stat.filemode(mode))
+    return found
+
+
+@pytest.mark.parametrize("name", LEAN_CASES)
+def test_corpus_as_a_process_is_bounded_located_and_leaves_nothing(name, tmp_path, tmp_path_factory):
+    """Issue 21's criterion for each case: exit 1 or 2 within 2 s, under 200 MB, one line that names the place,
+    no traceback, nothing created (in the current folder or beside the inputs), nothing imported (no hostile
+    code, no torch)."""
+    build, code, needle = CASES[name]
+    spec = tmp_path_factory.mktemp("lean-spec") / "run.yaml"  # what the --batch-size cases validate
+    spec.write_text(SPEC)
+    case = Case(tmp_path, {"spec": spec}, tmp_path / "MARKER")
+    argv = build(case)
+    assert argv[0] in LEAN_COMMANDS, f"{name} runs {argv[0]}, which may import torch: not a LEAN_CASES case"
+    (tmp_path / "cwd").mkdir()
+    store = Path(os.environ["CNNSPEC_TRUST_FILE"])  # set by the fixture, or by the case itself
+    before, store_before = tree(tmp_path), tree(store.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    start = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env,
+                         cwd=tmp_path / "cwd", timeout=60)
+    seconds = time.perf_counter() - start
+    *err, probe = res.stderr.splitlines() or [""]
+    assert probe.startswith("PROBE "), res.stderr[-2000:]
+    _, kib, torch_loaded = probe.split()
+    peak = int(kib) * 1024
+    print(f"{name}: exit {res.returncode}, {seconds:.2f} s, peak {peak / 1e6:.0f} MB")
+    text = "\n".join([*res.stdout.splitlines(), *err])
+    assert res.returncode == code, text
+    assert "Traceback" not in text, text
+    errors = [ln for ln in text.splitlines() if "error:" in ln]
+    assert len(errors) == 1, text
+    (line,) = errors
+    assert needle in line and len(line) < 1000, line[:2000]
+    located = LOCATED.match(line)
+    if located:  # the file it names is one this command read
+        assert Path(located["file"]).exists(), line
+    else:  # an error that is not at a place in a file's text: it names the option or the file it is about
+        assert UNLOCATED.match(line), line
+        named = [a for a in argv if a.startswith("-") or os.sep in a] + [str(store)]
+        assert any(a in line for a in named), line
+    assert seconds < MAX_SECONDS, f"{name}: {seconds:.2f} s"
+    assert peak < MAX_PEAK_BYTES, f"{name}: peak {peak / 1e6:.0f} MB"
+    assert torch_loaded == "False", f"{name} imported torch"
+    assert not case.marker.exists(), "hostile code ran"
+    assert tree(tmp_path) == before and tree(store.parent) == store_before, "the command created or changed files"
+
+
+def test_a_sweep_pool_finds_its_free_slot_without_counting_to_j(tmp_path):
+    """The lowest free slot is found among the children running, not in a set as long as -j (issue 21). A pool of
+    10**12 slots places its first trial in a process capped at 1 GiB of address space: a set of every slot
+    would be a MemoryError there within a second, not a machine swapping."""
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            "from pathlib import Path\nfrom types import SimpleNamespace\n"
+            "from cnnspec.sweep.options import SweepOptions\nfrom cnnspec.sweep.pool import Pool\n"
+            "pool = Pool(SweepOptions(spec='s.yaml', jobs=10**12), Path('sw'))\n"
+            "Path('sw').mkdir()\n"
+            "first = pool.place(0, {'name': 't'}, '').slot\n"
+            "pool.jobs[0] = SimpleNamespace(slot=first)  # a child running in it\n"
+            "print('SLOTS', first, pool.place(1, {'name': 't'}, '').slot)\n")
+    env = dict(ENV, CUDA_VISIBLE_DEVICES="")  # no GPUs to hand out: nvidia-smi is not asked
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=60)
+    assert res.returncode == 0 and "SLOTS 0 1" in res.stdout, res.stderr[-2000:]
 
 
 # -- the trust model ---------------------------------------------------------------------------
@@ -911,7 +1036,7 @@ def test_python_dash_m_does_not_import_from_the_current_folder(tmp_path):
     assert not (tmp_path / "MARKER").exists()
 
 
-@pytest.mark.parametrize("module", ["venv.__main__", "unittest.__main__", "this", "json.tool"])
+@pytest.mark.parametrize("module", ["venv.__main__", "unittest.__main__", "numpy.f2py.__main__", "this", "json.tool"])
 def test_validate_of_an_untrusted_spec_imports_no_module_it_names(tmp_path, module):
     (tmp_path / "spec.yaml").write_text(f"plugins: [{module}]\ninput: [1, 8, 8]\nlayers: [relu]\n")
     code = ("import sys; from cnnspec.cli import main; rc = main(['validate', 'spec.yaml']); "

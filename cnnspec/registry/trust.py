@@ -1,7 +1,10 @@
 """Which plugin code may run: a store of trusted files (path -> SHA-256s), and loading them.
 
-Installed plugins (entry points, and module names importable from the Python environment) are
-trusted by being installed. A ``.py`` file named by a spec or a run folder runs only when the
+Installed cnnspec plugins (a distribution's ``cnnspec`` entry point, and modules inside one) are
+trusted by being installed. Any other module name a spec lists is imported only when the user
+trusted that name (``cnnspec trust``, recorded here as ``module:NAME``, or ``--trust`` for one
+call; ``-p MODULE`` is the user's own choice); being importable is not trust, and a ``__main__``
+module is never imported. A ``.py`` file named by a spec or a run folder runs only when the
 user trusted exactly its bytes (``cnnspec trust``, recorded here; every version trusted stays
 trusted), or for one call (``--trust``, or naming it with ``-p``). The bytes that are hashed are
 the bytes that are executed.

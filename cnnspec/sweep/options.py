@@ -7,6 +7,20 @@ from dataclasses import dataclass, field
 
 from cnnspec.errors import CnnspecError
 
+# -j: each trial is a process of its own that loads torch (hundreds of MB), so a machine runs far fewer
+# at once; the bound also keeps a mistyped -j from becoming work or memory that grows with it.
+MAX_JOBS = 256
+
+
+def jobs_problem(jobs: int, shown: str) -> str | None:
+    """Why ``-j`` cannot be ``jobs`` (written ``shown``), or None: it is from 1 to MAX_JOBS."""
+    if jobs < 1:
+        return f"{shown} is less than 1: at least one trial runs at a time"
+    if jobs > MAX_JOBS:
+        return (f"{shown} is more than {MAX_JOBS} trials at once: each trial is a process of its own that loads "
+                "torch, so more would only share the same cores and memory")
+    return None
+
 
 @dataclass(frozen=True)
 class SweepOptions:

@@ -8,6 +8,7 @@ nothing of Optuna: the ``trial`` a job carries is only held for the coordinator.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -104,7 +105,8 @@ class Pool:
         data["plugins"] = [str((self.base / r).resolve()) if isinstance(r, str) and is_plugin_file(r) else r
                            for r in data.get("plugins") or []]
         spec_file.write_text(head + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
-        slot = min(set(range(self.size)) - {j.slot for j in self.jobs.values()})
+        taken = {j.slot for j in self.jobs.values()}
+        slot = next(s for s in itertools.count() if s not in taken)  # the lowest free one, < -j: not full
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if self.size > 1:  # each child its share of the cores, or its own GPU
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -24,7 +24,7 @@ from typing import Any
 from cnnspec.errors import MEMORY_REFUSAL, Interrupted, SpecError, UsageError
 from cnnspec.spec.sweepspace import Sweep, check_sweep, check_trial, label
 from cnnspec.sweep.folder import DB_FILE, SweepId, sweep_folder, write_meta
-from cnnspec.sweep.options import SweepError, SweepOptions
+from cnnspec.sweep.options import SweepError, SweepOptions, jobs_problem
 from cnnspec.sweep.pool import Job, Pool
 from cnnspec.sweep.report import STATUS, Reporter, best_value
 from cnnspec.sweep.study import HEARTBEAT_S, SweepStudy, redact
@@ -35,12 +35,13 @@ IDLE_S = 2.0  # nothing to start now (the sweep's trials all taken): look again 
 
 def sweep_command(options: SweepOptions) -> None:
     """The body of ``cnnspec sweep``; returns when every trial of the sweep is done."""
+    problem = jobs_problem(options.jobs, str(options.jobs))
+    if problem:  # the command line refuses it already; a caller of this function may not have
+        raise UsageError(f"cnnspec sweep: error: argument -j/--jobs: {problem}")
     try:
         import optuna  # noqa: F401
     except ImportError:
         raise SweepError("cnnspec sweep needs Optuna: pip install 'cnnspec[sweep]' (or pip install optuna)") from None
-    if options.jobs < 1:
-        raise UsageError("cnnspec sweep: error: -j must be at least 1")
     located, spec, sweep = _load(options)
     Sweeper(options, located, spec, sweep).run()
 
