@@ -2,7 +2,9 @@
 specs/keras_mnist_cnn.yaml (digits-sized here) and of a sweep folder, over the DevTools protocol
 (--remote-debugging-pipe: NUL-separated JSON on file descriptors 3 and 4, no websocket library),
 and finds no console error, no exception, and no request but the page itself; it keeps a
-screenshot at 1280 x 2000 in .ci/artifacts/ (CI keeps it; nothing compares pixels).
+screenshot at 1280 x 2000 in .ci/artifacts/ (CI keeps it; nothing compares pixels). The pages of
+tests/hostile.py's run and sweep, whose user-controlled strings carry markup, hold in the DOM no
+script, event handler, link or embedded thing the report does not make, and show those strings verbatim.
 
 Skipped when Chromium is not installed; .ci/run installs it (Debian's `chromium`).
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT
+from hostile import RUN_TEXTS, SWEEP_NAME, SWEEP_TEXTS, make_run, make_sweep
 
 BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no Chromium on PATH (CI installs Debian's chromium)")
@@ -207,3 +210,106 @@ def test_the_check_sees_a_blocked_request(browser, tmp_path):
     bad.write_text(page("bad", ['<img src="https://example.invalid/x.png" alt="">']))
     browser.open(bad)
     assert browser.problems(bad), browser.events
+
+
+# Run in the page: what markup in the DOM the report does not make. The report has no script at all
+# (its CSP, default-src 'none', would refuse one), no link, and one kind of picture: a thumbnail,
+# <img alt="test image N" src="data:image/png;base64,..."> alone in a <div class="thumb">.
+DOM_CHECK = r"""(() => {
+  const foreign = new Set(['iframe', 'frame', 'frameset', 'object', 'embed', 'applet', 'base', 'link', 'form',
+    'input', 'button', 'textarea', 'select', 'audio', 'video', 'source', 'track', 'portal', 'image',
+    'foreignobject', 'animate', 'set', 'use', 'a']);
+  const thumb = img => img.parentElement !== null && img.parentElement.className === 'thumb'
+    && img.getAttributeNames().sort().join() === 'alt,src' && /^test image \d+$/.test(img.getAttribute('alt'))
+    && img.getAttribute('src').startsWith('data:image/png;base64,');
+  const out = [];
+  for (const e of document.querySelectorAll('*')) {
+    const name = e.localName.toLowerCase(), tag = e.outerHTML.slice(0, 120);
+    if (name === 'script') out.push('script: ' + tag);
+    else if (foreign.has(name)) out.push('element: ' + tag);
+    else if (name === 'img' && !thumb(e)) out.push('image: ' + tag);
+    else if (name === 'meta' && e.parentElement !== document.head) out.push('element: ' + tag);
+    for (const a of e.getAttributeNames()) {
+      const v = e.getAttribute(a).trim();
+      if (a.toLowerCase().startsWith('on')) out.push('handler: ' + a + ' on ' + tag);
+      else if (/^(href|xlink:href|src|srcset|action|formaction|data|poster|background)$/i.test(a)
+               && !(v.startsWith('#') || (name === 'img' && v.startsWith('data:image/png;base64,'))))
+        out.push('url: ' + a + '=' + v.slice(0, 60) + ' on ' + tag);
+    }
+  }
+  return {problems: out, text: document.body.innerText};
+})()"""
+
+
+def markup_from_user(browser: Browser, page: Path, verbatim: tuple[str, ...]) -> list[str]:
+    """Open ``page`` and list what its DOM holds that the report does not make (scripts, event
+    handlers, links, embedded or foreign elements and pictures), and each of ``verbatim`` the
+    user does not see exactly as written (markup the browser parsed, or an entity decoded twice)."""
+    browser.open(page)
+    found = browser.call("Runtime.evaluate", session=True, returnByValue=True, expression=DOM_CHECK)
+    assert "exceptionDetails" not in found, found
+    seen = found["result"]["value"]
+    return list(seen["problems"]) + [f"not verbatim: {s!r}" for s in verbatim if s not in seen["text"]]
+
+
+@pytest.fixture(scope="module")
+def evil_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("PIL", reason="the report's thumbnails need Pillow (a torchvision dependency)")
+    return make_run(tmp_path_factory.mktemp("evil"))
+
+
+def test_a_hostile_run_is_text_in_the_dom(browser, cli, evil_run):
+    res = cli("report", str(evil_run), "--trust")  # again: summary.json was changed after the run
+    assert res.code == 0, res.text
+    page = evil_run / "report.html"
+    assert markup_from_user(browser, page, RUN_TEXTS) == []
+    assert browser.problems(page) == []
+    assert 'class="thumb"><img alt="test image' in browser.dom()  # the report's own pictures are there and pass
+
+
+def test_a_hostile_sweep_is_text_in_the_dom(browser, cli, tmp_path):
+    folder = make_sweep(tmp_path)
+    res = cli("report", str(folder))
+    assert res.code == 0, res.text
+    page = folder / "report.html"
+    assert markup_from_user(browser, page, SWEEP_TEXTS) == []
+    assert browser.problems(page) == []
+    title = browser.call("Runtime.evaluate", session=True, returnByValue=True, expression="document.title")
+    assert title["result"]["value"] == f"sweep {SWEEP_NAME}: cnnspec report"  # the head's text too
+
+
+def test_the_dom_check_sees_unescaped_markup(browser, tmp_path):
+    """The check itself can fail: a page that lets markup through is caught on every count, and the
+    report's own kind of thumbnail is not."""
+    from cnnspec.tools.htmlpage import page
+
+    png = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQ"
+           "AAAABJRU5ErkJggg==")  # one black pixel, as the report's thumbnails are made
+    bad = tmp_path / "bad.html"
+    bad.write_text(page("bad", [
+        f'<div class="thumb"><img alt="test image 3" src="{png}">#3</div>',
+        '<p>run <b>run "one"</b> device &amp;</p>',  # markup the browser parses, an entity it decodes
+        "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", '<iframe src="https://example.invalid/"></iframe>',
+        '<svg><a href="javascript:alert(1)"><text y="20">x</text></a><foreignObject></foreignObject></svg>',
+        '<meta http-equiv="refresh" content="3600">']))
+    problems = markup_from_user(browser, bad, ('<b>run "one"', "device &amp;"))
+    kinds = sorted({p.split(":")[0] for p in problems})
+    assert kinds == ["element", "handler", "image", "not verbatim", "script", "url"], problems
+    assert sum(p.startswith("not verbatim") for p in problems) == 2, problems
+    assert any("foreignObject" in p for p in problems) and any("javascript:" in p for p in problems), problems
+    assert any("iframe" in p for p in problems) and any("refresh" in p for p in problems), problems
+    assert not any("test image 3" in p for p in problems), problems
+
+
+def test_the_dom_check_fails_a_report_that_does_not_escape(browser, cli, evil_run, monkeypatch, tmp_path):
+    """And on the real pipeline: with ``html.escape`` taken out of the modules that write the run's
+    page, the hostile run's page fails the check (scripts, handlers, pictures, text not shown)."""
+    from cnnspec.tools import charts, graph, htmlpage, runpage
+
+    for module in (charts, graph, htmlpage, runpage):
+        monkeypatch.setattr(module, "escape", lambda s, quote=True: s)
+    out = tmp_path / "unescaped.html"
+    res = cli("report", str(evil_run), "-o", str(out), "--trust")
+    assert res.code == 0, res.text
+    problems = markup_from_user(browser, out, RUN_TEXTS)
+    assert {"script", "handler", "image", "url", "not verbatim"} <= {p.split(":")[0] for p in problems}, problems
