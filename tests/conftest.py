@@ -67,6 +67,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_user_stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fixtures of wider scope (a module's trained run) start before the per-test stores below:
+    they too get a trust store and an image cache of the session's, never the user's."""
+    saved = {k: os.environ.get(k) for k in ("CNNSPEC_TRUST_FILE", "CNNSPEC_CACHE_DIR")}
+    os.environ["CNNSPEC_TRUST_FILE"] = str(tmp_path_factory.mktemp("session-trust") / "trusted.json")
+    os.environ["CNNSPEC_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-image-cache"))
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(autouse=True)
 def _own_trust_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test trusts plugin files in a store of its own, never the user's."""
