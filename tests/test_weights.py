@@ -156,12 +156,16 @@ def test_a_file_changed_after_the_check_is_refused(write, tmp_path):
         load_weights(cnnspec.build_model(spec), spec.weights)
 
 
-@pytest.mark.parametrize("case", ["good", "shape", "truncated", "not-a-state-dict"])
+@pytest.mark.parametrize("case", ["good", "shape", "missing", "extra", "truncated", "not-a-state-dict"])
 def test_validate_checks_the_file_without_importing_torch(write, tmp_path, case):
     path, model = _model(write)
     state = model.state_dict()
     if case == "shape":
         state["0.weight"] = torch.zeros(4, 1, 3, 2)
+    elif case == "missing":
+        del state["1.running_var"]
+    elif case == "extra":
+        state["head.weight"] = torch.zeros(2)
     _save(tmp_path, {"x": 1} if case == "not-a-state-dict" else state)
     if case == "truncated":
         (tmp_path / "w.pth").write_bytes((tmp_path / "w.pth").read_bytes()[:-100])
@@ -169,8 +173,12 @@ def test_validate_checks_the_file_without_importing_torch(write, tmp_path, case)
             f"rc = main(['validate', {path!r}]); print('TORCH', 'torch' in sys.modules); sys.exit(rc)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    assert res.returncode == (0 if case == "good" else 1), res.stdout + res.stderr
+    assert res.returncode == (0 if case in ("good", "extra") else 1), res.stdout + res.stderr
     assert "TORCH False" in res.stdout
+    # each problem is one located line: an error, or a warning for tensors nothing takes
+    located = [ln for ln in res.stdout.splitlines() if ln.startswith(f"{path}:")]
+    expected = {"good": [], "extra": [": warning: "]}.get(case, [": error: "])
+    assert [kind for ln in located for kind in (": error: ", ": warning: ") if kind in ln] == expected, res.stdout
 
 
 def test_a_missing_file_says_where_it_looked(cli, write, tmp_path):

@@ -11,17 +11,18 @@ from pydantic import Field
 from cnnspec.registry.hookspecs import Register, hookimpl
 from cnnspec.registry.params import NonNegFloat, NonNegInt, PosFloat, PosInt
 from cnnspec.registry.types import Callback, CallbackType, Params, SchedulerType
+from cnnspec.spec.metrics import metric, minimised
 
 
 def _mode(mode: str, monitor: str) -> Literal["min", "max"]:
     """``auto``: losses are minimised, everything else maximised."""
     if mode == "auto":
-        return "min" if "loss" in monitor else "max"
+        return "min" if minimised(monitor) else "max"
     return "min" if mode == "min" else "max"
 
 
 class EarlyStoppingParams(Params):
-    monitor: str = Field("val_loss", description="the metric to watch (a metrics.jsonl key)")
+    monitor: str = Field(metric("val", "loss"), description="the metric to watch (a metrics.jsonl key)")
     mode: Literal["auto", "min", "max"] = Field("auto", description="auto: min for losses, max otherwise")
     patience: NonNegInt = Field(5, description="epochs without improvement before stopping")
     min_delta: NonNegFloat = Field(0.0, description="a smaller change is no improvement")
@@ -83,7 +84,7 @@ class EarlyStopping(CallbackType[EarlyStoppingParams]):
 
 
 class PlateauParams(Params):
-    monitor: str = Field("val_loss", description="the metric to watch (a metrics.jsonl key)")
+    monitor: str = Field(metric("val", "loss"), description="the metric to watch (a metrics.jsonl key)")
     mode: Literal["auto", "min", "max"] = Field("auto", description="auto: min for losses, max otherwise")
     factor: PosFloat = Field(0.1, lt=1.0, description="multiply the rate by this on a plateau")
     patience: PosInt = Field(3, description="epochs without improvement before reducing")

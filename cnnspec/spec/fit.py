@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cnnspec.errors import Problem, did_you_mean, path_str
 from cnnspec.registry.types import ShapeError
-from cnnspec.spec.metrics import METRICS
+from cnnspec.spec.metrics import METRICS, measure_of, metric, split_of
 from cnnspec.spec.reporter import Reporter
 from cnnspec.spec.sections import Component, NormalizeSection, SpecFile
 from cnnspec.spec.shapes import ShapeTrace, fmt
@@ -17,19 +17,19 @@ def watched_metrics(report: Reporter, source: SpecFile, scheduler: Component | N
     has_val = source.data is not None and source.data.val_split > 0
     known = list(METRICS)
     for comp in ([scheduler] if scheduler else []) + callbacks:
-        metric = comp.type.monitor(comp.params)
-        if metric is None:
+        watched = comp.type.monitor(comp.params)
+        if watched is None:
             continue
         path = comp.path + ("monitor",) if comp.path + ("monitor",) in report.loc.values else comp.path
         label = f"{path_str(comp.path)} {comp.name}"
-        if metric not in known:
-            report.fail(path, f"{label}: unknown metric '{metric}'{did_you_mean(metric, known)}; "
+        if watched not in known:
+            report.fail(path, f"{label}: unknown metric '{watched}'{did_you_mean(watched, known)}; "
                         f"known: {', '.join(known)}")
-        elif metric.startswith("test_"):
-            report.fail(path, f"{label}: watching '{metric}' would choose on the test set; watch "
-                        f"'val{metric[4:]}' and hold out a validation set with data.val_split")
-        elif metric.startswith("val_") and not has_val:
-            report.fail(path, f"{label}: '{metric}' needs a validation set: set data.val_split "
+        elif split_of(watched) == "test":
+            report.fail(path, f"{label}: watching '{watched}' would choose on the test set; watch "
+                        f"'{metric('val', measure_of(watched))}' and hold out a validation set with data.val_split")
+        elif split_of(watched) == "val" and not has_val:
+            report.fail(path, f"{label}: '{watched}' needs a validation set: set data.val_split "
                         "(for example 0.1)")
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cnnspec.errors import KeyPath, Problem, did_you_mean, path_str
 from cnnspec.registry.params import NonNegInt, PosInt
-from cnnspec.spec.metrics import DEFAULT_MONITOR, METRICS
+from cnnspec.spec.metrics import DEFAULT_MONITOR, METRICS, minimised, split_of
 from cnnspec.spec.yamlpos import Located
 
 RANGES = ("uniform", "log_uniform", "int", "log_int")
@@ -129,7 +129,7 @@ class Sweep:
     @property
     def direction(self) -> str:
         d = self.section.direction
-        return d if d else ("maximize" if self.metric.endswith("accuracy") else "minimize")
+        return d if d else ("minimize" if minimised(self.metric) else "maximize")
 
     @property
     def grid_size(self) -> int | None:
@@ -321,7 +321,7 @@ def _check_base(located: Located, sweep: Sweep) -> list[Problem]:
     out = []
     if not isinstance(data.get("data"), dict):
         out.append(located.problem(SECTION, "sweep: the spec needs a 'data' section to train on", key=True))
-    elif sweep.metric.startswith("val_") and not data["data"].get("val_split") and not any(
+    elif split_of(sweep.metric) == "val" and not data["data"].get("val_split") and not any(
             p.path == ("data", "val_split") for p in sweep.params):
         out.append(located.problem(SECTION + ("metric",), f"sweep.metric: {sweep.metric} needs a validation split: "
                                    "set data.val_split (e.g. 0.1), or optimise a test_ metric"))
@@ -443,7 +443,7 @@ def check_trial(located: Located, registry: Any, sweep: Sweep,
                 q = Problem(line, col, f"{q.message} (sweep: {p.key}={label(p.value(values[p.key]))})", q.path, q.file)
                 break
         out.append(q)
-    if not out and sweep.metric.startswith("val_") and not (data.get("data") or {}).get("val_split"):
+    if not out and split_of(sweep.metric) == "val" and not (data.get("data") or {}).get("val_split"):
         out.append(located.problem(SECTION + ("metric",), f"sweep.metric: {sweep.metric} needs data.val_split > 0"))
     return data, sorted(out)
 

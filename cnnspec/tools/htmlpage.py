@@ -15,6 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from cnnspec.spec.metrics import MEASURES, SPLITS, metric
 from cnnspec.tools.charts import COLORS, DASHES, Series, line_chart
 from cnnspec.version import __version__
 
@@ -89,11 +90,11 @@ def read_json(path: Path) -> Any:
 def curve_charts(runs: Sequence[tuple[str, list[dict[str, Any]]]]) -> str:
     """Loss, accuracy and learning rate per epoch: train dashed, val dotted, test solid; a colour per run."""
     charts = []
-    for measure in ("loss", "accuracy"):
+    for measure in MEASURES:
         series = []
         for i, (label, rows) in enumerate(runs):
-            for split in ("train", "val", "test"):
-                key = f"{split}_{measure}"
+            for split in SPLITS:
+                key = metric(split, measure)
                 if rows and key in rows[0]:
                     name = f"{label} {split}" if len(runs) > 1 else split
                     series.append(Series(name, [(r["epoch"], r.get(key)) for r in rows],

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnspec.errors import CnnspecError, ToolError
+from cnnspec.spec.metrics import metric
 from cnnspec.tools.charts import Series, heat_map, line_chart
 from cnnspec.tools.htmlpage import MAX_JSON_BYTES, cell, curve_charts, page, read_json, table, thumbnail
 from cnnspec.train.rundir import SPEC_FILE, SUMMARY_FILE
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 PAIRS, PER_PAIR, GALLERY = 6, 4, 16  # confused pairs shown, examples of each, confidently wrong shown
+TEST_ACCURACY = metric("test", "accuracy")  # the headline number of a run
 
 
 @dataclass
@@ -92,7 +94,7 @@ def run_page(run: RunData, result: dict[str, Any] | None,
 def _cards(run: RunData, result: dict[str, Any] | None) -> str:
     s, final = run.summary, run.summary.get("final") or {}
     best = s.get("best") or {}
-    cards = [("test accuracy", (result or {}).get("accuracy", final.get("test_accuracy"))),
+    cards = [("test accuracy", (result or {}).get("accuracy", final.get(TEST_ACCURACY))),
              (f"best {best.get('metric', '')} (epoch {best.get('epoch')})", best.get("value")) if best else ("", None),
              ("epochs", f"{s.get('epochs_completed', len(run.rows))} of {s.get('epochs_planned', '?')}"),
              ("params", f"{s['params']:,}" if isinstance(s.get("params"), int) else None),
@@ -227,7 +229,7 @@ def compare_page(runs: Sequence[RunData]) -> str:
     for r in runs:
         s, final = r.summary, r.summary.get("final") or {}
         rows.append((r.path.name, s.get("status"), s.get("params"),
-                     *[_setting(r.spec_text, k) for _, k in SETTINGS], len(r.rows), final.get("test_accuracy"),
+                     *[_setting(r.spec_text, k) for _, k in SETTINGS], len(r.rows), final.get(TEST_ACCURACY),
                      (s.get("best") or {}).get("value"), sum(x.get("seconds") or 0.0 for x in r.rows)))
     body = [f"<h1>{len(runs)} runs compared</h1>", "<h2>Settings and results</h2>", table(head, rows, left=2)]
     drawn = [(r.path.name, r.rows) for r in runs if r.rows]

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnspec.spec.metrics import metric
+
 CURVES_FILE = "curves.png"
 
 
@@ -41,10 +43,11 @@ def curves_figure(runs: Sequence[tuple[str, list[dict[str, Any]]]]) -> Any:
         epochs = [r["epoch"] for r in rows]
         prefix = f"{label} " if len(runs) > 1 else ""
         for split, style in (("train", "--"), ("val", ":"), ("test", "-")):
-            if rows and f"{split}_loss" in rows[0]:
-                ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], style, color=color,
+            loss, accuracy = metric(split, "loss"), metric(split, "accuracy")
+            if rows and loss in rows[0]:
+                ax_loss.plot(epochs, [r[loss] for r in rows], style, color=color,
                              marker=".", label=f"{prefix}{split}")
-                ax_acc.plot(epochs, [r[f"{split}_accuracy"] for r in rows], style, color=color,
+                ax_acc.plot(epochs, [r[accuracy] for r in rows], style, color=color,
                             marker=".", label=f"{prefix}{split}")
     from matplotlib.ticker import MaxNLocator
 
