@@ -80,6 +80,24 @@ def test_imported_model_equals_keras(cli, tmp_path, model, weights, npz):
     np.testing.assert_allclose(got, ref["y"], atol=1e-4, rtol=0)
 
 
+def test_a_keras_file_stored_as_keras_writes_it_imports_the_same(cli, tmp_path):
+    """The fixtures' zips are deflated (bench/make_keras_fixtures.py); Keras itself stores the members."""
+    from safetensors.numpy import load_file
+
+    stored = tmp_path / "stored" / "mobilenet.keras"
+    stored.parent.mkdir()
+    with zipfile.ZipFile(KERAS / "mobilenet.keras") as src, zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as z:
+        assert {i.compress_type for i in src.infolist()} == {zipfile.ZIP_DEFLATED}
+        for info in src.infolist():
+            z.writestr(info.filename, src.read(info))
+    a = _import(cli, tmp_path, "mobilenet.keras", name="a.yaml")
+    res = cli("import", str(stored), "-o", str(tmp_path / "b.yaml"))
+    assert res.code == 0, res.text
+    assert a.read_text().replace("a.safetensors", "b.safetensors") == (tmp_path / "b.yaml").read_text()
+    want, got = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    assert want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) for k in want)
+
+
 def test_spec_keeps_keras_names_and_vocabulary(cli, tmp_path):
     text = _import(cli, tmp_path, "mobilenet.keras").read_text()
     assert "input: [3, 16, 16]   # Keras: [16, 16, 3]" in text
