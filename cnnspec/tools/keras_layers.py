@@ -148,8 +148,9 @@ def batchnorm(name: str, c: Config) -> list[Layer]:
     return [Layer("BatchNormalization", p, name, "BatchNormalization", "batchnorm", c)]
 
 
-# Keras' backend.epsilon(), the floor of Normalization's standard deviation, squared: as a BatchNorm eps it
-# gives sqrt(var + eps) = max(sqrt(var), 1e-7) in float32 wherever var is 0 or above ~1e-13
+# Keras' backend.epsilon(), the floor of Normalization's standard deviation, squared: as a BatchNorm eps,
+# sqrt(var + eps) is max(sqrt(var), 1e-7) in float32 at var 0 and from ~1e-6 up, to a relative eps / (2 var)
+# between (5e-5 at 1e-10), and 1/sqrt(2) of it at var = eps, where Keras multiplies by 1e7
 NORMALIZATION_EPS = 1e-14
 
 
