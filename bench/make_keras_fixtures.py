@@ -4,16 +4,19 @@ Needs Keras on TensorFlow (not a cnnspec dependency); the test suite itself need
   python3 -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 keras==3.15.1 h5py
   /tmp/tfenv/bin/python bench/make_keras_fixtures.py            # writes tests/fixtures/keras/
 
-Every weight is set to seeded random values (BatchNormalization's moving variance positive), so
-a wrong transpose or a mixed-up tensor shows in the outputs. Each NAME.npz holds `x` (a fixed
-channels-last input), `y` (Keras' predictions in inference mode), `params` (model.count_params())
-and `trainable` (the trainable ones).
+Every weight is set to seeded random values (BatchNormalization's moving variance positive), and
+each Normalization adapted to random inputs, so a wrong transpose or a mixed-up tensor shows in
+the outputs. Each NAME.npz holds `x` (a fixed channels-last input), `y` (Keras' predictions in
+inference mode), `params` (model.count_params()) and `trainable` (the trainable ones). Each
+.keras file is re-zipped with its members deflated (Keras stores them uncompressed, and its HDF5
+weights are mostly padding), its members Keras' own bytes, and read back by Keras to check.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,6 +139,21 @@ def digits() -> keras.Model:
     ], name="digits")
 
 
+def normalized() -> keras.Model:
+    """Normalization at the input (adapted per channel) and on flat features, Conv2D with groups,
+    SpatialDropout2D, Reshape to flat features, and a BatchNormalization of those features (the
+    last three take their vectors in Keras' channels-last order of the flattened map)."""
+    x = inp = keras.Input((8, 8, 3), name="image")
+    x = layers.Normalization(name="norm")(x)
+    x = layers.Conv2D(6, 3, padding="same", groups=3, activation="relu", name="grouped")(x)
+    x = layers.SpatialDropout2D(0.3, name="sdrop")(x)
+    x = layers.Conv2D(4, 3, strides=2, padding="same", groups=2, name="grouped2")(x)
+    x = layers.Reshape((64,), name="reshape")(x)
+    x = layers.BatchNormalization(name="flat_bn")(x)
+    x = layers.Normalization(name="flat_norm")(x)
+    return keras.Model(inp, layers.Dense(3, name="logits")(x), name="normalized")
+
+
 def unsupported() -> keras.Model:
     """Two layers cnnspec has no type for (the test expects both named, nothing written)."""
     x = inp = keras.Input((8, 8, 3), name="image")
@@ -157,33 +175,59 @@ def tangled() -> keras.Model:
 
 
 def randomize(model: keras.Model, rng: np.random.Generator) -> None:
-    """Seeded random weights; variances positive."""
+    """Seeded random weights; variances positive (Normalization's count, an integer, left alone)."""
     for w in model.weights:
         shape = tuple(w.shape)
+        if "int" in str(w.dtype):
+            continue
         if "variance" in w.path:
             w.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
         else:
             w.assign((rng.standard_normal(shape) * 0.4).astype("float32"))
 
 
-def save(model: keras.Model, name: str, formats: tuple[str, ...], rng: np.random.Generator) -> None:
+def adapt(model: keras.Model, top: float, rng: np.random.Generator) -> None:
+    """Adapt each Normalization, in order, to what reaches it from 32 random inputs (after the
+    weights before it are set), as a user adapts one to the training data."""
+    norms = [layer for layer in model.layers if isinstance(layer, layers.Normalization)]
+    data = rng.uniform(0, top, (32, *model.input_shape[1:])).astype("float32") if norms else None
+    for layer in norms:
+        layer.adapt(keras.Model(model.inputs, layer.input).predict(data, verbose=0))
+
+
+def deflate(path: Path) -> None:
+    """Re-zip a .keras file with its members compressed: Keras stores them as they are, and its HDF5
+    weights are mostly padding (a 40 KB file becomes about 6 KB); the members keep their bytes."""
+    with zipfile.ZipFile(path) as z:
+        members = [(info, z.read(info)) for info in z.infolist()]
+    with zipfile.ZipFile(path, "w") as z:
+        for info, data in members:
+            z.writestr(zipfile.ZipInfo(info.filename, info.date_time), data, zipfile.ZIP_DEFLATED, 9)
+
+
+def save(model: keras.Model, name: str, formats: tuple[str, ...], rng: np.random.Generator, out: Path) -> None:
     randomize(model, rng)
     if formats == ("json",):  # only the architecture: the import fails before weights matter
-        (OUT / f"{name}.json").write_text(model.to_json() + "\n")
+        (out / f"{name}.json").write_text(model.to_json() + "\n")
         print(f"{name}: config only")
         return
-    x = rng.uniform(0, 255 if name == "mobilenet" else 1, (3, *model.input_shape[1:])).astype("float32")
+    top = 255 if name in ("mobilenet", "normalized") else 1
+    adapt(model, top, rng)
+    x = rng.uniform(0, top, (3, *model.input_shape[1:])).astype("float32")
     y = model.predict(x, verbose=0)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    np.savez(OUT / f"{name}.npz", x=x, y=y, params=model.count_params(), trainable=trainable)
+    np.savez(out / f"{name}.npz", x=x, y=y, params=model.count_params(), trainable=trainable)
     for fmt in formats:
         if fmt == "keras":
-            model.save(OUT / f"{name}.keras")
+            model.save(out / f"{name}.keras")
+            deflate(out / f"{name}.keras")
+            again = keras.saving.load_model(out / f"{name}.keras").predict(x, verbose=0)
+            np.testing.assert_allclose(again, y, rtol=0, atol=1e-6)  # Keras reads the deflated file back
         elif fmt == "h5":
-            model.save(OUT / f"{name}.h5")  # Keras' legacy HDF5 format (it warns that it is legacy)
+            model.save(out / f"{name}.h5")  # Keras' legacy HDF5 format (it warns that it is legacy)
         elif fmt == "json":
-            (OUT / f"{name}.json").write_text(model.to_json() + "\n")
-            model.save_weights(OUT / f"{name}.weights.h5")
+            (out / f"{name}.json").write_text(model.to_json() + "\n")
+            model.save_weights(out / f"{name}.weights.h5")
     print(f"{name}: {model.count_params()} params, formats {', '.join(formats)}")
 
 
@@ -194,6 +238,7 @@ MODELS: dict[str, tuple[Callable[[], keras.Model], tuple[str, ...]]] = {
     "inception": (inception, ("keras", "h5")),
     "mobilenet": (mobilenet, ("keras",)),
     "digits": (digits, ("keras",)),
+    "normalized": (normalized, ("keras",)),
     "unsupported": (unsupported, ("json",)),  # config only
     "tangled": (tangled, ("json",)),  # config only
 }
@@ -202,12 +247,13 @@ MODELS: dict[str, tuple[Callable[[], keras.Model], tuple[str, ...]]] = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("only", nargs="*", help="model names (default: all)")
+    ap.add_argument("--out", type=Path, default=OUT, help=f"folder (default: {OUT})")
     args = ap.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
     for name, (make, formats) in MODELS.items():
         if not args.only or name in args.only:
-            save(make(), name, formats, np.random.default_rng(sum(map(ord, name))))
+            save(make(), name, formats, np.random.default_rng(sum(map(ord, name))), args.out)
 
 
 if __name__ == "__main__":

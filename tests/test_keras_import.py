@@ -7,6 +7,7 @@ and Keras' parameter counts.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ CASES = [  # (model file, --weights file, npz)
     ("inception.h5", None, "inception"),
     ("mobilenet.keras", None, "mobilenet"),
     ("digits.keras", None, "digits"),
+    ("normalized.keras", None, "normalized"),
 ]
 
 
@@ -65,15 +67,35 @@ def test_imported_model_equals_keras(cli, tmp_path, model, weights, npz):
     doc = json.loads(res.out)["specs"][0]
     assert doc["valid"] and doc["errors"] == []
     # validate counts what Keras calls trainable; Keras' total also counts BatchNormalization's
-    # moving mean and variance, which torch keeps as buffers
+    # moving mean and variance and Normalization's mean and variance, which torch keeps as buffers,
+    # and Normalization's count (one number, of no use to torch)
     assert doc["total_params"] == int(ref["trainable"])
     entries = plan(load_spec(str(spec)).trace)
     stats = sum(e.numel for e in entries if e.key.endswith(("running_mean", "running_var")))
-    assert doc["total_params"] + stats == int(ref["params"])
+    counts = spec.read_text().count("(Normalization)")
+    assert doc["total_params"] + stats + counts == int(ref["params"])
 
     got = _predict(spec, ref["x"])
     assert got.shape == ref["y"].shape
     np.testing.assert_allclose(got, ref["y"], atol=1e-4, rtol=0)
+
+
+def test_a_keras_file_stored_as_keras_writes_it_imports_the_same(cli, tmp_path):
+    """The fixtures' zips are deflated (bench/make_keras_fixtures.py); Keras itself stores the members."""
+    from safetensors.numpy import load_file
+
+    stored = tmp_path / "stored" / "mobilenet.keras"
+    stored.parent.mkdir()
+    with zipfile.ZipFile(KERAS / "mobilenet.keras") as src, zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as z:
+        assert {i.compress_type for i in src.infolist()} == {zipfile.ZIP_DEFLATED}
+        for info in src.infolist():
+            z.writestr(info.filename, src.read(info))
+    a = _import(cli, tmp_path, "mobilenet.keras", name="a.yaml")
+    res = cli("import", str(stored), "-o", str(tmp_path / "b.yaml"))
+    assert res.code == 0, res.text
+    assert a.read_text().replace("a.safetensors", "b.safetensors") == (tmp_path / "b.yaml").read_text()
+    want, got = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    assert want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) for k in want)
 
 
 def test_spec_keeps_keras_names_and_vocabulary(cli, tmp_path):
@@ -83,6 +105,32 @@ def test_spec_keeps_keras_names_and_vocabulary(cli, tmp_path):
     assert "- type: gate   # se_gate (Multiply)" in text
     assert "# sep, depthwise part (SeparableConv2D)" in text and "# sep, pointwise part (SeparableConv2D)" in text
     assert "weights:\n  file: imported.safetensors" in text and "mapping: cnnspec" in text
+
+
+def test_normalization_is_a_frozen_batchnorm_that_keeps_keras_statistics_in_training(cli, tmp_path):
+    """Normalization computes with its adapted statistics in training too: a frozen BatchNormalization
+    (eval mode, no scale or shift), so a fine-tuning run neither learns nor moves them."""
+    from cnnspec.build.finetune import freeze
+
+    path = _import(cli, tmp_path, "normalized.keras")
+    assert "- {type: BatchNormalization, center: false, scale: false, epsilon: 1e-14, trainable: false}   " \
+           "# norm (Normalization)" in path.read_text()
+    spec = load_spec(str(path))
+    assert spec.weights is not None
+    model = build_model(spec)
+    load_weights(model, spec.weights)
+    freeze(model, spec.finetune)  # as cnnspec run does
+    model.train()
+    norms = [model[0], model[6]]  # norm on the channels, flat_norm on the flat features
+    before = [m.running_var.clone() for m in norms]
+    ref = np.load(KERAS / "normalized.npz")
+    x = torch.from_numpy(ref["x"]).permute(0, 3, 1, 2).contiguous()
+    assert torch.allclose(model[0](x), (x - model[0].running_mean[:, None, None])
+                          / model[0].running_var[:, None, None].sqrt(), atol=1e-5)
+    model(x)
+    assert [m.training for m in norms] == [False, False] and list(model[0].parameters()) == []
+    assert all(torch.equal(m.running_var, b) for m, b in zip(norms, before))
+    assert model[5].training  # flat_bn, a BatchNormalization of Keras' own, trains as usual
 
 
 def test_residual_and_inception_become_branch_blocks(cli, tmp_path):
@@ -105,6 +153,27 @@ def test_unsupported_layers_are_listed_and_nothing_is_written(cli, tmp_path):
         "  norm (LayerNormalization)",
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_normalization_other_than_adapted_over_the_last_axis_is_refused(cli, tmp_path):
+    config = json.loads(zipfile.ZipFile(KERAS / "normalized.keras").read("config.json"))
+    layers = {item["name"]: item["config"] for item in config["config"]["layers"]}
+    layers["norm"]["axis"] = [1, 2]  # a mean per pixel
+    layers["flat_norm"]["invert"] = True
+    model = tmp_path / "m.json"
+    model.write_text(json.dumps(config))
+    res = cli("import", str(model), "-o", str(tmp_path / "m.yaml"))
+    assert res.code == 2
+    assert res.err.splitlines()[1:] == ["  norm (Normalization): axis [1, 2] (only the last axis, -1)",
+                                        "  flat_norm (Normalization): invert=True (only the normalisation itself)"]
+    layers["norm"]["axis"], layers["flat_norm"]["invert"] = [-1], False
+    layers["norm"].update(mean=[0.5, 0.5, 0.5], variance=[0.25, 0.25, 0.25])
+    model.write_text(json.dumps(config))
+    res = cli("import", str(model), "-o", str(tmp_path / "m.yaml"))
+    assert res.code == 2 and res.err.splitlines()[1:] == [
+        "  norm (Normalization): mean and variance given in the config (only an adapted layer, its statistics "
+        "as weights)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 
 
 def test_a_graph_nesting_cannot_express_names_the_layer(cli, tmp_path):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnnspec.errors import ToolError
-from cnnspec.tools.keras_layers import CONVERTERS, MERGES, Config, Layer, Unsupported, check_merge
+from cnnspec.tools.keras_layers import CONVERTERS, FEATURE_ROLES, MERGES, Config, Layer, Unsupported, check_merge
 
 MODELS = ("Sequential", "Functional", "Model")
 
@@ -215,18 +215,21 @@ _MIXED = Layer("mixed", {}, "", "")  # branches that end in different layouts
 
 
 def _mark_flattened(layers: list[Layer], state: Layer | None) -> Layer | None:
-    """Give each Dense the Flatten that made its features (Keras flattened channels-last);
-    return the state after ``layers``."""
+    """Give each layer whose weights are indexed by flat features (Dense, a BatchNormalization or
+    Normalization of flat features) the Flatten that made them (Keras flattened channels-last);
+    return the state after ``layers``: a Dense's features are in its own order."""
     for layer in layers:
         if layer.children:
             ends = [_mark_flattened(b, state) for b in layer.children]
             if layer.child_key == "branches":
                 state = ends[0] if all(e is ends[0] for e in ends) else _MIXED
-        elif layer.type == "Flatten" or (layer.type == "flatten"):
+        elif layer.type in ("Flatten", "flatten"):
             state = layer
-        elif layer.type == "Dense":
+        elif layer.role in FEATURE_ROLES and state is not None:
             if state is _MIXED:
-                raise GraphError(f"layer '{layer.keras}' (Dense): its input joins features flattened in different "
-                                 "places; their channels-last order cannot be undone")
-            layer.flat_from, state = state, None
+                raise GraphError(f"layer '{layer.keras}' ({layer.cls}): its input joins features flattened in "
+                                 "different places; their channels-last order cannot be undone")
+            layer.flat_from = state
+            if layer.role == "dense":
+                state = None
     return state

@@ -148,6 +148,27 @@ def batchnorm(name: str, c: Config) -> list[Layer]:
     return [Layer("BatchNormalization", p, name, "BatchNormalization", "batchnorm", c)]
 
 
+# Keras' backend.epsilon(), the floor of Normalization's standard deviation, squared: as a BatchNorm eps,
+# sqrt(var + eps) is max(sqrt(var), 1e-7) in float32 at var 0 and from ~1e-6 up, to a relative eps / (2 var)
+# between (5e-5 at 1e-10), and 1/sqrt(2) of it at var = eps, where Keras multiplies by 1e7
+NORMALIZATION_EPS = 1e-14
+
+
+def normalization(name: str, c: Config) -> list[Layer]:
+    """An adapted Normalization over the last axis computes (x - mean) / max(sqrt(variance), 1e-7) per
+    channel (or feature): a BatchNormalization without scale and shift, frozen so that it stays in eval
+    mode and keeps Keras' statistics."""
+    axis = c.get("axis", -1)
+    if axis not in (-1, [-1], (-1,)):
+        raise Unsupported(f"axis {axis} (only the last axis, -1)")
+    if c.get("invert"):
+        raise Unsupported("invert=True (only the normalisation itself)")
+    if c.get("mean") is not None or c.get("variance") is not None:
+        raise Unsupported("mean and variance given in the config (only an adapted layer, its statistics as weights)")
+    p = {"center": False, "scale": False, "epsilon": NORMALIZATION_EPS, "trainable": False}
+    return [Layer("BatchNormalization", p, name, "Normalization", "normalization", c)]
+
+
 def dropout(name: str, c: Config) -> list[Layer]:
     return [Layer("Dropout", {"rate": c["rate"]}, name, "Dropout")]
 
@@ -226,8 +247,9 @@ CONVERTERS: dict[str, Callable[[str, Config], list[Layer]]] = {
     "AveragePooling2D": pool("AveragePooling2D"), "AvgPool2D": pool("AvgPool2D"),
     "GlobalAveragePooling2D": global_pool("adaptiveavgpool2d"), "GlobalAvgPool2D": global_pool("adaptiveavgpool2d"),
     "GlobalMaxPooling2D": global_pool("adaptivemaxpool2d"), "GlobalMaxPool2D": global_pool("adaptivemaxpool2d"),
-    "BatchNormalization": batchnorm, "Dropout": dropout, "SpatialDropout2D": spatial_dropout,
-    "Flatten": flatten, "Reshape": reshape, "Activation": activation, "ReLU": relu, "LeakyReLU": leaky_relu,
+    "BatchNormalization": batchnorm, "Normalization": normalization,
+    "Dropout": dropout, "SpatialDropout2D": spatial_dropout, "Flatten": flatten, "Reshape": reshape,
+    "Activation": activation, "ReLU": relu, "LeakyReLU": leaky_relu,
     "ELU": elu, "Softmax": softmax, "ZeroPadding2D": zero_padding, "Rescaling": rescaling, "Identity": identity,
 }
 MERGES = {"Add": "Add", "Concatenate": "Concatenate", "Multiply": "gate"}  # Multiply: x * f(x) only
@@ -257,19 +279,35 @@ def _with_bias(weight: Any, rest: list[Any]) -> Arrays:
     return {"weight": weight, **({"bias": rest[0]} if rest else {})}
 
 
+def _features(v: Any, flat_from: tuple[int, ...] | None) -> Any:
+    """Rows indexed by flat features (axis 0) in cnnspec's order: Keras flattened a C x H x W map
+    channels-last, (h, w, c), where cnnspec flattens (c, h, w)."""
+    if flat_from is None or len(flat_from) != 3:
+        return v
+    c, h, w = flat_from
+    rest = v.shape[1:]
+    return np.ascontiguousarray(v.reshape(h, w, c, *rest).transpose(2, 0, 1, *range(3, 3 + len(rest)))
+                                .reshape(c * h * w, *rest))
+
+
 def _dense(layer: Layer, v: list[Any], flat_from: tuple[int, ...] | None) -> Arrays:
-    kernel = v[0]
-    if flat_from is not None and len(flat_from) == 3:
-        c, h, w = flat_from  # Keras flattened (h, w, c); cnnspec flattens (c, h, w): reorder the rows
-        kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
-    return _with_bias(np.ascontiguousarray(kernel.T), v[1:])
+    return _with_bias(np.ascontiguousarray(_features(v[0], flat_from).T), v[1:])
+
+
+def _stats(mean: Any, var: Any, flat_from: tuple[int, ...] | None) -> Arrays:
+    return {"running_mean": _features(mean, flat_from), "running_var": _features(var, flat_from),
+            "num_batches_tracked": np.array(0, np.int64)}
 
 
 def _batchnorm(layer: Layer, v: list[Any], flat_from: tuple[int, ...] | None) -> Arrays:
     affine = bool(layer.config.get("center", True))  # then gamma, beta come first (scale == center)
-    gamma_beta = {"weight": v[0], "bias": v[1]} if affine else {}
+    gamma_beta = {"weight": _features(v[0], flat_from), "bias": _features(v[1], flat_from)} if affine else {}
     mean, var = v[2:4] if affine else v[0:2]
-    return {**gamma_beta, "running_mean": mean, "running_var": var, "num_batches_tracked": np.array(0, np.int64)}
+    return {**gamma_beta, **_stats(mean, var, flat_from)}
+
+
+def _normalization(layer: Layer, v: list[Any], flat_from: tuple[int, ...] | None) -> Arrays:
+    return _stats(v[0], v[1], flat_from)  # mean, variance (then count, which torch has no use for)
 
 
 ROLES: dict[str, Callable[[Layer, list[Any], tuple[int, ...] | None], Arrays]] = {
@@ -279,4 +317,6 @@ ROLES: dict[str, Callable[[Layer, list[Any], tuple[int, ...] | None], Arrays]] =
     "separable_pointwise": lambda layer, v, _: _with_bias(_conv_kernel(v[1]), v[2:]),
     "dense": _dense,
     "batchnorm": _batchnorm,
+    "normalization": _normalization,
 }
+FEATURE_ROLES = frozenset({"dense", "batchnorm", "normalization"})  # tensors indexed by flat features
