@@ -153,6 +153,8 @@ def test_trainable_false_on_a_layer_or_a_block_use_freezes_it(cli, write):
     model = cnnspec.build_model(spec)
     freeze(model, spec.finetune)
     assert [p.requires_grad for p in model.parameters()] == [False, False, False, False, True, True]
+    assert unfreeze(model, spec.finetune) == 0  # written trainable: false, frozen for good
+    assert [p.requires_grad for p in model.parameters()] == [False, False, False, False, True, True]
     resolved = spec.to_dict()["layers"]
     assert resolved[0]["trainable"] is False and resolved[1]["trainable"] is False  # run folders keep it
     bad = write(text.replace("trainable: false}\n  - {block", "trainable: 0}\n  - {block"), "bad.yaml")

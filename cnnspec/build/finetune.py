@@ -46,9 +46,10 @@ def freeze(model: nn.Module, plan: FineTune) -> None:
 
 
 def unfreeze(model: nn.Module, plan: FineTune, paths: Iterable[str] | None = None) -> int:
-    """Undo ``freeze`` for ``paths`` (default: every frozen module); the number of modules thawed."""
+    """Undo ``freeze`` for ``paths`` (default: what ``train.freeze`` froze, not the layers written
+    ``trainable: false``); the number of modules thawed."""
     thawed = 0
-    for module in named_modules(model, plan.frozen if paths is None else paths):
+    for module in named_modules(model, plan.frozen - plan.fixed if paths is None else paths):
         for p in module.parameters(recurse=False):
             p.requires_grad_(True)
         if isinstance(module, _FrozenNorm):

@@ -39,7 +39,7 @@ def resolve(located: Located, train: TrainSection, trace: ShapeTrace) -> tuple[F
     except Unknown:
         entries = []  # a layer without a tensors rule: counts stay at what is known
     frozen_params = sum(e.numel for e in entries if e.tensor.trainable and e.module in frozen)
-    return FineTune(frozenset(frozen), multipliers, frozen_params), []
+    return FineTune(frozenset(frozen), multipliers, frozen_params, frozenset(marked)), []
 
 
 def _marked(trace: ShapeTrace) -> set[str]:

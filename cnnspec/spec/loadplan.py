@@ -44,6 +44,7 @@ class FineTune:
     frozen: frozenset[str] = frozenset()
     multipliers: dict[str, float] = field(default_factory=dict)  # module path -> factor
     frozen_params: int = 0  # trainable numbers that freeze takes out of training
+    fixed: frozenset[str] = frozenset()  # written trainable: false: frozen for good (unfreeze leaves them)
 
     def is_frozen(self, module: str) -> bool:
         return module in self.frozen
