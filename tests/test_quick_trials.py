@@ -92,6 +92,29 @@ def test_runs_latest_points_at_the_newest_run(cli, tmp_path, monkeypatch):
     assert res.code == 0, res.err
 
 
+def test_predict_export_plot_and_report_accept_runs_latest(cli, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    res = cli("run", QUICK, "--quiet", "--no-report", "--set", "train.epochs=1", "--set", "data.limit=32")
+    assert res.code == 0, res.err
+    run = (tmp_path / "runs" / "latest").resolve()
+    assert run.name != "latest" and not (run / "report.html").exists()
+    picture = np.zeros((8, 8), dtype=np.uint8)
+    picture[2:6, 3:5] = 255  # light ink on black, the digits' way
+    Image.fromarray(picture).save(tmp_path / "one.png")
+    res = cli("predict", "runs/latest", "one.png")
+    assert res.code == 0 and res.out.startswith("one.png: "), res.err
+    res = cli("export", "runs/latest")
+    assert res.code == 0 and res.out.startswith("wrote runs/latest/model.torchscript.pt "), res.err
+    res = cli("report", "runs/latest")
+    assert res.code == 0 and res.out.strip() == "wrote runs/latest/report.html", res.err
+    assert (run / "model.torchscript.pt").is_file() and (run / "report.html").is_file()  # in the run folder
+    res = cli("plot", "runs/latest")
+    assert res.code == 0 and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG", res.err
+
+
 def test_a_quick_run_imports_no_heavy_module_it_does_not_use(tmp_path):
     """The digits are read from scikit-learn's data file, not through scikit-learn; the optimizer is
     built, stepped, saved and loaded without torch._dynamo (and sympy, ~1 s of start-up), and

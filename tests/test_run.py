@@ -216,6 +216,25 @@ def test_unavailable_device_is_a_clear_error(cli, write, tmp_path):
         pytest.skip("this machine has CUDA")
     res = cli("run", small_spec(write), "--quiet", "--device", "cuda", "--output", str(tmp_path / "r"))
     assert res.code == 2 and "CUDA is not available" in res.err
+    assert "(--device cpu, or train.device: auto, uses what there is)" in res.err  # what to do instead
+    assert len(res.err.splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_run_lines_keep_the_run_folder_whole_in_an_80_column_pipe(cli, write, tmp_path, monkeypatch):
+    """rich wraps at the width (80 in a pipe): the lines that name the run folder are printed as
+    one line each, the path whole, and the path is not read as rich markup."""
+    monkeypatch.setenv("COLUMNS", "80")
+    out = tmp_path / ("a-folder-with-a-long-name-[b]-" * 3) / "run"
+    res = cli("run", small_spec(write), "--set", "train.epochs=1", "--output", str(out))
+    assert res.code == 0, res.err
+    lines = res.err.splitlines()
+    assert any(ln.startswith("training small: ") and ln.endswith(f" -> {out}") for ln in lines), res.err
+    assert any(ln.startswith("completed: test accuracy ") and ln.endswith(f"; run folder {out}")
+               for ln in lines), res.err
+    res = cli("run", "--resume", str(out))
+    assert res.code == 0, res.err
+    assert any(ln.startswith(f"{out}: already finished (") and ln.endswith(f"--resume {out} --set train.epochs=N")
+               for ln in res.err.splitlines()), res.err
 
 
 def test_run_needs_exactly_one_of_spec_and_resume(cli, write, tmp_path):

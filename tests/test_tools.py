@@ -212,6 +212,23 @@ def test_tools_on_a_missing_run_say_so(cli, tmp_path):
         assert res.code == 2 and "no such file" in res.err, res.err
 
 
+def test_eval_of_a_spec_file_says_it_is_not_a_run_folder(cli):
+    res = cli("eval", QUICK)
+    assert res.code == 2 and res.out == ""
+    assert res.err.splitlines() == [f"cnnspec: error: {QUICK}: not a run folder (give the folder `cnnspec run` "
+                                    "made, e.g. runs/latest)"], res.err
+
+
+def test_export_and_plot_help_name_the_files_they_write(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps help at the width: one option per line here
+    res = cli("export", "--help")
+    assert res.code == 0
+    assert "default RUN_DIR/model.torchscript.pt or RUN_DIR/model.onnx" in res.out, res.out
+    res = cli("plot", "--help")
+    assert res.code == 0
+    assert "the PNG to write (default: curves.png in the current folder)" in res.out, res.out
+
+
 def test_tool_output_paths_and_devices_are_checked(cli, run_dir, tmp_path):
     res = cli("export", str(run_dir), "-o", str(tmp_path / "no" / "m.pt"))
     assert res.code == 2 and "its folder does not exist" in res.err

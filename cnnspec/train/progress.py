@@ -72,8 +72,10 @@ class RichProgress(QuietProgress):
         self._close()
 
     def message(self, text: str) -> None:
+        # one line as written: never wrapped at the width (a run folder's path stays whole in an
+        # 80-column pipe, for scripts and readers to copy), and never read as rich markup or emoji
         self._close()
-        self.console.print(text)
+        self.console.print(text, soft_wrap=True, markup=False, emoji=False)
 
     def finish(self, rows: list[dict[str, Any]]) -> None:
         from rich import box
