@@ -328,7 +328,7 @@ def _continues(run: RunDir, saved: Checkpoint, parts: Parts, progress: Progress,
     assert saved.resume is not None
     pos, epochs = saved.resume.position, parts.spec.train.epochs
     if pos.epoch >= epochs:  # nothing to do, so nothing is written
-        progress.message(f"{run.path}: already finished ({epochs} epochs); to train "
+        progress.message(f"{run.path}: already finished ({epochs} epoch{'' if epochs == 1 else 's'}); to train "
                          f"longer: cnnspec run --resume {run.path} --set train.epochs=N")
         return False
     why = saved.weights_mismatch(parts.model)
