@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
@@ -15,6 +15,27 @@ hookspec = pluggy.HookspecMarker("cnnspec")
 hookimpl = pluggy.HookimplMarker("cnnspec")
 
 Register = Callable[[Any], None]
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+
+class RunContext(Protocol):
+    """What the run hooks get: a ``cnnspec.plugin.Context``. Described here by its fields, because
+    the registry sits below training and does not import it (a type check holds the two together)."""
+
+    spec: Any  # the checked spec (cnnspec.plugin.Spec)
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # the spec's scheduler, or None
+    loss_fn: nn.Module
+    device: torch.device
+    run_dir: Any  # the run folder (cnnspec.train.rundir.RunDir); None where nothing is kept
+    epoch: int
+    rank: int  # under torchrun every process runs the hooks
+    world_size: int
+    metrics: list[dict[str, Any]]  # one row per finished epoch
 
 
 @hookspec
@@ -58,15 +79,15 @@ def register_blocks(register: Register) -> None:
 
 
 @hookspec
-def before_training(context: Any) -> None:
+def before_training(context: RunContext) -> None:
     """Before the first epoch: may replace ``context.model``, ``context.optimizer``, ``context.device``."""
 
 
 @hookspec
-def after_epoch(context: Any, metrics: dict[str, Any]) -> bool | None:
+def after_epoch(context: RunContext, metrics: dict[str, Any]) -> bool | None:
     """After each epoch's evaluation, with that epoch's metrics; return True to stop training."""
 
 
 @hookspec
-def after_training(context: Any, summary: dict[str, Any]) -> None:
+def after_training(context: RunContext, summary: dict[str, Any]) -> None:
     """Once training has ended (finished, stopped early or interrupted), with the run summary."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from cnnspec.registry.hookspecs import RunContext
 from cnnspec.spec.sections import Spec
 from cnnspec.train.rundir import RunDir
 
@@ -29,3 +30,7 @@ class Context:
     rank: int = 0  # under torchrun every process runs the hooks; print from rank 0 only
     world_size: int = 1
     metrics: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    _conforms: type[RunContext] = Context  # mypy: Context has every field the hooks are promised
