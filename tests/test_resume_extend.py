@@ -45,5 +45,10 @@ def test_a_run_made_before_a_key_existed_resumes_and_a_set_of_that_key_is_a_chan
     (run / "spec.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     res = cli("run", "--resume", str(run), "--set", "train.freeze=[0]", "--quiet")
     assert res.code == 2 and "this would change train.freeze" in res.err  # a --set of a new key is a change
+    edited = {**saved, "train": {**saved["train"], "freeze": [0]}}  # ... and so is one written into spec.yaml
+    (run / "spec.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    res = cli("run", "--resume", str(run), "--quiet")
+    assert res.code == 2 and "this would change train.freeze" in res.err
+    (run / "spec.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     assert cli("run", "--resume", str(run), "--set", "train.epochs=3", "--quiet").code == 0
     assert [json.loads(r)["epoch"] for r in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

@@ -9,7 +9,6 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,19 +228,20 @@ _RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "captu
                       ("data", "download")}
 
 
-def _resume_changes(saved: dict[str, Any], now: dict[str, Any], overridden: AbstractSet[str] = frozenset(),
-                    at: str = "") -> list[str]:
+def _resume_changes(saved: dict[str, Any], now: dict[str, Any], written: Any = None) -> list[str]:
     """Dotted keys where the re-resolved spec differs from the checkpoint's, beyond the allowed.
 
-    A key the checkpoint's spec lacks was added to cnnspec after the run was made; its default is
-    what the run trained with, so only a ``--set`` of it (``overridden``: dotted keys) is a change."""
+    A key the checkpoint's spec lacks was added to cnnspec after the run was made: its default is
+    what the run trained with, so it is a change only where the spec file or a ``--set`` wrote it
+    (``written``: the spec as written, overrides applied)."""
     out = []
     for key in sorted((set(saved) | set(now)) - {"plugins"}):  # plugin paths are made absolute
-        a, b, dotted = saved.get(key), now.get(key), f"{at}{key}"
-        if key not in saved and not any(o == dotted or o.startswith(f"{dotted}.") for o in overridden):
+        a, b = saved.get(key), now.get(key)
+        said = written.get(key) if isinstance(written, dict) else None
+        if key not in saved and said is None:
             continue
         if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{key}.{k}" for k in _resume_changes(a, b, overridden, f"{dotted}.")
+            out += [f"{key}.{k}" for k in _resume_changes(a, b, said)
                     if (key, k.split(".")[0]) not in _RESUMABLE_CHANGES]
         elif a != b:
             out.append(key)
@@ -254,8 +254,7 @@ def _resumable(run_dir: str, spec: Spec, job: Job | None = None) -> Checkpoint:
     from cnnspec.train.checkpoint import Checkpoint
 
     saved = Checkpoint.load_resumable(run_dir)
-    overridden = {".".join(str(k) for k in path) for path in spec.located.overridden}
-    changed = _resume_changes(saved.spec, spec.to_dict(), overridden)
+    changed = _resume_changes(saved.spec, spec.to_dict(), spec.located.data)
     if changed and job is not None:
         raise CnnspecError(f"{run_dir} holds the run of torchrun job '{job.id}', and this spec would change "
                            f"{', '.join(changed)} (a resumed job may change only train.epochs, train.device, "
