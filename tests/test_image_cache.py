@@ -167,7 +167,8 @@ def test_a_partial_build_of_a_changed_folder_is_discarded(tmp_path: Path, monkey
     decoded = _counting(monkeypatch)
     built = open_cache(folder_listing(tmp_path / "imgs"), (8, 8), 3, quiet=True)
     assert sum(decoded) == 83 and built.folder.name != old  # all of it, under the new key
-    assert sorted(p.name for p in cache_root().iterdir()) == [built.folder.name]  # the old partial removed
+    # the old partial removed; its lock file stays (unlinked, a waiter on it and a newcomer could both build)
+    assert sorted(p.name for p in cache_root().iterdir()) == sorted([f"{old}.lock", built.folder.name])
 
 
 INTERRUPTED_BUILD = """

@@ -184,9 +184,8 @@ def _discard_others(base: Path, key: str, source: str) -> None:
             continue
         lock = base / (name + LOCK)
         with open(lock, "a") as f:
-            if _try_lock(f):  # removed first, then its lock: a process that waited on it starts afresh
-                shutil.rmtree(other, ignore_errors=True)
-                _unlink(lock)
+            if _try_lock(f):  # the lock file stays: unlinking it would let a process waiting on the
+                shutil.rmtree(other, ignore_errors=True)  # old file and a newcomer on a new one both build
 
 
 def _unlink(path: Path) -> None:
