@@ -97,8 +97,12 @@ class CudaGraphs:
 
     def capture(self, body: Callable[[], None]) -> Callable[[], None]:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            body()
+        previous = torch.cuda.current_stream(self.device)
+        try:  # on the run's device (cuda:1 in a plain run leaves cuda:0 current), on a stream of it
+            with torch.cuda.device(self.device), torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
+                body()
+        finally:  # a capture that fails inside torch's exit leaves its stream current: not for the run
+            torch.cuda.set_stream(previous)
         return graph.replay
 
 
