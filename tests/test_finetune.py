@@ -133,6 +133,21 @@ def test_unfreeze_callback_thaws_after_its_epoch(cli, tmp_path, pictures):
     assert not torch.equal(_state(tmp_path / "run")["0.weight"], start["conv1.weight"])  # trained in epoch 2
 
 
+def test_unfreeze_with_fused_sgd_and_momentum_trains_on_and_resumes(cli, write, tmp_path):
+    # torch's fused SGD fails on a group where some parameters have momentum buffers and the
+    # thawed ones not yet: such groups run unfused from the thaw on (build.optim.after_thaw)
+    path = write("input: [1, 8, 8]\nlayers: [{type: conv2d, out_channels: 4, kernel_size: 3}, relu, flatten,"
+                 " {type: linear, out_features: 10}]\ndata: {dataset: digits, batch_size: 64, limit: 512}\n"
+                 "train: {epochs: 3, device: cpu, freeze: [0], optimizer: {type: sgd, lr: 0.05, momentum: 0.9},"
+                 " callbacks: [{type: unfreeze, epoch: 1}]}\n")
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert cli("run", path, "--quiet", "--no-report", "--output", str(whole)).code == 0
+    assert cli("run", path, "--quiet", "--no-report", "--output", str(part), "--set", "train.epochs=2").code == 0
+    assert cli("run", "--resume", str(part), "--set", "train.epochs=3", "--quiet", "--no-report").code == 0
+    assert (whole / "metrics.jsonl").read_text().splitlines()[-1].split('"seconds"')[0] == \
+        (part / "metrics.jsonl").read_text().splitlines()[-1].split('"seconds"')[0]
+
+
 def test_the_estimate_counts_the_thawed_layers_when_unfreeze_will_train_them(cli):
     frozen = json.loads(cli("validate", "--format", "json", str(SPEC)).out)["specs"][0]["memory"]
     later = json.loads(cli("validate", "--format", "json", str(SPEC), "--set",

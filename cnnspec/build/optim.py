@@ -141,3 +141,20 @@ def load_state_dict(optimizer: Optimizer, state: dict[str, Any]) -> None:
         optimizer.load_state_dict(state)
     else:
         plain(optimizer, state)
+
+
+def after_thaw(optimizer: Optimizer) -> int:
+    """After frozen parameters were made trainable: the groups of a fused SGD with momentum in which
+    some parameters have a momentum buffer and the thawed ones not yet run unfused from now on
+    (torch's fused kernel takes all buffers or none, and fails with a TypeError on a mix; the
+    unfused update gives a new parameter its first buffer as torch does); the number of such groups."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return 0
+    changed = 0
+    for group in optimizer.param_groups:
+        if group.get("fused") and group.get("momentum", 0) != 0:
+            has = [optimizer.state.get(p, {}).get("momentum_buffer") is not None for p in group["params"]]
+            if any(has) and not all(has):
+                group["fused"] = False
+                changed += 1
+    return changed

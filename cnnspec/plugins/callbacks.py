@@ -123,9 +123,11 @@ class UnfreezeCallback(Callback):
 
     def _thaw(self, context: Any) -> None:
         from cnnspec.build.finetune import unfreeze
+        from cnnspec.build.optim import after_thaw
 
         model = getattr(context.model, "module", context.model)  # a DistributedDataParallel's model
         unfreeze(model, context.spec.finetune)
+        after_thaw(context.optimizer)
         self.done = True
 
     def on_train_begin(self, context: Any) -> None:

@@ -70,6 +70,8 @@ class Trainer:
         try:
             self._setup()
             pos = self._restore()
+            for cb in self.parts.callbacks:  # after a resume's restore: they begin from their saved state
+                cb.on_train_begin(self.ctx)
             set_up = True
             if self.on_setup is not None:
                 self.on_setup()
@@ -123,8 +125,6 @@ class Trainer:
             c.loss_fn.to(c.device)
         c.model.to(c.device).to(memory_format=self.precision.memory_format)
         self.step = Step(self.parts, c)
-        for cb in self.parts.callbacks:
-            cb.on_train_begin(c)
 
     def _restore(self) -> Position:
         """Where training starts: the beginning, or the resumed checkpoint's state put in place."""
