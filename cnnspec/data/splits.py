@@ -143,13 +143,15 @@ def labels_from_ints(a: np.ndarray | list[int]) -> Tensor:
     return torch.from_numpy(np.asarray(a).astype(np.int64))
 
 
-def prepare_data(spec: Spec, device: torch.device, budget: int | None = None, refuse: bool = False) -> Batches:
+def prepare_data(spec: Spec, device: torch.device, budget: int | None = None, refuse: bool = False,
+                 pixels: bool = False) -> Batches:
     """Load the spec's dataset, check it fits the model (located errors), split, scale, move.
 
     Streamed images (a dataset's StreamedImages) become resident float32 tensors when they take at
     most RESIDENT_SHARE of ``budget`` bytes (what the device has free beside the model; None: no
     limit is known), or when the dataset asks; otherwise they stay streamed. With ``refuse``, a set
-    the dataset asks to hold (``in_memory: true``) that is larger than ``budget`` is a ResourceError."""
+    the dataset asks to hold (``in_memory: true``) that is larger than ``budget`` is a ResourceError.
+    With ``pixels``, the training pictures' statistics that a run's checkpoints record (``Batches.pixels``)."""
     from cnnspec.registry.manager import call_plugin
     from cnnspec.spec.check import fit_problems
 
@@ -183,7 +185,7 @@ def prepare_data(spec: Spec, device: torch.device, budget: int | None = None, re
     source = getattr(splits.train_x, "source", "")
     images = _resident_or_streamed([splits.train_x, splits.test_x] + ([val[0]] if val else []), budget,
                                    spec.file if refuse else None)
-    pixels = pixel_stats(images[0])  # before normalisation: what predict's pictures are compared with
+    stats = pixel_stats(images[0]) if pixels else None  # before normalisation: what predict compares with
     mean = std = None
     if spec.data.normalize:  # the same statistics, from the training split or the spec, for every split
         norm = spec.data.normalize
@@ -196,7 +198,7 @@ def prepare_data(spec: Spec, device: torch.device, budget: int | None = None, re
         train=(moved[0], splits.train_y.to(device)),
         test=(moved[1], splits.test_y.to(device)),
         val=(moved[2], val[1].to(device)) if val else None,
-        classes=splits.classes, mean=mean, std=std, source=source, pixels=pixels,
+        classes=splits.classes, mean=mean, std=std, source=source, pixels=stats,
     )
 
 

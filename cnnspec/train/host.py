@@ -75,16 +75,21 @@ def capped_failure(e: BaseException) -> str | None:
             "imported (its CPU-only build far less), and a run needs about 512 MiB more")
 
 
-def address_space_used() -> int | None:
-    """Bytes of address space this process holds now (VmSize), or None where it cannot be told."""
+def _proc_bytes(path: str, field: str) -> int | None:
+    """A ``FIELD:  N kB`` line of a /proc file, in bytes; None where there is none (not Linux)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmSize:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def address_space_used() -> int | None:
+    """Bytes of address space this process holds now (VmSize), or None where it cannot be told."""
+    return _proc_bytes("/proc/self/status", "VmSize")
 
 
 def keep_freed_memory() -> bool:
@@ -175,11 +180,4 @@ def available_memory(device: Any) -> int | None:
 
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    return _proc_bytes("/proc/meminfo", "MemAvailable")

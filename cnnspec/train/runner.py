@@ -295,7 +295,7 @@ def _train(spec: Spec, options: RunOptions, progress: Progress, world: World, de
     resume_dir = options.resume or (str(owned) if resume else None)
     saved = _resumable(resume_dir, spec, None if options.resume else job) if resume_dir else None
     # everything that can fail is built before the run folder exists
-    batches = prepare_data(spec, device, data_budget(spec, device), refuse=not options.force)
+    batches = prepare_data(spec, device, data_budget(spec, device), refuse=not options.force, pixels=True)
     parts = build_parts(spec, batches, device, world)
     parts.capture = decide(parts, parts.optimizer, device, parts.scheduler)  # cuda_graph where it cannot be: an error
     on_setup: Callable[[], None] | None = None
