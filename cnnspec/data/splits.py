@@ -18,7 +18,7 @@ from torch import Tensor
 from cnnspec.data.pixels import PixelStats, pixel_stats
 from cnnspec.data.stream import StreamedImages
 from cnnspec.errors import MEMORY_REFUSAL, DataError, ResourceError, SpecError
-from cnnspec.spec.cost import LABEL_BYTES, STREAM_AHEAD, DataHeld, human_bytes
+from cnnspec.spec.cost import LABEL_BYTES, DataHeld, human_bytes
 from cnnspec.spec.shapes import BYTES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,7 +84,7 @@ class Batches:
         """What the data holds while training at ``batch_size``, for the memory estimate: the batches
         read ahead of a stream, or every image and label of a resident set."""
         if self.streamed:
-            return DataHeld("streamed", STREAM_AHEAD * batch_size * BYTES * int(np.prod(self.train[0].shape[1:])))
+            return DataHeld.streamed(batch_size, BYTES * int(np.prod(self.train[0].shape[1:])))
         pairs = [self.train, self.test] + ([self.val] if self.val is not None else [])
         return DataHeld("resident", self.resident_bytes + LABEL_BYTES * sum(len(p[1]) for p in pairs))
 

@@ -31,6 +31,11 @@ class DataHeld:
     kind: str  # "resident" or "streamed"
     bytes: int | None
 
+    @classmethod
+    def streamed(cls, batch_size: int, sample_bytes: int) -> DataHeld:
+        """A streamed set: the STREAM_AHEAD batches read ahead of the one trained on."""
+        return cls("streamed", STREAM_AHEAD * batch_size * sample_bytes)
+
     @property
     def label(self) -> str:
         return "streamed data" if self.kind == "streamed" else "data in memory"
@@ -304,7 +309,7 @@ def data_held(spec: Any, batch_size: int) -> DataHeld | None:
         return None
     sample = BYTES * math.prod(spec.trace.input_shape)
     if ds.type.streamed(ds.params):
-        return DataHeld("streamed", STREAM_AHEAD * batch_size * sample)
+        return DataHeld.streamed(batch_size, sample)
     counts = ds.type.num_samples(ds.params)
     if counts is None:
         return DataHeld("resident", None)
